@@ -1,0 +1,205 @@
+"""The TPV bank: one safetensors file per task holding its task prompt vector
+and the P_init it was trained from, with metadata.
+
+Stage 2 mixes TPVs only if they share one P_init, one backbone and one shape,
+so loading a set of entries checks exactly that and names the entry and the
+field that disagree. Each tensor's sha256 is stored, so a flipped byte is
+caught; files are written to a temporary name and renamed, so a crash never
+leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dtvg_dist import __version__
+
+FORMAT = "dtvg-bank/1"
+REQUIRED_META = (
+    "format",
+    "task",
+    "backbone",
+    "d",
+    "r",
+    "init_seed",
+    "p_init_sha256",
+    "tpv_sha256",
+    "steps",
+    "best_score",
+    "version",
+)
+SHARED_FIELDS = ("p_init_sha256", "backbone", "d", "r")
+
+
+class BankError(ValueError):
+    """A bank entry is missing, corrupt, or disagrees with the others."""
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """Checksum of a tensor's float32 bytes (what the bank stores)."""
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    task: str
+    tpv: torch.Tensor
+    p_init: torch.Tensor
+    backbone: str
+    init_seed: int
+    steps: int
+    best_score: float | None
+    version: str
+    path: Path
+
+    @property
+    def r(self) -> int:
+        return self.tpv.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.tpv.shape[1]
+
+    @property
+    def p_init_sha256(self) -> str:
+        return tensor_sha256(self.p_init)
+
+    @property
+    def prompt(self) -> torch.Tensor:
+        """The stage-1 soft prompt P* = P_init + T."""
+        return self.p_init + self.tpv
+
+
+def entry_path(bank_dir: str | os.PathLike, task: str) -> Path:
+    return Path(bank_dir) / f"{task}.safetensors"
+
+
+def save_entry(
+    bank_dir: str | os.PathLike,
+    task: str,
+    tpv: torch.Tensor,
+    p_init: torch.Tensor,
+    *,
+    backbone: str,
+    init_seed: int,
+    steps: int,
+    best_score: float | None,
+) -> Path:
+    """Write `<bank_dir>/<task>.safetensors` atomically and return its path."""
+    if tpv.shape != p_init.shape or tpv.dim() != 2:
+        raise BankError(
+            f"bank entry {task!r}: TPV {tuple(tpv.shape)} and P_init {tuple(p_init.shape)} "
+            "must both be [r, d]"
+        )
+    tpv32 = tpv.detach().to("cpu", torch.float32).contiguous()
+    p_init32 = p_init.detach().to("cpu", torch.float32).contiguous()
+    meta = {
+        "format": FORMAT,
+        "task": task,
+        "backbone": backbone,
+        "d": str(tpv32.shape[1]),
+        "r": str(tpv32.shape[0]),
+        "init_seed": str(int(init_seed)),
+        "p_init_sha256": tensor_sha256(p_init32),
+        "tpv_sha256": tensor_sha256(tpv32),
+        "steps": str(int(steps)),
+        "best_score": json.dumps(best_score),
+        "version": __version__,
+    }
+    path = entry_path(bank_dir, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"tpv": tpv32, "p_init": p_init32}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def load_entry(path: str | os.PathLike) -> BankEntry:
+    """Read and verify one entry; a truncated or corrupt file is refused whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise BankError(f"bank entry {path} does not exist (run stage=1 for that task first)")
+    try:
+        meta = _read_metadata(path)
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise BankError(f"bank entry {path} is truncated or corrupt: {err}") from err
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing or meta.get("format") != FORMAT:
+        raise BankError(f"bank entry {path} lacks metadata {missing or ['format=' + FORMAT]}")
+    if set(tensors) != {"tpv", "p_init"}:
+        raise BankError(f"bank entry {path} holds tensors {sorted(tensors)}, expected tpv, p_init")
+    tpv, p_init = tensors["tpv"], tensors["p_init"]
+    if list(tpv.shape) != [int(meta["r"]), int(meta["d"])] or tpv.shape != p_init.shape:
+        raise BankError(
+            f"bank entry {path}: tensor shape {tuple(tpv.shape)} disagrees with metadata "
+            f"r={meta['r']}, d={meta['d']}"
+        )
+    for name, tensor in (("tpv", tpv), ("p_init", p_init)):
+        if tensor_sha256(tensor) != meta[f"{name}_sha256"]:
+            raise BankError(f"bank entry {path}: {name} does not match its stored sha256 (corrupt)")
+    return BankEntry(
+        task=meta["task"],
+        tpv=tpv,
+        p_init=p_init,
+        backbone=meta["backbone"],
+        init_seed=int(meta["init_seed"]),
+        steps=int(meta["steps"]),
+        best_score=json.loads(meta["best_score"]),
+        version=meta["version"],
+        path=path,
+    )
+
+
+def load_bank(
+    bank_dir: str | os.PathLike,
+    tasks: list[str],
+    *,
+    backbone: str | None = None,
+    d: int | None = None,
+    r: int | None = None,
+) -> dict[str, BankEntry]:
+    """Load the entries of `tasks` and check they can be mixed: one P_init
+    (by checksum), one backbone, one d and r, and, where given, the running
+    backbone's name and sizes."""
+    entries = {task: load_entry(entry_path(bank_dir, task)) for task in tasks}
+    for task, entry in entries.items():
+        if entry.task != task:
+            raise BankError(f"bank entry {entry.path} was written for task {entry.task!r}, not {task!r}")
+    expected = {"backbone": backbone, "d": d, "r": r}
+    for field, want in expected.items():
+        if want is None:
+            continue
+        for entry in entries.values():
+            have = getattr(entry, field)
+            if have != want:
+                raise BankError(
+                    f"bank entry {entry.path}: {field} is {have!r} but this run uses {want!r}"
+                )
+    if entries:
+        first = next(iter(entries.values()))
+        for entry in entries.values():
+            for field in SHARED_FIELDS:
+                if getattr(entry, field) != getattr(first, field):
+                    raise BankError(
+                        f"bank entry {entry.path}: {field} is {getattr(entry, field)!r} but "
+                        f"{first.path.name} has {getattr(first, field)!r}; all entries must share "
+                        "one P_init, backbone, d and r"
+                    )
+    return entries
