@@ -294,9 +294,9 @@ def test_dtvg_prompt_matches_reference(rule, case):
     p_mix, mask, sims = dtvg_prompt(
         case["p_init"], case["target"], case["sources"], case["alpha_t"], case["alpha_s"], rule
     )
-    l = as_lists(case)
+    lists = as_lists(case)
     ref_p, ref_mask, ref_sims = ref_dtvg(
-        l["p_init"], l["target"], l["sources"], l["alpha_t"], l["alpha_s"], rule
+        lists["p_init"], lists["target"], lists["sources"], lists["alpha_t"], lists["alpha_s"], rule
     )
     assert mask.tolist() == ref_mask
     assert sims.tolist() == ref_sims
