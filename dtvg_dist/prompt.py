@@ -1,0 +1,367 @@
+"""Prompt modules (PT, SPoT, DTVG) and the wrapper that feeds them to a frozen backbone.
+
+Each prompt module owns its trainable tensors, kept in fp32 whatever the
+backbone dtype, and returns the [r, d] soft prompt from ``forward()``.
+:class:`PromptedModel` puts that prompt in front of the token embeddings
+through the public ``inputs_embeds`` API: T5 on the encoder side only, Llama
+immediately before the first real token (left or right padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dtvg_dist.core import check_rule, dtvg_prompt
+
+IGNORE_INDEX = -100
+
+
+def sample_p_init(
+    embedding_weight: Tensor, r: int, seed: int, top_k: int = 5000
+) -> tuple[Tensor, Tensor]:
+    """Shared stage-1 init: ``r`` embedding rows of distinct ids below ``min(top_k, V)``.
+
+    Uses ``torch.randperm`` with a seeded CPU generator, so the ids are the
+    same on every machine and rank (paper C.8: "randomly sampling the top 5000
+    vocabulary words"). Under ZeRO-3 gather the embedding weight first.
+    Returns (fp32 clone [r, d], ids [r]).
+    """
+    vocab = embedding_weight.shape[0]
+    pool = min(top_k, vocab)
+    if not 0 < r <= pool:
+        raise ValueError(
+            f"prompt length r={r} must be in 1..{pool} (min(top_k={top_k}, vocab={vocab}))"
+        )
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    ids = torch.randperm(pool, generator=gen)[:r]
+    rows = embedding_weight.detach()[ids.to(embedding_weight.device)]
+    return rows.to(torch.float32).clone(), ids
+
+
+def _check_state(module: nn.Module, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """Refuse a checkpoint whose keys or shapes do not match, naming the culprit."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise KeyError(f"{type(module).__name__}: missing keys {missing}, unexpected keys {extra}")
+    for k, t in expected.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise ValueError(
+                f"{type(module).__name__}.{k}: checkpoint shape {tuple(state[k].shape)} "
+                f"!= module shape {tuple(t.shape)}"
+            )
+
+
+class SoftPrompt(nn.Module):
+    """Vanilla prompt tuning (PT); SPoT is this module initialised from a source prompt."""
+
+    def __init__(self, init: Tensor) -> None:
+        super().__init__()
+        if init.dim() != 2:
+            raise ValueError(f"SoftPrompt init must be [r, d], got shape {tuple(init.shape)}")
+        self.prompt = nn.Parameter(init.detach().to(torch.float32).clone())
+
+    def forward(self) -> Tensor:
+        return self.prompt
+
+    def param_groups(
+        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """One group; ``source_lr`` is accepted so every prompt module has one signature."""
+        return [{"name": "prompt", "params": [self.prompt], "lr": lr, "weight_decay": weight_decay}]
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        return {"prompt": self.prompt.detach().to(torch.float32).clone()}
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        _check_state(self, state, {"prompt": self.prompt})
+        self.prompt.copy_(state["prompt"])
+
+
+def spot_pick_source(target_prompt: Tensor, source_prompts: Tensor) -> int:
+    """SPoT (paper C.1): index of the source whose mean-pooled prompt has the
+    highest cosine similarity with the target's; ties go to the lower index."""
+    if source_prompts.dim() != 3 or source_prompts.shape[0] == 0:
+        raise ValueError(f"source_prompts must be [n>0, r, d], got {tuple(source_prompts.shape)}")
+    t = target_prompt.float().mean(dim=-2)
+    s = source_prompts.float().mean(dim=-2)
+    cos = F.cosine_similarity(s, t.unsqueeze(0), dim=-1)
+    return int(torch.argmax(cos))  # argmax returns the first maximal index
+
+
+class DTVGPrompt(nn.Module):
+    """Stage 2 of DTVG: P_mix = P_init + alpha_t T_t + sum_{s in S'} alpha_s T_s (Eq. 6).
+
+    Trainable: ``target_tpv`` (init: stage-1 target TPV), ``alpha_t`` [r] and
+    ``alpha_s`` [n, r] (init ones). Frozen buffers: ``p_init``, ``source_tpvs``.
+    The group S' is recomputed every forward by the core; ``mask_sync`` (set
+    by the distributed layer, e.g. a rank-0 broadcast) sees the mask between
+    selection and merge. ``fixed=True`` keeps the first forward's group for
+    the whole run, in buffers so that a checkpoint restores it;
+    ``rule="fixed"`` is shorthand for ``rule="greedy", fixed=True``.
+    """
+
+    def __init__(
+        self,
+        p_init: Tensor,
+        target_tpv: Tensor,
+        source_tpvs: Tensor,
+        source_names: list[str],
+        rule: str = "greedy",
+        fixed: bool = False,
+    ) -> None:
+        super().__init__()
+        r, d = target_tpv.shape
+        n = source_tpvs.shape[0]
+        if tuple(p_init.shape) != (r, d) or tuple(source_tpvs.shape[1:]) != (r, d):
+            raise ValueError(
+                f"DTVGPrompt shapes disagree: p_init {tuple(p_init.shape)}, target_tpv "
+                f"{(r, d)}, source_tpvs {tuple(source_tpvs.shape)}"
+            )
+        if len(source_names) != n:
+            raise ValueError(f"{len(source_names)} source_names for {n} source TPVs")
+        if rule == "fixed":  # DESIGN's "fixed" rule = greedy group of step 0, kept
+            rule, fixed = "greedy", True
+        check_rule(rule, n)
+        self.rule = rule
+        self.fixed = fixed
+        self.source_names = list(source_names)
+        f32 = torch.float32
+        self.target_tpv = nn.Parameter(target_tpv.detach().to(f32).clone())
+        self.alpha_t = nn.Parameter(torch.ones(r, dtype=f32, device=target_tpv.device))
+        self.alpha_s = nn.Parameter(torch.ones(n, r, dtype=f32, device=target_tpv.device))
+        self.register_buffer("p_init", p_init.detach().to(f32).clone())
+        self.register_buffer("source_tpvs", source_tpvs.detach().to(f32).clone())
+        dev = target_tpv.device
+        self.register_buffer("fixed_mask", torch.zeros(n, dtype=torch.bool, device=dev))
+        self.register_buffer("fixed_mask_set", torch.zeros((), dtype=torch.bool, device=dev))
+        self._fixed_ready = False  # host mirror of fixed_mask_set: no device read per step
+        self.register_load_state_dict_post_hook(lambda mod, _keys: mod._refresh_fixed())
+        self.mask_sync: Callable[[Tensor], Tensor] | None = None
+        self.last_mask: Tensor | None = None
+        self.last_sims: Tensor | None = None
+
+    def _refresh_fixed(self) -> None:
+        self._fixed_ready = bool(self.fixed_mask_set)
+
+    def _sync(self, mask: Tensor) -> Tensor:
+        """Between selection and merge: the user hook, then the ``fixed`` override."""
+        if self.fixed and self._fixed_ready:
+            return self.fixed_mask
+        if self.mask_sync is not None:
+            mask = self.mask_sync(mask)
+        if self.fixed:
+            with torch.no_grad():
+                self.fixed_mask.copy_(mask)
+                self.fixed_mask_set.fill_(True)
+            self._fixed_ready = True
+        return mask
+
+    def forward(self) -> Tensor:
+        p_mix, mask, sims = dtvg_prompt(
+            self.p_init,
+            self.target_tpv,
+            self.source_tpvs,
+            self.alpha_t,
+            self.alpha_s,
+            rule=self.rule,
+            mask_sync=self._sync,
+        )
+        self.last_mask = mask.detach()
+        self.last_sims = sims.detach()
+        return p_mix
+
+    def param_groups(
+        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Two-speed learning rates (paper C.7): target TPV and its alphas at
+        ``lr``, the source alphas at ``source_lr`` (default ``lr``)."""
+        return [
+            {
+                "name": "target",
+                "params": [self.target_tpv, self.alpha_t],
+                "lr": lr,
+                "weight_decay": weight_decay,
+            },
+            {
+                "name": "source_alphas",
+                "params": [self.alpha_s],
+                "lr": lr if source_lr is None else source_lr,
+                "weight_decay": weight_decay,
+            },
+        ]
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Trainables (fp32) plus the ``fixed`` group buffers (bool)."""
+        return {
+            "target_tpv": self.target_tpv.detach().float().clone(),
+            "alpha_t": self.alpha_t.detach().float().clone(),
+            "alpha_s": self.alpha_s.detach().float().clone(),
+            "fixed_mask": self.fixed_mask.detach().clone(),
+            "fixed_mask_set": self.fixed_mask_set.detach().clone(),
+        }
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        own = {k: getattr(self, k) for k in self.trainable_state()}
+        _check_state(self, state, own)
+        for k, t in own.items():
+            t.copy_(state[k].to(t.dtype))
+        self._refresh_fixed()
+
+
+def _position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions from the mask (cumsum - 1, clamped): left pads do not shift real tokens."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class PromptedModel(nn.Module):
+    """A frozen backbone with a trainable soft prompt in front of its input."""
+
+    def __init__(self, backbone: Any, prompt: nn.Module) -> None:
+        super().__init__()
+        if backbone.family not in ("seq2seq", "causal"):
+            raise ValueError(f"unknown backbone family {backbone.family!r}")
+        self.model = backbone.model
+        self.prompt = prompt
+        self.family: str = backbone.family
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.family == "seq2seq"
+
+    def _insert(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
+        put the prompt in. Returns (embeds, mask, labels) extended by r."""
+        emb = self.model.get_input_embeddings()(input_ids)
+        prompt = self.prompt().to(emb.dtype)  # fp32 master -> activation dtype
+        bsz, length = input_ids.shape
+        r = prompt.shape[0]
+        attention_mask = attention_mask.to(torch.long)
+        ones = attention_mask.new_ones(bsz, r)
+        prompt_b = prompt.unsqueeze(0).expand(bsz, -1, -1)
+        if self.is_seq2seq:  # encoder side only; decoder labels untouched
+            return torch.cat([prompt_b, emb], 1), torch.cat([ones, attention_mask], 1), labels
+        # Causal: output position j takes token j before the first real token f,
+        # prompt row j - f inside [f, f + r), token j - r after. Right padding
+        # has f = 0; left padding keeps real-token positions contiguous.
+        first = attention_mask.argmax(dim=1, keepdim=True)  # [B, 1]
+        j = torch.arange(length + r, device=input_ids.device).unsqueeze(0)
+        src = torch.where(j < first, j, torch.where(j < first + r, length + j - first, j - r))
+        emb_ext = torch.gather(
+            torch.cat([emb, prompt_b], 1), 1, src.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
+        )
+        mask_ext = torch.gather(torch.cat([attention_mask, ones], 1), 1, src)
+        labels_ext = None
+        if labels is not None:
+            pad = labels.new_full((bsz, r), IGNORE_INDEX)
+            labels_ext = torch.gather(torch.cat([labels, pad], 1), 1, src)
+        return emb_ext, mask_ext, labels_ext
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None, **kwargs: Any
+    ) -> Any:
+        """Run the backbone with the prompt; returns the HF output (``.loss`` with labels).
+
+        Causal logits are over the extended sequence (length L + r)."""
+        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        if self.is_seq2seq:
+            if labels_ext is not None:
+                labels_ext = labels_ext.contiguous()  # T5 computes its loss with .view(-1)
+            return self.model(
+                inputs_embeds=embeds, attention_mask=mask, labels=labels_ext, **kwargs
+            )
+        return self.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=_position_ids(mask),
+            labels=labels_ext,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, **kw: Any
+    ) -> Tensor:
+        """Greedy decoding with the prompt; returns only the new tokens [B, T <= max_new_tokens].
+
+        Causal inputs are first moved to left padding so that every row ends in
+        a real token. ``use_cache=False`` is honoured: transformers forces the
+        cache on for decoder-only ``inputs_embeds``, so that path recomputes the
+        whole sequence per step here instead (a reference for the cached path).
+        """
+        kw.setdefault("do_sample", False)
+        kw.setdefault("num_beams", 1)
+        if self.is_seq2seq:
+            embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+            out = self.model.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, **kw
+            )
+            return out[:, 1:]  # drop decoder_start_token_id
+        # Stable sort on the mask moves pads to the front, keeping token order.
+        order = torch.sort(attention_mask.to(torch.long), dim=1, stable=True).indices
+        input_ids = torch.gather(input_ids, 1, order)
+        attention_mask = torch.gather(attention_mask, 1, order)
+        embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+        if not kw.pop("use_cache", True):
+            return self._greedy_no_cache(embeds, mask, max_new_tokens, **kw)
+        out = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=_position_ids(mask),
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            **kw,
+        )
+        # Given inputs_embeds and no input_ids, transformers (4.x and 5.x)
+        # returns only the new tokens: the prompt part has no ids to return.
+        return out
+
+    def _greedy_no_cache(
+        self, embeds: Tensor, mask: Tensor, max_new_tokens: int, **kw: Any
+    ) -> Tensor:
+        """Greedy decoding recomputing the full (prompted) sequence every step."""
+        kw.pop("do_sample", None)
+        kw.pop("num_beams", None)
+        gen_cfg = self.model.generation_config
+        eos = kw.pop("eos_token_id", gen_cfg.eos_token_id)
+        pad = kw.pop("pad_token_id", gen_cfg.pad_token_id)
+        if kw:
+            raise TypeError(f"use_cache=False greedy decoding does not take {sorted(kw)}")
+        eos_ids = torch.tensor(
+            [] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+            dtype=torch.long,
+            device=embeds.device,
+        )
+        if pad is None:
+            pad = int(eos_ids[0]) if eos_ids.numel() else 0
+        embed_fn = self.model.get_input_embeddings()
+        bsz = embeds.shape[0]
+        done = torch.zeros(bsz, dtype=torch.bool, device=embeds.device)
+        new_tokens: list[Tensor] = []
+        for _ in range(max_new_tokens):
+            logits = self.model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=_position_ids(mask),
+                use_cache=False,
+            ).logits[:, -1]
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            new_tokens.append(nxt)
+            done = done | torch.isin(nxt, eos_ids)
+            embeds = torch.cat([embeds, embed_fn(nxt).unsqueeze(1).to(embeds.dtype)], 1)
+            mask = torch.cat([mask, mask.new_ones(bsz, 1)], 1)
+            if bool(done.all()):
+                break
+        if not new_tokens:
+            return embeds.new_zeros(bsz, 0, dtype=torch.long)
+        return torch.stack(new_tokens, 1)

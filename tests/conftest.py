@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny offline T5 / Llama checkpoints and a toy tokenizer.
+
+Nothing here touches the hub: models are built from configs with random
+weights, saved with ``save_pretrained`` and reloaded from the local folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before transformers / datasets are imported anywhere: fail fast offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+TOY_WORDS: list[str] = (  # noqa: SIM905 - one readable block, not 42 lines
+    "the a an is was not and or of to in on it this that good bad great terrible "
+    "movie film story actor plot yes no true false entailment neutral contradiction "
+    "positive negative question answer premise hypothesis sentence what who where why"
+).split()
+
+TINY_T5_CONFIG: dict[str, Any] = {
+    "model_type": "t5",
+    "vocab_size": 64,
+    "d_model": 32,
+    "d_ff": 64,
+    "d_kv": 16,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 2,
+    "decoder_start_token_id": 0,
+}
+
+TINY_LLAMA_CONFIG: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": False,
+}
+
+
+@dataclass(frozen=True)
+class TinyCheckpoints:
+    """Local folders of the session's tiny models (tokenizer saved in each too)."""
+
+    root: Path
+    tokenizer: Path
+    t5: Path
+    llama: Path
+
+    def path(self, family: str) -> Path:
+        return {"seq2seq": self.t5, "causal": self.llama, "t5": self.t5, "llama": self.llama}[
+            family
+        ]
+
+
+@pytest.fixture(scope="session")
+def toy_words() -> list[str]:
+    return list(TOY_WORDS)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_config() -> dict[str, Any]:
+    return dict(TINY_T5_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_config() -> dict[str, Any]:
+    return dict(TINY_LLAMA_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
+    """Build, once per session, a toy tokenizer and tiny T5 / Llama checkpoints on disk."""
+    from dtvg_dist.backbone import BackboneSettings, load_backbone
+    from dtvg_dist.toy_tokenizer import build_toy_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    tok_dir = root / "toy-tokenizer"
+    build_toy_tokenizer(TOY_WORDS, str(tok_dir))
+    out: dict[str, Path] = {}
+    for key, cfg in (("t5", TINY_T5_CONFIG), ("llama", TINY_LLAMA_CONFIG)):
+        bb = load_backbone(
+            BackboneSettings(config=dict(cfg), tokenizer=str(tok_dir), init_seed=0), device="cpu"
+        )
+        folder = root / f"tiny-{key}"
+        bb.model.save_pretrained(str(folder))
+        bb.tokenizer.save_pretrained(str(folder))
+        out[key] = folder
+    return TinyCheckpoints(root=root, tokenizer=tok_dir, t5=out["t5"], llama=out["llama"])
