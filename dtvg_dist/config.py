@@ -1,0 +1,244 @@
+"""The recipe schema, recipe loading and `key=value` overrides.
+
+A recipe is a YAML file in `recipes/` (or a path) that may name a `base`
+recipe to start from. Every key is checked against the schema below, so a
+typo is an error that names the key and the closest valid one, never a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from dtvg_dist.backbone import BackboneSettings
+from dtvg_dist.core import GROUPING_RULES
+from dtvg_dist.data import DataSettings
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+STAGES = ("1", "2", "all")
+METHODS = ("pt", "spot", "dtvg")
+GROUPING_CHOICES = (*GROUPING_RULES, "fixed")
+
+
+@dataclass
+class PromptSettings:
+    length: int = 100  # r, soft prompt tokens
+    init_seed: int = 0  # seed of the P_init sample (stored in the bank)
+    init_top_k: int = 5000  # sample P_init rows from ids 0..top_k-1 (paper C.8)
+
+
+@dataclass
+class GroupingSettings:
+    # greedy | prefix-argmax | positive | exhaustive-kc | all | none | fixed
+    # (fixed: the greedy group of step 0, kept for the whole run)
+    rule: str = "greedy"
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 0.3  # target prompt / TPV and alpha_t (paper C.7)
+    source_lr: float = 0.4  # source alphas (DTVG only)
+    weight_decay: float = 1e-5
+    warmup_steps: int = 500
+    max_steps: int = 30000
+    batch_size: int = 32  # global batch per optimizer step, per micro-step
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class Stage1Settings:
+    """Prompt tuning of each task that the bank lacks (TPV learning)."""
+
+    tasks: list[str] = field(default_factory=list)  # default: sources + target
+    max_steps: int | None = None  # default: optim.max_steps
+    source_max_steps: int | None = None  # for the source tasks (paper: 300k)
+    lr: float | None = None  # default: optim.lr
+    overwrite: bool = False  # retrain tasks the bank already has
+
+
+@dataclass
+class EvalSettings:
+    every_steps: int = 1000
+    batch_size: int = 64
+    max_new_tokens: int | None = None  # default: the task's max target length
+    rank_classification: bool = False  # score label words instead of generating
+
+
+@dataclass
+class LoggingSettings:
+    every_steps: int = 10
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
+    progress_bar: bool = True
+
+
+@dataclass
+class DistributedSettings:
+    timeout_s: int = 600  # collective timeout: a dead rank ends the job
+    zero_init: bool = True  # partition the backbone at construction under ZeRO-3
+
+
+@dataclass
+class Recipe:
+    recipe: str = ""
+    description: str = ""
+    base: str | None = None
+    stage: str = "all"
+    method: str = "dtvg"
+    seed: int = 42
+    target_task: str = ""
+    source_tasks: list[str] = field(default_factory=list)
+    output_dir: str | None = None  # default runs/<recipe>/<seed>
+    bank_dir: str | None = None  # default runs/bank/<backbone name>
+    resume: bool = False
+    backbone: BackboneSettings = field(default_factory=BackboneSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    stage1: Stage1Settings = field(default_factory=Stage1Settings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
+
+
+class RecipeError(ValueError):
+    """A recipe or an override that does not fit the schema."""
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe name in recipes/, or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, list_recipes(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RecipeError(
+            f"recipe {name!r} not found (no file {name!r} and no {path}){hint} "
+            "Run `python -m dtvg_dist.train --help` for the list."
+        )
+    return path
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            full = f"{prefix}{key}"
+            keys.append(full)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and OmegaConf.get_type(child) not in (dict, None):
+                keys.extend(_valid_keys(child, full + "."))
+    return keys
+
+
+def _closest_key_error(schema: DictConfig, err: OmegaConfBaseException, source: str) -> RecipeError:
+    full_key = getattr(err, "full_key", None) or str(err)
+    valid = _valid_keys(schema)
+    close = difflib.get_close_matches(str(full_key), valid, n=1, cutoff=0.0)
+    hint = f"; the closest valid key is {close[0]!r}" if close else ""
+    return RecipeError(f"unknown key {full_key!r} in {source}{hint}")
+
+
+def _merge(schema: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, update)
+    except ConfigKeyError as err:
+        raise _closest_key_error(schema, err, source) from None
+    except ValidationError as err:
+        key = getattr(err, "full_key", "?")
+        raise RecipeError(f"bad value for {key!r} in {source}: {err.msg}") from None
+
+
+def _load_recipe_file(name: str, seen: tuple[str, ...] = ()) -> list[tuple[DictConfig, str]]:
+    path = recipe_path(name)
+    if str(path) in seen:
+        raise RecipeError(f"recipe {path} is its own base (cycle {' -> '.join(seen)})")
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise RecipeError(f"recipe {path} must be a YAML mapping")
+    layers: list[tuple[DictConfig, str]] = []
+    base = node.get("base")
+    if base:
+        layers.extend(_load_recipe_file(str(base), (*seen, str(path))))
+    layers.append((node, str(path)))
+    return layers
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    """`a.b=value` strings -> a config (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise RecipeError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise RecipeError(f"could not parse overrides {overrides}: {err}") from None
+
+
+def load_recipe(name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Schema <- base recipes <- the recipe <- command-line overrides, then checks."""
+    cfg = OmegaConf.structured(Recipe)
+    for layer, source in _load_recipe_file(name):
+        cfg = _merge(cfg, layer, source)
+    cfg = _merge(cfg, parse_overrides(list(overrides or [])), "the command-line overrides")
+    if not cfg.recipe:
+        cfg.recipe = Path(name).stem
+    validate(cfg)
+    return cfg
+
+
+def _one_of(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if str(value) not in choices:
+        raise RecipeError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise RecipeError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks the types cannot express; each error names its key."""
+    cfg.stage = str(cfg.stage)
+    _one_of(cfg, "stage", STAGES)
+    _one_of(cfg, "method", METHODS)
+    _one_of(cfg, "grouping.rule", GROUPING_CHOICES)
+    if not cfg.target_task:
+        raise RecipeError("target_task is not set (e.g. target_task=rte)")
+    if cfg.method in ("dtvg", "spot") and cfg.stage != "1" and not cfg.source_tasks:
+        raise RecipeError(f"method={cfg.method} needs source_tasks (a list of task names)")
+    if cfg.target_task in cfg.source_tasks:
+        raise RecipeError(f"target_task {cfg.target_task!r} is also in source_tasks")
+    for key in ("prompt.length", "prompt.init_top_k", "optim.max_steps", "optim.batch_size",
+                "optim.grad_accum", "eval.every_steps", "eval.batch_size", "logging.every_steps",
+                "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",
+                "eval.max_new_tokens"):
+        _positive(cfg, key)
+    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm"):
+        _positive(cfg, key)
+    for key in ("optim.warmup_steps", "optim.weight_decay"):
+        _positive(cfg, key, allow_zero=True)
+    for tracker in cfg.logging.trackers:
+        if tracker not in ("tensorboard", "wandb"):
+            raise RecipeError(f"logging.trackers: {tracker!r} is not one of tensorboard, wandb")
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,103 @@
+"""The files of one run (DESIGN section 4): config.yaml, metrics.jsonl,
+grouping.jsonl, results.json, prompt.safetensors. Only the main process
+writes; every write of a whole file goes through a temporary name."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+GROUPING = "grouping.jsonl"
+RESULTS = "results.json"
+PROMPT = "prompt.safetensors"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or inf: write them as strings so the file stays valid."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class RunFiles:
+    """Append-only logs plus whole-file results for one run directory."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.dir = run_dir
+        self.enabled = enabled
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, yaml_text: str) -> None:
+        if self.enabled:
+            atomic_write_text(self.dir / CONFIG, yaml_text)
+
+    def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled or not rows:
+            return
+        with open(self.dir / name, "a") as handle:
+            for row in rows:
+                handle.write(json.dumps(_clean(row)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        self._append(METRICS, [row])
+
+    def log_grouping(self, rows: list[dict[str, Any]]) -> None:
+        self._append(GROUPING, rows)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop log lines written after the checkpoint's step, so
+        the logs read as if the run had never stopped."""
+        if not self.enabled:
+            return
+        for name in (METRICS, GROUPING):
+            path = self.dir / name
+            if not path.is_file():
+                continue
+            kept = [
+                line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        if self.enabled:
+            atomic_write_text(self.dir / RESULTS, json.dumps(_clean(results), indent=2) + "\n")
+
+    def write_prompt(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        if self.enabled:
+            save_tensors(self.dir / PROMPT, tensors, metadata)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,107 @@
+"""A small multi-task suite built in code, for the offline demo and the tiny
+recipes: nothing to download, and grouping has something to find.
+
+Every task maps a short sentence to "yes" / "no":
+- `syn_target` (the target, few examples): yes iff the sentence holds a
+  positive word, no iff it holds a negative word;
+- `syn_same` and `syn_same_b`: the target's rule on other sentences (share it);
+- `syn_flip`: the same sentences with the labels swapped (conflicts with it);
+- `syn_topic`: an unrelated rule (animal -> yes, food -> no).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from dtvg_dist.tasks import Task, get_task, register_task
+
+POSITIVE = ("good", "great", "fine", "nice", "happy", "lovely", "superb", "bright")
+NEGATIVE = ("bad", "awful", "poor", "sad", "ugly", "nasty", "grim", "dull")
+ANIMALS = ("cat", "dog", "horse", "bird", "fish", "mouse", "cow", "sheep")
+FOODS = ("bread", "rice", "soup", "cake", "apple", "cheese", "pasta", "salad")
+FILLER = ("the", "a", "it", "was", "and", "very", "so", "this", "that", "is", "day",
+          "film", "meal", "place", "time", "we", "saw", "one", "really", "quite")
+LABEL_WORDS = ("yes", "no")
+
+TARGET = "syn_target"
+SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_topic")
+
+
+def _sentence(rng: random.Random, key_word: str, n_filler: int) -> str:
+    words = [rng.choice(FILLER) for _ in range(n_filler)]
+    words.insert(rng.randrange(len(words) + 1), key_word)
+    return " ".join(words)
+
+
+def _rows(rule: str, n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        if rule == "topic":
+            word = rng.choice(ANIMALS if label == 0 else FOODS)
+        else:
+            positive = label == 0 if rule == "sentiment" else label == 1
+            word = rng.choice(POSITIVE if positive else NEGATIVE)
+        rows.append({"sentence": _sentence(rng, word, rng.randint(3, 7)), "label": label})
+    return rows
+
+
+def _builder(rule: str, n_train: int, n_val: int, seed: int) -> Callable[[], dict[str, list[dict]]]:
+    def build() -> dict[str, list[dict]]:
+        return {"train": _rows(rule, n_train, seed), "validation": _rows(rule, n_val, seed + 1)}
+
+    return build
+
+
+SPECS = {
+    TARGET: ("sentiment", 48, 96, 100),
+    "syn_same": ("sentiment", 512, 96, 200),
+    "syn_same_b": ("sentiment", 512, 96, 300),
+    "syn_flip": ("flipped", 512, 96, 400),
+    "syn_topic": ("topic", 512, 96, 500),
+}
+
+
+def synthetic_tasks() -> list[Task]:
+    return [
+        Task(
+            name=name,
+            benchmark="synthetic",
+            kind="classification",
+            fields=(("sentence", "sentence"),),
+            label_words=LABEL_WORDS,
+            primary_metric="accuracy",
+            metrics=("accuracy",),
+            max_source_length=32,
+            builtin_rows=_builder(rule, n_train, n_val, seed),
+        )
+        for name, (rule, n_train, n_val, seed) in SPECS.items()
+    ]
+
+
+def register_synthetic_tasks() -> None:
+    """Idempotent: the demo, the tiny recipes and tests may all call it."""
+    for task in synthetic_tasks():
+        try:
+            get_task(task.name)
+        except (KeyError, ValueError):
+            register_task(task)
+
+
+def vocabulary() -> list[str]:
+    """Every text the suite can produce (prefixes, field names, words, labels)."""
+    texts = [*SPECS, "sentence :", *LABEL_WORDS, *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *FILLER]
+    return [t for text in texts for t in text.split()]
+
+
+def ensure_tokenizer(folder: Path) -> Path:
+    """Build (once) and save the suite's word-level tokenizer; returns its folder."""
+    from dtvg_dist.toy_tokenizer import build_toy_tokenizer
+
+    if not (folder / "tokenizer.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        build_toy_tokenizer(vocabulary(), str(folder))
+    return folder

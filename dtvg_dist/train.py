@@ -1,0 +1,84 @@
+"""Command line: python -m dtvg_dist.train recipe=NAME [key.sub=value ...]
+
+Also under `accelerate launch [--config_file launch_configs/X.yaml] -m
+dtvg_dist.train recipe=NAME ...`. `--help` lists the recipes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from omegaconf import OmegaConf
+
+from dtvg_dist.config import RecipeError, list_recipes, load_recipe, recipe_path
+
+USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]
+       accelerate launch [--config_file launch_configs/X.yaml] -m dtvg_dist.train recipe=NAME ...
+
+Trains DTVG soft prompts. stage=1|2|all, method=pt|spot|dtvg,
+grouping.rule=greedy|prefix-argmax|positive|exhaustive-kc|all|none|fixed,
+and any recipe key as a.b=value (e.g. optim.lr=0.1 data.local_dir=/data).
+  --print-config   print the resolved recipe and exit
+"""
+
+
+def _recipe_listing() -> str:
+    lines = ["recipes (recipes/*.yaml):"]
+    for name in list_recipes():
+        try:
+            desc = OmegaConf.load(recipe_path(name)).get("description", "")
+        except Exception:  # noqa: BLE001 - a broken recipe must not break --help
+            desc = "(unreadable)"
+        lines.append(f"  {name:<34} {desc}")
+    return "\n".join(lines)
+
+
+def _setup_logging(is_main: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if is_main else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or "-h" in args or "--help" in args:
+        print(USAGE + "\n" + _recipe_listing())
+        return 0
+    print_only = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
+    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
+    overrides = [a for a in args if not a.startswith("recipe=")]
+    unknown_flags = [a for a in overrides if a.startswith("-")]
+    try:
+        if unknown_flags:
+            raise RecipeError(f"unknown option {unknown_flags[0]!r}; see --help")
+        if len(recipes) != 1:
+            raise RecipeError("give exactly one recipe=NAME (see --help for the list)")
+        cfg = load_recipe(recipes[0], overrides)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if print_only:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    _setup_logging(int(os.environ.get("RANK", "0")) == 0)
+    from dtvg_dist.pipeline import Pipeline, output_dir
+    from dtvg_dist.report import summary_table
+
+    try:
+        pipeline = Pipeline(cfg)
+        pipeline.run()
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if pipeline.acc.is_main_process and cfg.stage in ("2", "all"):
+        print(summary_table(output_dir(cfg), cfg.target_task))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
