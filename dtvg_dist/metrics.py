@@ -1,0 +1,194 @@
+"""Metric functions for every score the paper reports (Table 6), in percent.
+
+Built on scikit-learn, scipy, sacrebleu and rouge-score rather than
+`evaluate`, so scoring needs no network and no metric scripts. Inputs are
+already-parsed values (label indices, floats, strings); mapping generated
+text to those values is the task's job (`dtvg_dist.tasks`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+__all__ = [
+    "accuracy",
+    "f1_binary",
+    "f1_macro",
+    "matthews",
+    "pearson",
+    "spearman",
+    "normalize_answer",
+    "exact_match",
+    "token_f1",
+    "squad",
+    "multirc",
+    "bleu",
+    "rouge",
+]
+
+
+def _check_lengths(a: Sequence, b: Sequence) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"got {len(a)} predictions but {len(b)} references")
+    if len(a) == 0:
+        raise ValueError("nothing to score: predictions and references are empty")
+
+
+def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Share of exact matches, in percent."""
+    _check_lengths(y_pred, y_true)
+    return 100.0 * float(skm.accuracy_score(y_true, y_pred))
+
+
+def f1_binary(y_true: Sequence[int], y_pred: Sequence[int], pos_label: int = 1) -> float:
+    """F1 of the positive class (MRPC, QQP, MultiRC F1a), in percent."""
+    _check_lengths(y_pred, y_true)
+    return 100.0 * float(skm.f1_score(y_true, y_pred, pos_label=pos_label, zero_division=0.0))
+
+
+def f1_macro(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> float:
+    """Unweighted mean of per-class F1 over all `n_labels` classes (CB), in percent."""
+    _check_lengths(y_pred, y_true)
+    return 100.0 * float(
+        skm.f1_score(y_true, y_pred, labels=list(range(n_labels)), average="macro", zero_division=0.0)
+    )
+
+
+def matthews(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Matthews correlation (CoLA), in percent; 0 when undefined."""
+    _check_lengths(y_pred, y_true)
+    with warnings.catch_warnings():  # a single class is a defined case here (MCC = 0)
+        warnings.simplefilter("ignore", UserWarning)
+        return 100.0 * float(skm.matthews_corrcoef(y_true, y_pred))
+
+
+def _corr(fn, x: Sequence[float], y: Sequence[float]) -> float:
+    _check_lengths(x, y)
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    # A constant input makes the correlation undefined; score it 0 as ATTEMPT does
+    # rather than letting NaN poison "best checkpoint" comparisons.
+    if len(x_arr) < 2 or np.ptp(x_arr) == 0 or np.ptp(y_arr) == 0:
+        return 0.0
+    value = float(fn(x_arr, y_arr).statistic)
+    return 0.0 if math.isnan(value) else 100.0 * value
+
+
+def pearson(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
+    """Pearson correlation (STS-B), in percent."""
+    return _corr(stats.pearsonr, y_true, y_pred)
+
+
+def spearman(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
+    """Spearman rank correlation (STS-B), in percent."""
+    return _corr(stats.spearmanr, y_true, y_pred)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, drop punctuation and articles, squeeze spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1.0 when the normalised strings are equal."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """Bag-of-tokens F1 between normalised strings (0..1)."""
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _as_list(ref: str | Sequence[str]) -> list[str]:
+    return [ref] if isinstance(ref, str) else list(ref)
+
+
+def squad(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """SQuAD EM and F1 (percent), each the best over an example's gold answers."""
+    _check_lengths(predictions, references)
+    em_total = f1_total = 0.0
+    for pred, ref in zip(predictions, references, strict=True):
+        golds = _as_list(ref)
+        if not golds:
+            raise ValueError("a QA reference has no gold answer")
+        em_total += max(exact_match(pred, g) for g in golds)
+        f1_total += max(token_f1(pred, g) for g in golds)
+    n = len(predictions)
+    return {"em": 100.0 * em_total / n, "f1": 100.0 * f1_total / n}
+
+
+def multirc(
+    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[Hashable] | None
+) -> dict[str, float]:
+    """MultiRC F1a (F1 over all answer options) and EM (all options of a question right).
+
+    `groups` names each option's question; EM is left out when it is None.
+    """
+    out = {"f1a": f1_binary(y_true, y_pred)}
+    if groups is not None:
+        _check_lengths(groups, y_true)
+        per_group: dict[Hashable, bool] = defaultdict(lambda: True)
+        for g, t, p in zip(groups, y_true, y_pred, strict=True):
+            per_group[g] = per_group[g] and t == p
+        out["em"] = 100.0 * sum(per_group.values()) / len(per_group)
+    return out
+
+
+def _reference_streams(references: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    refs = [_as_list(r) for r in references]
+    if any(not r for r in refs):
+        raise ValueError("a generation reference is empty")
+    width = max(len(r) for r in refs)
+    # sacrebleu wants the same number of references per example; repeating a
+    # reference changes neither clipped counts nor the closest reference length.
+    padded = [r + [r[0]] * (width - len(r)) for r in refs]
+    return [list(stream) for stream in zip(*padded, strict=True)]
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing), 0..100."""
+    import sacrebleu
+
+    _check_lengths(predictions, references)
+    return float(sacrebleu.corpus_bleu(list(predictions), _reference_streams(references)).score)
+
+
+def rouge(
+    predictions: Sequence[str], references: Sequence[str | Sequence[str]]
+) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure in percent (Porter stemming), best over references."""
+    from rouge_score import rouge_scorer
+
+    _check_lengths(predictions, references)
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for pred, ref in zip(predictions, references, strict=True):
+        scores = [scorer.score(g, pred) for g in _as_list(ref)]
+        for k in keys:
+            totals[k] += max(s[k].fmeasure for s in scores)
+    n = len(predictions)
+    return {k: 100.0 * v / n for k, v in totals.items()}

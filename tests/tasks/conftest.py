@@ -1,0 +1,45 @@
+"""Fixtures for the task/data tests: offline hub, a clean registry, the real tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dtvg_dist.tasks import registry
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach the hub from these tests."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def clean_registry():
+    """Undo any task a test registers."""
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+
+
+def _load_tokenizer(name: str):
+    folder = FIXTURES / name
+    if not (folder / "tokenizer.json").is_file():
+        pytest.skip(f"real tokenizer fixture absent: {folder} (only in the dtvg workspace)")
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer():
+    return _load_tokenizer("t5-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    return _load_tokenizer("llama3-tokenizer")

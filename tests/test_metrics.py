@@ -1,0 +1,141 @@
+"""Metrics against hand-computed values and against scikit-learn / scipy / sacrebleu."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from dtvg_dist import metrics
+
+RNG_SEEDS = range(5)
+
+
+def _labels(seed: int, n: int = 200, k: int = 2) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, k, n).tolist(), rng.integers(0, k, n).tolist()
+
+
+# ---- hand-computed -------------------------------------------------------------------
+def test_accuracy_and_f1_by_hand():
+    gold = [1, 1, 0, 0, 1]
+    pred = [1, 0, 0, 1, 1]
+    assert metrics.accuracy(gold, pred) == pytest.approx(60.0)
+    # TP=2, FP=1, FN=1 -> P=R=2/3 -> F1=2/3
+    assert metrics.f1_binary(gold, pred) == pytest.approx(200 / 3)
+
+
+def test_matthews_by_hand():
+    gold = [1, 1, 0, 0]
+    pred = [1, 0, 0, 0]
+    # TP=1 TN=2 FP=0 FN=1: (1*2 - 0*1) / sqrt(1*2*3*2) = 2/sqrt(12)
+    assert metrics.matthews(gold, pred) == pytest.approx(100 * 2 / np.sqrt(12))
+    assert metrics.matthews([1, 1, 1], [1, 1, 1]) == 0.0
+
+
+def test_correlations_by_hand_and_degenerate():
+    assert metrics.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(100.0)
+    assert metrics.spearman([1, 2, 3], [1, 10, 100]) == pytest.approx(100.0)
+    assert metrics.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-100.0)
+    assert metrics.pearson([1, 2, 3], [2, 2, 2]) == 0.0  # constant output: undefined -> 0
+    assert metrics.spearman([1.0], [1.0]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("The Cat!", "cat"),
+        ("an apple, a day", "apple day"),
+        ("  Hello,\t  World.\n", "hello world"),
+        ("theory of an atheist", "theory of atheist"),  # articles only as whole words
+        ("U.S. (Army)", "us army"),
+        ("A", ""),
+    ],
+)
+def test_squad_normalisation(raw, normalised):
+    assert metrics.normalize_answer(raw) == normalised
+
+
+def test_token_f1_and_em_by_hand():
+    # normalised: [cat, sat] vs [cat, sat, on, mat]: P=1, R=1/2 -> F1=2/3
+    assert metrics.token_f1("The cat sat", "cat sat on the mat") == pytest.approx(2 / 3)
+    assert metrics.token_f1("dog", "cat") == 0.0
+    assert metrics.exact_match("The  Cat.", "cat") == 1.0
+    assert metrics.token_f1("the", "cat") == 0.0  # empty after normalisation
+
+
+def test_squad_takes_best_gold():
+    out = metrics.squad(["Paris", "in the big city"], [["Paris, France", "paris"], ["the city"]])
+    # ex1: EM 1 (second gold), F1 1; ex2: EM 0, F1 vs [city]: [in, big, city] P=1/3 R=1 -> 0.5
+    assert out["em"] == pytest.approx(50.0)
+    assert out["f1"] == pytest.approx(100 * (1 + 0.5) / 2)
+    assert metrics.squad(["x"], ["x"]) == {"em": 100.0, "f1": 100.0}  # a single string reference
+
+
+def test_multirc_f1a_and_em_by_hand():
+    gold = [1, 0, 1, 0, 1]
+    pred = [1, 0, 0, 0, 1]
+    groups = ["q1", "q1", "q2", "q2", "q3"]
+    out = metrics.multirc(gold, pred, groups)
+    # TP=2 FN=1 FP=0 -> F1 = 0.8; EM: q1 right, q2 wrong, q3 right -> 2/3
+    assert out["f1a"] == pytest.approx(80.0)
+    assert out["em"] == pytest.approx(200 / 3)
+    assert "em" not in metrics.multirc(gold, pred, None)
+
+
+def test_rouge_by_hand():
+    out = metrics.rouge(["the cat"], ["the cat sat"])
+    # unigrams: P=1, R=2/3 -> F=0.8; bigrams: P=1, R=1/2 -> F=2/3; LCS=2 -> 0.8
+    assert out["rouge1"] == pytest.approx(80.0)
+    assert out["rouge2"] == pytest.approx(200 / 3)
+    assert out["rougeL"] == pytest.approx(80.0)
+    assert metrics.rouge(["a b"], [["x y", "a b"]])["rouge1"] == pytest.approx(100.0)  # best reference
+
+
+def test_bleu_identity_and_multi_reference():
+    import sacrebleu
+
+    assert metrics.bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    preds = ["the cat sat on the mat today", "a dog ran in the park"]
+    refs = [["the cat sat on a mat", "a cat sat on the mat today"], ["a dog ran in a park"]]
+    expected = sacrebleu.corpus_bleu(preds, [[refs[0][0], refs[1][0]], [refs[0][1], refs[1][0]]]).score
+    assert metrics.bleu(preds, refs) == pytest.approx(expected)
+
+
+def test_length_mismatch_and_empty_are_errors():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        metrics.accuracy([1], [1, 0])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.squad([], [])
+
+
+# ---- against scikit-learn / scipy on random data ----------------------------------------
+@pytest.mark.parametrize("seed", RNG_SEEDS)
+def test_classification_matches_sklearn(seed):
+    gold, pred = _labels(seed)
+    assert metrics.accuracy(gold, pred) == pytest.approx(100 * skm.accuracy_score(gold, pred))
+    assert metrics.f1_binary(gold, pred) == pytest.approx(100 * skm.f1_score(gold, pred))
+    assert metrics.matthews(gold, pred) == pytest.approx(100 * skm.matthews_corrcoef(gold, pred))
+    gold3, pred3 = _labels(seed, k=3)
+    assert metrics.f1_macro(gold3, pred3, 3) == pytest.approx(100 * skm.f1_score(gold3, pred3, average="macro"))
+
+
+@pytest.mark.parametrize("seed", RNG_SEEDS)
+def test_correlations_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 5, 100)
+    y = x + rng.normal(0, 1.5, 100)
+    assert metrics.pearson(x, y) == pytest.approx(100 * stats.pearsonr(x, y)[0])
+    assert metrics.spearman(x, y) == pytest.approx(100 * stats.spearmanr(x, y)[0])
+
+
+@pytest.mark.parametrize("seed", RNG_SEEDS)
+def test_multirc_em_matches_groupwise_recount(seed):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 15, 80).tolist()
+    gold, pred = rng.integers(0, 2, 80).tolist(), rng.integers(0, 2, 80).tolist()
+    out = metrics.multirc(gold, pred, groups)
+    per_q = [all(g == p for g, p, q in zip(gold, pred, groups, strict=True) if q == grp) for grp in set(groups)]
+    assert out["em"] == pytest.approx(100 * np.mean(per_q))
+    assert out["f1a"] == pytest.approx(100 * skm.f1_score(gold, pred))
