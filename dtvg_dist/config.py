@@ -8,7 +8,9 @@ silently ignored setting.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,16 @@ def _load_recipe_file(name: str, seen: tuple[str, ...] = ()) -> list[tuple[DictC
     return layers
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_template() -> DictConfig:
+    return OmegaConf.structured(Recipe)
+
+
+def _schema() -> DictConfig:
+    """A fresh copy of the typed schema (building it is the slow part)."""
+    return copy.deepcopy(_schema_template())
+
+
 def parse_overrides(overrides: list[str]) -> DictConfig:
     """`a.b=value` strings -> a config (values parsed as YAML)."""
     for item in overrides:
@@ -190,12 +202,13 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
 
 def load_recipe(name: str, overrides: list[str] | None = None) -> DictConfig:
     """Schema <- base recipes <- the recipe <- command-line overrides, then checks."""
-    cfg = OmegaConf.structured(Recipe)
+    cfg = _schema()
     for layer, source in _load_recipe_file(name):
         cfg = _merge(cfg, layer, source)
+    # The run is named after the leaf recipe, never after a base it inherits.
+    path = Path(name)
+    cfg.recipe = path.stem if path.suffix in (".yaml", ".yml") else path.name
     cfg = _merge(cfg, parse_overrides(list(overrides or [])), "the command-line overrides")
-    if not cfg.recipe:
-        cfg.recipe = Path(name).stem
     validate(cfg)
     return cfg
 

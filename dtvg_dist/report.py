@@ -58,3 +58,261 @@ def summary_table(output_dir: Path, target_task: str) -> str:
         for first, last, group in history:
             lines.append(f"  {first:>5}-{last:<5} {', '.join(group) or '(target only)'}")
     return "\n".join(lines)
+
+
+# ---- paper experiments: ours (mean ± std over seeds) next to the paper --------
+# `python -m dtvg_dist.report EXPERIMENT [--runs-dir runs]`: reads each row's
+# results.json files, writes <runs-dir>/reports/EXPERIMENT.{md,json,png}.
+
+
+def run_dir(runs_dir: Path, recipe: str, variant: str, seed: int) -> Path:
+    """Where one run of a row writes: runs/<recipe>/<seed> for the recipe's own
+    method, runs/<recipe>@<variant>/<seed> for a baseline or an ablation."""
+    name = recipe if variant == "dtvg" else f"{recipe}@{variant}"
+    return Path(runs_dir) / name / str(seed)
+
+
+def read_score(results_file: Path, split: str, metric: str) -> float | None:
+    """One metric of a finished run, or None (no file, no such metric, NaN)."""
+    if not results_file.is_file():
+        return None
+    try:
+        results = json.loads(results_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    block = results.get("best_validation" if split == "validation" else "test") or {}
+    value = block.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
+
+
+def aggregate(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation); the std needs two runs."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, var**0.5
+
+
+def _ours(runs_dir: Path, recipe: str, variant: str, seeds: tuple[int, ...], split: str,
+          metric: str) -> dict[str, Any]:
+    values = {}
+    for seed in seeds:
+        score = read_score(run_dir(runs_dir, recipe, variant, seed) / RESULTS, split, metric)
+        if score is not None:
+            values[seed] = score
+    mean, std = aggregate(list(values.values()))
+    return {
+        "mean": mean, "std": std, "n": len(values), "expected": len(seeds),
+        "values": {str(s): v for s, v in values.items()},
+        "missing_seeds": [s for s in seeds if s not in values],
+    }
+
+
+def collect(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain data (also written as JSON)."""
+    from dtvg_dist.paper_results import EXPERIMENTS, PAPER_AVERAGES, paper_value
+
+    exp = EXPERIMENTS[name]
+    seeds = tuple(seeds or exp.seeds)
+    runs_dir = Path(runs_dir)
+    rows = []
+    for row in exp.rows:
+        for metric in exp.metrics_for(row.task):
+            cells = {}
+            for variant in exp.variants:
+                paper = paper_value(row.paper[0], variant, row.paper[1], metric) if row.paper else None
+                cells[variant] = {
+                    "ours": _ours(runs_dir, row.recipe, variant, seeds, exp.split, metric),
+                    "paper": paper._asdict() if paper else None,
+                }
+            rows.append({"label": row.label, "recipe": row.recipe, "task": row.task,
+                         "metric": metric, "group": row.group, "cells": cells})
+    averages = []
+    single_metric = exp.metrics is None or len(exp.metrics) == 1
+    groups = dict.fromkeys(r.group for r in exp.rows if r.group) if single_metric else {}
+    for group in groups:
+        members = [r for r in rows if r["group"] == group]
+        tables = [r.paper[0] for r in exp.rows if r.group == group and r.paper]
+        table = tables[0] if tables else ""
+        cells = {}
+        for variant in exp.variants:
+            means = [m["cells"][variant]["ours"]["mean"] for m in members]
+            done = [v for v in means if v is not None]
+            cells[variant] = {
+                "ours": sum(done) / len(done) if done and len(done) == len(means) else None,
+                "rows_found": len(done), "rows": len(means),
+                "paper": PAPER_AVERAGES.get(table, {}).get(variant, {}).get(group),
+            }
+        averages.append({"group": group, "cells": cells})
+    return {
+        "experiment": exp.name, "table": exp.table, "description": exp.description,
+        "split": exp.split, "seeds": list(seeds), "variants": list(exp.variants),
+        "runs_dir": str(runs_dir), "notes": exp.notes, "rows": rows, "averages": averages,
+    }
+
+
+def _fmt_ours(ours: dict[str, Any]) -> str:
+    n, expected = ours["n"], ours["expected"]
+    if n == 0:
+        return f"**MISSING** (0/{expected})"
+    text = f"{ours['mean']:.1f}" + (f" ± {ours['std']:.1f}" if ours["std"] is not None else "")
+    if n < expected:
+        missing = ", ".join(str(s) for s in ours["missing_seeds"])
+        return f"{text} ({n}/{expected}; **missing seed {missing}**)"
+    return f"{text} ({n}/{expected})"
+
+
+def _fmt_paper(paper: dict[str, Any] | None) -> str:
+    if paper is None:
+        return "–"
+    return f"{paper['mean']:.1f}" + (f" ± {paper['std']:.1f}" if paper["std"] is not None else "")
+
+
+def _fmt_delta(ours: float | None, paper: float | None) -> str:
+    return f"{ours - paper:+.1f}" if ours is not None and paper is not None else "–"
+
+
+def to_markdown(data: dict[str, Any]) -> str:
+    """The side-by-side table: per variant, ours then the paper's number."""
+    from dtvg_dist.paper_results import VARIANT_TITLES
+
+    variants = data["variants"]
+    main = variants[0]
+    title = {v: VARIANT_TITLES.get(v, v) for v in variants}
+    split = "best validation" if data["split"] == "validation" else "test"
+    lines = [
+        f"## {data['table']}: {data['description']}",
+        "",
+        f"Ours: mean ± sample std over seeds {', '.join(map(str, data['seeds']))} ({split} "
+        f"scores, %), with runs found / expected; paper: its printed number ± its subscript. "
+        f"Δ = ours − paper ({title[main]}). Runs read from `{data['runs_dir']}`.",
+        "",
+    ]
+    header = ["row", "metric"]
+    for v in variants:
+        header += [f"{title[v]} ours", f"{title[v]} paper"]
+        if v == main:
+            header.append("Δ")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in data["rows"]:
+        cells = [row["label"], row["metric"]]
+        for v in variants:
+            ours, paper = row["cells"][v]["ours"], row["cells"][v]["paper"]
+            cells += [_fmt_ours(ours), _fmt_paper(paper)]
+            if v == main:
+                cells.append(_fmt_delta(ours["mean"], paper["mean"] if paper else None))
+        lines.append("| " + " | ".join(cells) + " |")
+    for avg in data["averages"]:
+        cells = [f"*{avg['group']} avg.*", ""]
+        for v in variants:
+            c = avg["cells"][v]
+            ours = f"{c['ours']:.1f}" if c["ours"] is not None else (
+                f"incomplete ({c['rows_found']}/{c['rows']} rows)")
+            cells += [ours, f"{c['paper']:.1f}" if c["paper"] is not None else "–"]
+            if v == main:
+                cells.append(_fmt_delta(c["ours"], c["paper"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    missing = sum(r["cells"][v]["ours"]["n"] < r["cells"][v]["ours"]["expected"]
+                  for r in data["rows"] for v in variants)
+    lines.append("")
+    if missing:
+        lines.append(f"{missing} row/variant cells lack some runs (marked **MISSING** / **missing seed**).")
+    if data["notes"]:
+        lines.append(f"Note: {data['notes']}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> Path:
+    """Grouped bars per row: ours (error bar = std) and the paper, per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["rows"]
+    main = data["variants"][0]
+
+    def has(variant: str, kind: str) -> bool:
+        return any((r["cells"][variant][kind] or {}).get("mean") is not None for r in rows)
+
+    # A series with no value at all is left out; the main variant's "ours" always stays,
+    # so its missing runs are marked.
+    series = [(v, k) for v in data["variants"] for k in ("ours", "paper")
+              if has(v, k) or (v, k) == (main, "ours")]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(min(24.0, 0.35 * len(rows) * len(series) ** 0.5 + 3), 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (variant, kind) in enumerate(series):
+        xs, ys, errs = [], [], []
+        for j, row in enumerate(rows):
+            cell = row["cells"][variant][kind] or {}
+            x = j - 0.4 + width * (i + 0.5)
+            if cell.get("mean") is None:
+                if kind == "ours":
+                    ax.text(x, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=6,
+                            color="red")
+                continue
+            xs.append(x)
+            ys.append(cell["mean"])
+            errs.append(cell.get("std") or 0.0)
+        color = colors[data["variants"].index(variant) % len(colors)]
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, color=color,
+               alpha=1.0 if kind == "ours" else 0.45, hatch=None if kind == "ours" else "//",
+               label=f"{variant} {kind}")
+    labels = [r["label"] if len(data["rows"]) == len({r["label"] for r in rows})
+              else f"{r['label']} {r['metric']}" for r in rows]
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"{data['split']} score (%)")
+    ax.set_title(f"{data['table']}: ours vs paper")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(name: str, runs_dir: Path | str = "runs", out_dir: Path | str | None = None,
+                 seeds: tuple[int, ...] | None = None, with_plot: bool = True) -> dict[str, Path]:
+    """Write EXPERIMENT.md, .json (and .png) under out_dir (default <runs_dir>/reports)."""
+    data = collect(name, runs_dir, seeds)
+    out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / f"{name}.md", "json": out / f"{name}.json"}
+    paths["markdown"].write_text(to_markdown(data))
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
+    if with_plot:
+        paths["plot"] = plot(data, out / f"{name}.png")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from dtvg_dist.paper_results import EXPERIMENTS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dtvg_dist.report",
+        description="Ours (mean ± std over seeds) next to the paper's numbers, for one experiment.",
+    )
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--runs-dir", default="runs", help="where the runs are (default: runs)")
+    parser.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    args = parser.parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    paths = write_report(args.experiment, args.runs_dir, args.out, seeds, with_plot=not args.no_plot)
+    print(paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,12 +1,12 @@
 """A small multi-task suite built in code, for the offline demo and the tiny
 recipes: nothing to download, and grouping has something to find.
 
-Every task maps a short sentence to "yes" / "no":
-- `syn_target` (the target, few examples): yes iff the sentence holds a
-  positive word, no iff it holds a negative word;
+Every task maps a short sentence holding one key word to a label word:
+- `syn_target` (the target, few examples): "positive" iff the key word is a
+  positive word, "negative" iff it is a negative one;
 - `syn_same` and `syn_same_b`: the target's rule on other sentences (share it);
-- `syn_flip`: the same sentences with the labels swapped (conflicts with it);
-- `syn_topic`: an unrelated rule (animal -> yes, food -> no).
+- `syn_flip`: the same kind of sentences with the answers swapped (conflicts);
+- `syn_topic`: an unrelated rule and words (animal -> "animal", food -> "food").
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ ANIMALS = ("cat", "dog", "horse", "bird", "fish", "mouse", "cow", "sheep")
 FOODS = ("bread", "rice", "soup", "cake", "apple", "cheese", "pasta", "salad")
 FILLER = ("the", "a", "it", "was", "and", "very", "so", "this", "that", "is", "day",
           "film", "meal", "place", "time", "we", "saw", "one", "really", "quite")
-LABEL_WORDS = ("yes", "no")
+SENTIMENT_WORDS = ("positive", "negative")
+TOPIC_WORDS = ("animal", "food")
+LABEL_WORDS = SENTIMENT_WORDS + TOPIC_WORDS
 
 TARGET = "syn_target"
 SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_topic")
@@ -72,7 +74,7 @@ def synthetic_tasks() -> list[Task]:
             benchmark="synthetic",
             kind="classification",
             fields=(("sentence", "sentence"),),
-            label_words=LABEL_WORDS,
+            label_words=TOPIC_WORDS if rule == "topic" else SENTIMENT_WORDS,
             primary_metric="accuracy",
             metrics=("accuracy",),
             max_source_length=32,

@@ -66,15 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
+    from dtvg_dist.bank import BankError
     from dtvg_dist.pipeline import Pipeline, output_dir
     from dtvg_dist.report import summary_table
+    from dtvg_dist.tasks import DataError
+    from dtvg_dist.trainer import TrainingDiverged
 
     try:
         pipeline = Pipeline(cfg)
         pipeline.run()
-    except RecipeError as err:
+    except (RecipeError, BankError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     if pipeline.acc.is_main_process and cfg.stage in ("2", "all"):
         print(summary_table(output_dir(cfg), cfg.target_task))
     return 0

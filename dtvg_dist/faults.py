@@ -1,0 +1,38 @@
+"""Fault injection for tests of crash safety: set DTVG_FAULT_STEP=k (1-based
+optimizer step), optionally DTVG_FAULT_RANK=r (default: every rank) and
+DTVG_FAULT_KIND = raise | sigkill | nan. Unset, it costs one dict lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by DTVG_FAULT_KIND=raise."""
+
+
+def _armed(step: int, rank: int) -> str | None:
+    at = os.environ.get("DTVG_FAULT_STEP")
+    if at is None or int(at) != step:
+        return None
+    only_rank = os.environ.get("DTVG_FAULT_RANK")
+    if only_rank is not None and int(only_rank) != rank:
+        return None
+    return os.environ.get("DTVG_FAULT_KIND", "raise")
+
+
+def before_step(step: int, rank: int) -> None:
+    """Crash the process at the start of optimizer step `step`."""
+    kind = _armed(step, rank)
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "raise":
+        raise InjectedFault(f"injected fault at step {step} on rank {rank}")
+
+
+def poison_loss(loss: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+    """DTVG_FAULT_KIND=nan: turn the loss of `step` into NaN."""
+    return loss * float("nan") if _armed(step, rank) == "nan" else loss

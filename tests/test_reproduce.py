@@ -1,0 +1,320 @@
+"""Paper numbers, the reproduce grid (dry run and a fake end-to-end run) and
+the report's aggregation, all without training."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dtvg_dist import reproduce
+from dtvg_dist.paper_results import (
+    EXPERIMENTS,
+    PAPER,
+    PAPER_AVERAGES,
+    PRIMARY,
+    PaperValue,
+    paper_value,
+)
+from dtvg_dist.report import collect, run_dir, to_markdown, write_report
+from dtvg_dist.tasks import get_task
+
+TRAIN = "-m dtvg_dist.train"
+
+
+# ------------------------------------------------------------------ paper numbers
+@pytest.mark.parametrize(
+    ("table", "method", "row", "metric", "value"),
+    [
+        ("table2", "dtvg", "cb", "accuracy", PaperValue(97.6, 3.4)),
+        ("table2", "dtvg", "cola", "matthews", PaperValue(69.1, 1.0)),
+        ("table2", "dtvg", "mnli", "accuracy", PaperValue(86.0, 0.2)),
+        ("table2", "pt", "cola", "matthews", PaperValue(10.6)),
+        ("table2", "spot", "cb", "accuracy", PaperValue(46.4)),
+        ("table7", "dtvg", "scitail", "accuracy", PaperValue(97.0, 0.1)),
+        ("table7", "pt", "paws", "accuracy", PaperValue(55.8)),
+        ("table3", "dtvg", "k4/cb", "accuracy", PaperValue(86.9, 1.7)),
+        ("table3", "pt", "k32/scitail", "accuracy", PaperValue(60.2)),
+        ("table8", "dtvg", "k32/stsb", "pearson_spearman", PaperValue(83.2, 4.7)),
+        ("table8", "pt", "k16/qnli", "accuracy", PaperValue(87.4)),
+        ("table4", "dtvg", "web_nlg", "bleu", PaperValue(36.3)),  # printed as 0.363
+        ("table4", "pt", "common_gen", "rougeL", PaperValue(27.6)),
+        ("table5", "dtvg", "llama3-8b/cb", "accuracy", PaperValue(86.3)),
+        ("table5", "spot", "llama3.2-1b/rte", "accuracy", PaperValue(57.6)),
+        ("table5", "pt", "llama3.2-3b/wsc", "accuracy", PaperValue(67.3)),
+    ],
+)
+def test_paper_numbers_spot_checks(table, method, row, metric, value) -> None:
+    assert paper_value(table, method, row, metric) == value
+
+
+def test_paper_row_counts() -> None:
+    assert all(len(PAPER["table2"][m]) == 13 for m in ("dtvg", "pt", "spot"))
+    assert all(len(PAPER["table7"][m]) == 8 for m in ("dtvg", "pt", "spot"))
+    assert all(len(PAPER["table8"][m]) == 39 for m in ("dtvg", "pt"))
+    assert all(len(PAPER["table3"][m]) == 9 for m in ("dtvg", "pt"))
+    assert all(len(PAPER["table5"][m]) == 12 for m in ("dtvg", "pt", "spot"))
+    assert all(len(PAPER["table4"][m]) == 3 for m in ("dtvg", "pt"))
+
+
+def test_tables_3_and_8_agree_where_they_overlap() -> None:
+    for method in ("dtvg", "pt"):
+        for k in (4, 16, 32):
+            for task in ("boolq", "cb"):
+                key = f"k{k}/{task}"
+                assert PAPER["table3"][method][key] == PAPER["table8"][method][key]
+
+
+def test_printed_averages_match_the_transcribed_rows() -> None:
+    """A transcription check: the paper's Avg. columns from our per-task numbers."""
+    misprints = {("table8", "pt", "GLUE k=16")}  # printed 56.7; its eight numbers give 60.2
+    for table, methods in PAPER_AVERAGES.items():
+        exp = next(e for e in EXPERIMENTS.values() if e.rows[0].paper and e.rows[0].paper[0] == table)
+        for method, groups in methods.items():
+            for group, printed in groups.items():
+                keys = [r.paper[1] for r in exp.rows if r.group == group]
+                values = [PAPER[table][method][k][PRIMARY[k.split("/")[-1]]].mean for k in keys]
+                assert keys, (table, group)
+                close = abs(statistics.mean(values) - printed) <= 0.051
+                assert close != ((table, method, group) in misprints), (table, method, group)
+
+
+def test_primary_metrics_agree_with_the_task_registry() -> None:
+    for task, metric in PRIMARY.items():
+        assert get_task(task).primary_metric == metric
+
+
+def test_every_paper_row_is_in_an_experiment() -> None:
+    used = {row.paper for exp in EXPERIMENTS.values() for row in exp.rows if row.paper}
+    for table, methods in PAPER.items():
+        for rows in methods.values():
+            assert {(table, key) for key in rows} <= used, table
+    for exp in EXPERIMENTS.values():
+        for row in exp.rows:
+            if row.paper:
+                assert row.paper[1] in PAPER[row.paper[0]]["dtvg"], row
+
+
+# --------------------------------------------------------------------- reproduce
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working directory: no bank, no runs; nothing may be executed."""
+    monkeypatch.chdir(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"subprocess started in a dry run: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    return tmp_path
+
+
+def _dry(capsys, *argv: str) -> list[str]:
+    assert reproduce.main([*argv, "--dry-run"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_dry_run_prints_one_command_per_seed(workdir, capsys) -> None:
+    lines = _dry(capsys, "table2", "--seeds", "22,32", "--recipes", "t5-base-dtvg-rte",
+                 "--no-stage1", "data.local_dir=/data")
+    commands = [line for line in lines if TRAIN in line]
+    assert len(commands) == 2
+    for seed, line in zip((22, 32), commands, strict=True):
+        assert line.startswith(sys.executable)
+        assert line.endswith(f"{TRAIN} recipe=t5-base-dtvg-rte seed={seed} "
+                             f"output_dir=runs/t5-base-dtvg-rte/{seed} data.local_dir=/data")
+
+
+def test_dry_run_uses_the_experiment_seeds_and_stage1_first(workdir, capsys) -> None:
+    lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb")
+    commands = [line for line in lines if TRAIN in line]
+    stage1 = [f"recipe={b}-stage1 output_dir=runs/{b}-stage1/42" for b in
+              ("llama3.2-1b", "llama3.2-3b", "llama3-8b")]
+    for expected, line in zip(stage1, commands[:3], strict=True):
+        assert line.endswith(expected)
+    assert [c.split(TRAIN)[1].split()[1] for c in commands[3:]] == [
+        f"seed={s}" for s in (22, 32, 42, 52)
+    ]
+
+
+def test_dry_run_variants_write_apart(workdir, capsys) -> None:
+    lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb", "--no-stage1", "--seeds", "42",
+                 "--variants", "all")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert commands == [
+        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb/42",
+        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@pt/42 method=pt",
+        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@spot/42 method=spot",
+    ]
+
+
+def test_dry_run_skips_finished_runs_and_banked_stage1(workdir, capsys) -> None:
+    done = run_dir(Path("runs"), "llama3-8b-cb", "dtvg", 22)
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    bank = workdir / "runs/bank/llama3-8b"
+    bank.mkdir(parents=True)
+    for task in ("mnli", "qnli", "qqp", "sst2", "record", "squad", "rte", "cola", "cb", "wsc"):
+        (bank / f"{task}.safetensors").write_bytes(b"")
+    lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb", "--seeds", "22,32")
+    commands = [line for line in lines if TRAIN in line]
+    assert any(line.startswith("# skip llama3-8b-stage1") for line in lines)
+    assert any(line.startswith("# skip llama3-8b-cb seed 22") for line in lines)
+    assert [c.split(TRAIN)[1].split()[0] for c in commands] == [
+        "recipe=llama3.2-1b-stage1", "recipe=llama3.2-3b-stage1", "recipe=llama3-8b-cb"
+    ]
+    assert "seed=32" in commands[-1]
+
+
+def test_dry_run_fewshot_copies_the_sources_but_not_the_target(workdir, capsys) -> None:
+    lines = _dry(capsys, "table8", "--recipes", "t5-base-fewshot-k16-mnli", "--seeds", "32",
+                 "--no-stage1")
+    copies = [line for line in lines if line.startswith("# copy ")]
+    bank = "runs/bank/t5-base-fewshot/k16/mnli/seed32"
+    assert copies == [
+        f"# copy runs/bank/t5-base/{t}.safetensors -> {bank}/{t}.safetensors"
+        for t in ("qnli", "qqp", "sst2", "record", "squad")
+    ]
+
+
+def test_another_runs_dir_moves_the_banks_too(workdir, capsys) -> None:
+    """A smoke test under --runs-dir never writes the real banks under runs/."""
+    lines = _dry(capsys, "table3", "--recipes", "t5-base-fewshot-k4-cb", "--seeds", "22",
+                 "--runs-dir", "smoke", "stage1.source_max_steps=10")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert commands[0] == ("recipe=t5-base-stage1-mnli output_dir=smoke/t5-base-stage1-mnli/42 "
+                           "bank_dir=smoke/bank/t5-base stage1.source_max_steps=10")
+    assert commands[-1].startswith("recipe=t5-base-fewshot-k4-cb seed=22 "
+                                   "output_dir=smoke/t5-base-fewshot-k4-cb/22 "
+                                   "'bank_dir=smoke/bank/t5-base-fewshot/k${data.k_shot}/")
+    assert "# copy smoke/bank/t5-base/squad.safetensors -> " \
+        "smoke/bank/t5-base-fewshot/k4/cb/seed22/squad.safetensors" in lines
+    assert not any("runs/" in line for line in lines if not line.startswith("# then"))
+
+
+def test_dry_run_with_a_launcher(workdir, capsys) -> None:
+    lines = _dry(capsys, "table2", "--recipes", "t5-base-dtvg-cb", "--seeds", "42", "--no-stage1",
+                 "--launcher", "accelerate launch --config_file launch_configs/x.yaml")
+    commands = [line for line in lines if TRAIN in line]
+    assert commands == [
+        "accelerate launch --config_file launch_configs/x.yaml -m dtvg_dist.train "
+        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb/42"
+    ]
+
+
+def test_reserved_and_bad_overrides_are_refused(workdir, capsys) -> None:
+    assert reproduce.main(["table2", "--dry-run", "--no-stage1", "seed=1"]) == 2
+    assert reproduce.main(["table2", "--dry-run", "--no-stage1", "--recipes", "t5-base-dtvg-cb",
+                           "optim.lr_typo=1"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+
+
+FAKE_TRAINER = """
+import json, pathlib, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+out = pathlib.Path(args["output_dir"])
+out.mkdir(parents=True, exist_ok=True)
+score = {"22": 80.0, "32": 90.0}[args["seed"]]
+(out / "results.json").write_text(json.dumps(
+    {"task": "cb", "primary_metric": "accuracy", "test": {"accuracy": score},
+     "best_validation": {"accuracy": 99.0}}))
+"""
+
+
+def test_run_then_report_end_to_end(tmp_path, monkeypatch, capsys) -> None:
+    """A fake trainer stands in for training: the grid runs, resumes, and reports."""
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAINER)
+    argv = ["table2", "--recipes", "t5-base-dtvg-cb", "--seeds", "22,32", "--no-stage1",
+            "--launcher", f"{sys.executable} {fake}"]
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| cb | accuracy | 85.0 ± 7.1 (2/2) | 97.6 ± 3.4 | -12.6 |" in out
+    report = json.loads((tmp_path / "runs/reports/table2.json").read_text())
+    cb = next(r for r in report["rows"] if r["task"] == "cb")
+    assert cb["cells"]["dtvg"]["ours"]["values"] == {"22": 80.0, "32": 90.0}
+    assert (tmp_path / "runs/reports/table2.png").stat().st_size > 0
+    assert reproduce.main([*argv, "--no-plot"]) == 0  # everything exists: nothing runs again
+    assert f"{TRAIN} recipe" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- report
+def _write_results(runs: Path, recipe: str, seed: int, variant: str = "dtvg", **blocks) -> None:
+    out = run_dir(runs, recipe, variant, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(blocks))
+
+
+def test_report_aggregates_over_seeds_and_marks_missing_runs(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    rte = {22: 85.0, 32: 86.5, 42: 88.25}  # seed 52 missing
+    cb = {22: 96.4, 32: 100.0, 42: 92.9, 52: 98.2}
+    for seed, value in rte.items():
+        _write_results(runs, "t5-base-dtvg-rte", seed, test={"accuracy": value})
+    for seed, value in cb.items():
+        _write_results(runs, "t5-base-dtvg-cb", seed, test={"accuracy": value})
+    _write_results(runs, "t5-base-dtvg-cb", 22, "pt", test={"accuracy": 70.0})
+    data = collect("table2", runs)
+    rows = {r["task"]: r["cells"] for r in data["rows"]}
+
+    ours = rows["cb"]["dtvg"]["ours"]
+    assert ours["n"] == 4 and ours["missing_seeds"] == []
+    assert ours["mean"] == pytest.approx(statistics.mean(cb.values()))
+    assert ours["std"] == pytest.approx(statistics.stdev(cb.values()))
+    assert rows["cb"]["dtvg"]["paper"] == {"mean": 97.6, "std": 3.4}
+    rte_ours = rows["rte"]["dtvg"]["ours"]
+    assert rte_ours["n"] == 3 and rte_ours["missing_seeds"] == [52]
+    assert rte_ours["mean"] == pytest.approx(statistics.mean(rte.values()))
+    assert rte_ours["std"] == pytest.approx(statistics.stdev(rte.values()))
+    assert rows["cb"]["pt"]["ours"]["n"] == 1 and rows["cb"]["pt"]["ours"]["std"] is None
+    assert rows["wsc"]["dtvg"]["ours"]["n"] == 0
+
+    md = to_markdown(data)
+    cb_line = next(line for line in md.splitlines() if line.startswith("| cb |"))
+    mean, std = statistics.mean(cb.values()), statistics.stdev(cb.values())
+    assert cb_line.startswith(f"| cb | accuracy | {mean:.1f} ± {std:.1f} (4/4) | 97.6 ± 3.4 | "
+                              f"{mean - 97.6:+.1f} |")
+    assert "70.0 (1/4; **missing seed 32, 42, 52**) | 67.9 |" in cb_line  # PT, ours vs paper
+    rte_line = next(line for line in md.splitlines() if line.startswith("| rte |"))
+    assert "(3/4; **missing seed 52**) | 86.3 ± 0.6 |" in rte_line
+    wsc_line = next(line for line in md.splitlines() if line.startswith("| wsc |"))
+    assert "| **MISSING** (0/4) | 69.9 ± 3.6 |" in wsc_line
+    glue = next(line for line in md.splitlines() if line.startswith("| *GLUE avg.*"))
+    assert "incomplete (1/8 rows) | 87.4 |" in glue
+
+
+def test_report_group_average_and_validation_split(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    values = {}
+    for i, task in enumerate(("multirc", "boolq", "wic", "wsc", "cb")):
+        values[task] = 70.0 + i
+        metric = "f1a" if task == "multirc" else "accuracy"
+        _write_results(runs, f"t5-base-dtvg-{task}", 42, test={metric: values[task]})
+    data = collect("table2", runs, seeds=(42,))
+    superglue = next(a for a in data["averages"] if a["group"] == "SuperGLUE")["cells"]["dtvg"]
+    assert superglue["ours"] == pytest.approx(statistics.mean(values.values()))
+    assert superglue["paper"] == 78.9
+
+    _write_results(runs, "t5-base-nlg-e2e_nlg", 22, test={"bleu": 1.0},
+                   best_validation={"bleu": 30.0, "rouge1": 60.0})
+    nlg = collect("table4", runs, seeds=(22,))
+    e2e = {r["metric"]: r["cells"]["dtvg"] for r in nlg["rows"] if r["task"] == "e2e_nlg"}
+    assert e2e["bleu"]["ours"]["mean"] == 30.0 and e2e["bleu"]["paper"]["mean"] == 33.1
+    assert e2e["rouge2"]["ours"]["n"] == 0  # not in the file: missing, not zero
+
+
+def test_report_cli_writes_markdown_json_png(tmp_path, capsys) -> None:
+    from dtvg_dist.report import main
+
+    runs = tmp_path / "runs"
+    _write_results(runs, "llama3-8b-cb", 42, test={"accuracy": 85.7})
+    assert main(["table5", "--runs-dir", str(runs), "--seeds", "42", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "| Llama-3-8B cb | accuracy | 85.7 (1/1) | 86.3 | -0.6 |" in out
+    assert (runs / "reports/table5.md").is_file() and (runs / "reports/table5.json").is_file()
+    paths = write_report("figure6", runs, tmp_path / "out", seeds=(42,), with_plot=False)
+    assert "n/a" not in paths["markdown"].read_text()  # no paper value is shown as "–"

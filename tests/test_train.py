@@ -1,0 +1,177 @@
+"""The training CLI end to end on the tiny offline recipes: the output
+contract, loss going down, resume after SIGKILL, NaN handling, and the
+errors a user sees."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runs import check_ok, jsonl, losses, prompt_tensors, results, run_cli
+
+from dtvg_dist.bank import entry_path, load_bank, load_entry, save_entry
+from dtvg_dist.train import main
+
+SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
+TARGET = "syn_target"
+
+
+@pytest.fixture(scope="session", params=["tiny-t5", "tiny-llama"])
+def full_run(request, tmp_path_factory):
+    """stage=all (stage 1 for five tasks, then DTVG) once per tiny recipe."""
+    out = tmp_path_factory.mktemp(request.param)
+    proc = check_ok(run_cli(f"recipe={request.param}", f"output_dir={out}", f"bank_dir={out / 'bank'}"))
+    return request.param, out, proc
+
+
+@pytest.fixture(scope="session")
+def t5_bank(tmp_path_factory):
+    out = tmp_path_factory.mktemp("t5bank")
+    check_ok(run_cli("recipe=tiny-t5", "stage=1", f"output_dir={out}", f"bank_dir={out / 'bank'}"))
+    return out / "bank"
+
+
+def _copy_bank(bank: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "bank"
+    shutil.copytree(bank, dst)
+    return dst
+
+
+def test_output_contract(full_run):
+    recipe, out, proc = full_run
+    for name in ("config.yaml", "metrics.jsonl", "grouping.jsonl", "results.json", "prompt.safetensors"):
+        assert (out / name).is_file(), name
+    res = results(out)
+    assert res["method"] == "dtvg" and res["task"] == TARGET and res["steps"] == 12
+    assert res["world_size"] == 1 and res["zero_stage"] == 0
+    assert res["attn_implementation"] in ("sdpa", "eager")
+    assert res["primary_metric"] == "accuracy" and "accuracy" in res["test"]
+    # best validation in results.json is the best of the logged evaluations
+    evals = [r for r in jsonl(out / "metrics.jsonl") if r.get("split") == "validation"]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert res["best_validation"]["accuracy"] == max(r["accuracy"] for r in evals)
+    # one grouping entry per step, naming only known sources, sims for every source
+    grouping = jsonl(out / "grouping.jsonl")
+    assert [g["step"] for g in grouping] == list(range(1, 13))
+    for row in grouping:
+        assert set(row["group"]) <= set(SOURCES) and set(row["sims"]) == set(SOURCES)
+        # the chosen sources never include one with a negative similarity (greedy)
+        assert all(row["sims"][name] >= 0 for name in row["group"])
+    tensors = prompt_tensors(out)
+    assert set(tensors) >= {"target_tpv", "alpha_t", "alpha_s", "soft_prompt"}
+    assert tensors["alpha_s"].shape == (4, 8) and tensors["soft_prompt"].dtype == torch.float32
+    # stage 1 wrote one run and one bank entry per task, all from one P_init
+    bank = load_bank(out / "bank", [*SOURCES, TARGET])
+    assert len({entry.p_init_sha256 for entry in bank.values()}) == 1
+    for task in [*SOURCES, TARGET]:
+        assert (out / "stage1" / task / "results.json").is_file()
+        assert bank[task].steps == 12
+    assert "PT (stage 1)" in proc.stdout and "DTVG (stage 2)" in proc.stdout
+
+
+def test_loss_decreases(full_run):
+    _, out, _ = full_run
+    for task in SOURCES:
+        trace = losses(out / "stage1" / task)
+        assert len(trace) == 12
+        assert sum(trace[-3:]) / 3 < sum(trace[:3]) / 3, (task, trace)
+
+
+def test_stage2_from_bank_never_resamples_p_init(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    before = load_entry(entry_path(bank, "syn_same")).p_init_sha256
+    entry_path(bank, TARGET).unlink()
+    check_ok(run_cli("recipe=tiny-t5", "stage=1", "prompt.init_seed=99",
+                     f"output_dir={tmp_path / 'run'}", f"bank_dir={bank}"))
+    assert load_entry(entry_path(bank, TARGET)).p_init_sha256 == before
+
+
+def test_resume_after_sigkill_matches_uninterrupted(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    common = ["recipe=tiny-t5", "stage=2", f"bank_dir={bank}", "optim.max_steps=9", "eval.every_steps=3"]
+    whole = tmp_path / "whole"
+    check_ok(run_cli(*common, f"output_dir={whole}"))
+    broken = tmp_path / "broken"
+    killed = run_cli(*common, f"output_dir={broken}",
+                     env={"DTVG_FAULT_STEP": "8", "DTVG_FAULT_KIND": "sigkill"})
+    assert killed.returncode == -9
+    assert not (broken / "results.json").exists()
+    assert (broken / "checkpoint" / "state.json").is_file()
+    check_ok(run_cli(*common, f"output_dir={broken}", "resume=true"))
+    a, b = prompt_tensors(whole), prompt_tensors(broken)
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ra, rb = results(whole), results(broken)
+    assert ra["best_validation"] == rb["best_validation"] and ra["test"] == rb["test"]
+    assert losses(whole) == losses(broken)
+    assert jsonl(whole / "grouping.jsonl") == jsonl(broken / "grouping.jsonl")
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    out = tmp_path / "nan"
+    proc = run_cli("recipe=tiny-t5", "stage=2", f"bank_dir={bank}", f"output_dir={out}",
+                   "optim.max_steps=9", "eval.every_steps=3",
+                   env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "nan"})
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "loss is nan at step 5" in proc.stderr
+    from dtvg_dist.checkpoint import find_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(find_checkpoint(out))
+    assert ckpt.state.step == 3
+    assert all(torch.isfinite(t.float()).all() for t in ckpt.trainable.values())
+
+
+def test_spot_picks_the_planted_most_similar_source(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    target = load_entry(entry_path(bank, TARGET))
+    planted = load_entry(entry_path(bank, "syn_topic"))
+    save_entry(bank, "syn_topic", target.tpv * 1.5, planted.p_init, backbone=planted.backbone,
+               init_seed=planted.init_seed, steps=planted.steps, best_score=planted.best_score)
+    out = tmp_path / "spot"
+    check_ok(run_cli("recipe=tiny-t5", "stage=2", "method=spot", f"bank_dir={bank}",
+                     f"output_dir={out}", "optim.max_steps=2", "eval.every_steps=2"))
+    assert results(out)["spot_source"] == "syn_topic"
+
+
+def test_stage2_refuses_a_bank_of_another_backbone(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    proc = run_cli("recipe=tiny-t5", "stage=2", "backbone.init_seed=1", f"bank_dir={bank}",
+                   f"output_dir={tmp_path / 'other'}")
+    assert proc.returncode == 2
+    assert "bank entry" in proc.stderr and "backbone is 'config:t5-" in proc.stderr
+    assert "but this run uses 'config:t5-" in proc.stderr
+
+
+def test_unknown_key_names_the_closest(capsys):
+    assert main(["recipe=tiny-t5", "optim.lrr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'optim.lrr'" in err and "'optim.lr'" in err
+
+
+def test_unknown_recipe_and_bad_value(capsys):
+    assert main(["recipe=tiny-t55"]) == 2
+    err = capsys.readouterr().err
+    assert "recipe 'tiny-t55' not found" in err and "tiny-t5" in err
+    assert main(["recipe=tiny-t5", "grouping.rule=best"]) == 2
+    assert "grouping.rule='best' is not one of" in capsys.readouterr().err
+    assert main(["recipe=tiny-t5", "stage=3"]) == 2
+    assert "stage='3'" in capsys.readouterr().err
+
+
+def test_missing_local_data_file_is_named(tmp_path):
+    proc = run_cli("recipe=tiny-t5", "target_task=rte", "method=pt", "stage=1", "source_tasks=[]",
+                   f"data.local_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'o'}",
+                   f"bank_dir={tmp_path / 'b'}")
+    assert proc.returncode == 2
+    assert "rte" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_help_lists_recipes(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny-t5", "tiny-llama", "demo"):
+        assert name in out
