@@ -241,29 +241,38 @@ class PromptedModel(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
         put the prompt in. Returns (embeds, mask, labels) extended by r."""
-        emb = self.model.get_input_embeddings()(input_ids)
-        prompt = self.prompt().to(emb.dtype)  # fp32 master -> activation dtype
         bsz, length = input_ids.shape
-        r = prompt.shape[0]
         attention_mask = attention_mask.to(torch.long)
-        ones = attention_mask.new_ones(bsz, r)
-        prompt_b = prompt.unsqueeze(0).expand(bsz, -1, -1)
         if self.is_seq2seq:  # encoder side only; decoder labels untouched
+            emb = self.model.get_input_embeddings()(input_ids)
+            prompt = self.prompt().to(emb.dtype)  # fp32 master -> activation dtype
+            prompt_b = prompt.unsqueeze(0).expand(bsz, -1, -1)
+            ones = attention_mask.new_ones(bsz, prompt.shape[0])
             return torch.cat([prompt_b, emb], 1), torch.cat([ones, attention_mask], 1), labels
         # Causal: output position j takes token j before the first real token f,
         # prompt row j - f inside [f, f + r), token j - r after. Right padding
         # has f = 0; left padding keeps real-token positions contiguous.
+        # The shift is done on the ids (a small integer gather) and the prompt
+        # goes in by whole rows (index_copy: row copies forward, a row gather
+        # backward): no element-wise gather/scatter over [B, L + r, d], which
+        # costs ~10 ms a step on CPU. No host reads of tensor values.
+        prompt = self.prompt()
+        r = prompt.shape[0]
+        dev = input_ids.device
         first = attention_mask.argmax(dim=1, keepdim=True)  # [B, 1]
-        j = torch.arange(length + r, device=input_ids.device).unsqueeze(0)
-        src = torch.where(j < first, j, torch.where(j < first + r, length + j - first, j - r))
-        emb_ext = torch.gather(
-            torch.cat([emb, prompt_b], 1), 1, src.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
-        )
-        mask_ext = torch.gather(torch.cat([attention_mask, ones], 1), 1, src)
+        j = torch.arange(length + r, device=dev).unsqueeze(0)
+        in_prompt = (j >= first) & (j < first + r)  # [B, L + r]
+        tok = torch.where(j < first, j, j - r).clamp(min=0)  # prompt slots: overwritten below
+        emb = self.model.get_input_embeddings()(torch.gather(input_ids, 1, tok))
+        d = emb.shape[-1]
+        rows = torch.arange(bsz, device=dev).unsqueeze(1) * (length + r) + first
+        rows = (rows + torch.arange(r, device=dev)).reshape(-1)  # [B * r] flat rows
+        src = prompt.to(emb.dtype).unsqueeze(0).expand(bsz, -1, -1).reshape(bsz * r, d)
+        emb_ext = emb.reshape(-1, d).index_copy(0, rows, src).view(bsz, length + r, d)
+        mask_ext = torch.gather(attention_mask, 1, tok).masked_fill(in_prompt, 1)
         labels_ext = None
         if labels is not None:
-            pad = labels.new_full((bsz, r), IGNORE_INDEX)
-            labels_ext = torch.gather(torch.cat([labels, pad], 1), 1, src)
+            labels_ext = torch.gather(labels, 1, tok).masked_fill(in_prompt, IGNORE_INDEX)
         return emb_ext, mask_ext, labels_ext
 
     def forward(
