@@ -17,7 +17,7 @@ from dtvg_dist.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings, encode, load_splits
-from dtvg_dist.distributed import build_accelerator
+from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
 from dtvg_dist.prompt import DTVGPrompt, SoftPrompt, sample_p_init, spot_pick_source
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
@@ -25,6 +25,7 @@ from dtvg_dist.trainer import RunResult, RunSpec, Trainer
 
 log = logging.getLogger("dtvg_dist.pipeline")
 SYNTHETIC_TOKENIZER = "synthetic"
+SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 
 
 @dataclass
@@ -57,9 +58,35 @@ def _backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
     if settings.tokenizer == SYNTHETIC_TOKENIZER:
-        from dtvg_dist.synthetic import ensure_tokenizer
+        from dtvg_dist.synthetic import ensure_tokenizer, vocabulary_hash
 
-        settings.tokenizer = str(ensure_tokenizer(out / "tokenizer"))
+        settings.tokenizer = str(ensure_tokenizer(out / f"tokenizer-{vocabulary_hash()}"))
+    if settings.name_or_path == SYNTHETIC_PRETRAINED:
+        settings = _synthetic_pretrained(settings)
+    return settings
+
+
+def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
+    """`backbone.name_or_path: synthetic-pretrained` with `backbone.config`:
+    build that architecture, teach it the synthetic rules (once, cached by
+    config and seed under runs/.cache) and load it as a local checkpoint."""
+    import hashlib
+    import json
+
+    from dtvg_dist.synthetic import ensure_pretrained_backbone
+
+    if settings.config is None:
+        raise RecipeError("backbone.name_or_path=synthetic-pretrained needs backbone.config")
+    from dtvg_dist.synthetic import PRETRAINING_VERSION, vocabulary_hash
+
+    key = json.dumps(
+        {"config": settings.config, "seed": settings.init_seed, "vocab": vocabulary_hash(),
+         "pretraining": PRETRAINING_VERSION},
+        sort_keys=True,
+    )
+    folder = Path("runs/.cache") / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
+    settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
 
 
@@ -68,11 +95,15 @@ class Pipeline:
         _check_tasks(cfg)
         self.cfg = cfg
         self.out = output_dir(cfg)
-        self.acc = accelerator or build_accelerator(
-            cfg.distributed.timeout_s, list(cfg.logging.trackers), str(self.out)
-        )
-        settings = _backbone_settings(cfg, self.out)
-        self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
+        self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
+        # Rank 0 first: ranks must not write the tokenizer (or a synthetic
+        # checkpoint) at once; no zero.Init there, it would need every rank.
+        with self.acc.main_process_first(), zero_init(self.acc, False):
+            settings = _backbone_settings(cfg, self.out)
+        # ZeRO-3: checkpoints load partitioned (zero.Init); config-built random
+        # weights are built whole, so they match a single-process build.
+        with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
+            self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
         self.bank_dir = Path(cfg.bank_dir or f"runs/bank/{self.backbone.name}")
         self.data_settings = DataSettings(**OmegaConf.to_container(cfg.data, resolve=True))
         self._encoded: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -101,9 +132,13 @@ class Pipeline:
         return list(self.cfg.stage1.tasks) or [*self.cfg.source_tasks, self.cfg.target_task]
 
     def _existing_p_init(self, tasks: list[str]) -> BankEntry | None:
-        for name in tasks:
-            if entry_path(self.bank_dir, name).is_file():
-                return load_entry(entry_path(self.bank_dir, name))
+        """An entry of the bank to take P_init from: one of `tasks` first,
+        else any entry the bank holds."""
+        candidates = [entry_path(self.bank_dir, name) for name in tasks]
+        candidates += sorted(self.bank_dir.glob("*.safetensors"))
+        for path in candidates:
+            if path.is_file():
+                return load_entry(path)
         return None
 
     def p_init(self, tasks: list[str]) -> torch.Tensor:
@@ -115,7 +150,8 @@ class Pipeline:
             log.info("P_init from bank entry %s (seed %d)", entry.path, entry.init_seed)
             return entry.p_init
         weight = self.backbone.model.get_input_embeddings().weight
-        p_init, ids = sample_p_init(weight, r, self.cfg.prompt.init_seed, self.cfg.prompt.init_top_k)
+        with gathered([weight]):  # ZeRO-3: the table is partitioned (every rank gathers)
+            p_init, ids = sample_p_init(weight, r, self.cfg.prompt.init_seed, self.cfg.prompt.init_top_k)
         log.info("P_init sampled: %d rows of ids < %d, seed %d", r, self.cfg.prompt.init_top_k,
                  self.cfg.prompt.init_seed)
         return p_init

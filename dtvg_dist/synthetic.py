@@ -95,8 +95,15 @@ def register_synthetic_tasks() -> None:
 
 def vocabulary() -> list[str]:
     """Every text the suite can produce (prefixes, field names, words, labels)."""
-    texts = [*SPECS, "sentence :", *LABEL_WORDS, *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *FILLER]
+    texts = [*SPECS, "sentence :", *LABEL_WORDS, *INSTRUCTIONS.values(), *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *FILLER]
     return [t for text in texts for t in text.split()]
+
+
+def vocabulary_hash() -> str:
+    """Names cached tokenizers and backbones, so a changed suite never reuses them."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(vocabulary()).encode()).hexdigest()[:10]
 
 
 def ensure_tokenizer(folder: Path) -> Path:
@@ -106,4 +113,65 @@ def ensure_tokenizer(folder: Path) -> Path:
     if not (folder / "tokenizer.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         build_toy_tokenizer(vocabulary(), str(folder))
+    return folder
+
+
+# ---------------------------------------------------------------- backbone
+# A frozen random network gives a soft prompt almost nothing to steer, so the
+# demo's backbone is first taught the suite's three rules behind instruction
+# words (as a real LM is pretrained before prompt tuning): "judge"
+# (sentiment), "invert" (flipped) and "classify" (topic). Without an
+# instruction the sentiment answer is ambiguous, so prompt tuning has to find
+# an instruction-like prompt; tasks that share a rule find similar ones,
+# which is what DTVG's grouping should discover.
+INSTRUCTIONS = {"sentiment": "judge", "flipped": "invert", "topic": "classify"}
+PRETRAINING_VERSION = 1  # bump when the pretraining recipe below changes
+
+
+def _pretraining_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        rule = list(INSTRUCTIONS)[i % len(INSTRUCTIONS)]
+        row = _rows(rule, 1, rng.randrange(1 << 30))[0]
+        words = TOPIC_WORDS if rule == "topic" else SENTIMENT_WORDS
+        pairs.append((f"{INSTRUCTIONS[rule]} sentence: {row['sentence']}", words[row["label"]]))
+    return pairs
+
+
+def ensure_pretrained_backbone(
+    folder: Path, config: dict, steps: int = 300, batch_size: int = 32, seed: int = 0, lr: float = 1e-3
+) -> Path:
+    """Build (once) a small seq2seq model from `config`, teach it the three
+    rules behind their instruction words, and save it with its tokenizer as
+    a local checkpoint that `from_pretrained` loads."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if (folder / "config.json").is_file():
+        return folder
+    ensure_tokenizer(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    params = dict(config)
+    model_type = params.pop("model_type")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(model_type, **params))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        pairs = _pretraining_pairs(steps * batch_size, seed)
+        model.train()
+        for step in range(steps):
+            batch = pairs[step * batch_size : (step + 1) * batch_size]
+            enc = tokenizer([s for s, _ in batch], return_tensors="pt", padding=True)
+            labels = tokenizer([t for _, t in batch], return_tensors="pt", padding=True).input_ids
+            labels[labels == tokenizer.pad_token_id] = -100
+            loss = model(**enc, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(str(tmp))
+    for name in tmp.iterdir():
+        name.replace(folder / name.name)
+    tmp.rmdir()
     return folder

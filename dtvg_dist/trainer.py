@@ -23,12 +23,24 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
+from dtvg_dist import faults
 from dtvg_dist.checkpoint import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
 from dtvg_dist.data import collate_train
-from dtvg_dist.distributed import all_reduce_sum, mask_broadcaster, run_facts, zero_stage
+from dtvg_dist.distributed import (
+    all_reduce_sum,
+    checkpoint_optimizer,
+    full_trainable_state,
+    keep_prompt_whole,
+    load_trainable_state,
+    mask_broadcaster,
+    optimizer_for_save,
+    release,
+    run_facts,
+    zero_stage,
+)
 from dtvg_dist.evaluation import evaluate
 from dtvg_dist.prompt import PromptedModel
 from dtvg_dist.run_files import RunFiles
@@ -86,6 +98,19 @@ def micro_batch_indices(micro_step: int, batch_size: int, n: int, seed: int) -> 
     return out
 
 
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
+    """Linear warm-up to the base rate, then linear decay to 0 at `total`
+    (transformers' `get_linear_schedule_with_warmup`, without importing the
+    transformers trainer stack and its optional extras at start-up)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return LambdaLR(optimizer, factor)
+
+
 def answer_tokens(feature: dict[str, Any]) -> int:
     return sum(1 for label in feature["labels"] if label != -100)
 
@@ -119,7 +144,8 @@ class Trainer:
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.spec.max_steps)
+        scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
+        keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
         self.synced_gpus = zero_stage(self.acc) == 3
 
@@ -139,6 +165,7 @@ class Trainer:
         pad_id = self.backbone.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.backbone.tokenizer.eos_token_id
+        faults.before_step(step + 1, self.rank)
         loss_sum = torch.zeros((), device=self.acc.device)
         self.model.train()
         for batch_indices in micro:
@@ -147,7 +174,9 @@ class Trainer:
             batch = {k: v.to(self.acc.device) for k, v in collate_train(mine, pad_id).items()}
             with self.acc.accumulate(self.model):
                 out = self.model(**batch)
-                share = out.loss * (local_tokens / total_tokens)
+                share = faults.poison_loss(out.loss, step + 1, self.rank) * (
+                    local_tokens / total_tokens
+                )
                 # accelerate/DeepSpeed divide by grad_accum, DDP averages ranks
                 self.acc.backward(share * (self.world * opt.grad_accum))
                 loss_sum = loss_sum + share.detach().float()
@@ -216,8 +245,8 @@ class Trainer:
         ckpt = find_checkpoint(self.spec.run_dir) if self.cfg.resume else None
         if ckpt is not None:
             loaded = load_checkpoint(ckpt)
-            self.prompt.load_trainable_state(loaded.trainable)
-            loaded.restore(self.optimizer, self.scheduler)
+            load_trainable_state(self.acc, self.prompt, loaded.trainable)
+            loaded.restore(checkpoint_optimizer(self.acc, self.optimizer, self.prompt), self.scheduler)
             state, best_state = loaded.state, loaded.best_trainable
             self.files.truncate_after(state.step)
             log.info("%s: resumed from %s at step %d", self.spec.name, ckpt, state.step)
@@ -252,7 +281,9 @@ class Trainer:
                 best_state = self._eval_and_checkpoint(state, best_state)
         bar.close()
         self._flush_grouping(pending)
-        return self._finish(state, best_state, time.time() - start_time)
+        result = self._finish(state, best_state, time.time() - start_time)
+        release(self.acc)  # a fresh engine for the next run of this process
+        return result
 
     def _eval_and_checkpoint(
         self, state: TrainingState, best_state: dict[str, torch.Tensor] | None
@@ -262,15 +293,17 @@ class Trainer:
         score = metrics.get(primary)
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self.acc.log({f"{self.spec.name}/val_{primary}": score}, step=state.step)
+        trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
+        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
         if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
-            best_state = self.prompt.trainable_state()
+            best_state = trainable
         if self.acc.is_main_process:
             save_checkpoint(
                 self.spec.run_dir,
-                trainable=self.prompt.trainable_state(),
+                trainable=trainable,
                 best_trainable=best_state,
-                optimizer=self.optimizer,
+                optimizer=optimizer,
                 scheduler=self.scheduler,
                 state=state,
             )
@@ -285,7 +318,7 @@ class Trainer:
         self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float
     ) -> RunResult:
         assert best_state is not None
-        self.prompt.load_trainable_state(best_state)
+        load_trainable_state(self.acc, self.prompt, best_state)
         with torch.no_grad():
             soft_prompt = self.prompt().detach().float()
         test_metrics = self._evaluate("test")
@@ -311,7 +344,7 @@ class Trainer:
             "train_examples": len(self.spec.train),
             "validation_examples": len(self.spec.validation),
             "test_examples": len(self.spec.test),
-            **run_facts(self.acc),
+            **run_facts(self.acc, self.backbone.model, self.prompt),
             **self.spec.extra_results,
         }
         self.files.write_results(results)
