@@ -70,7 +70,6 @@ class EvalSettings:
     every_steps: int = 1000
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: the task's max target length
-    rank_classification: bool = False  # score label words instead of generating
 
 
 @dataclass
