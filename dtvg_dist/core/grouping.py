@@ -13,6 +13,8 @@ the integer pair count, so equal KCs compare equal.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -99,9 +101,7 @@ def _greedy_by_consistency(sims_r: Tensor, gram_r: Tensor) -> Tensor:
     is 2^n n^2, so this serves n <= MAX_VECTORISED_GREEDY; per-step dispatch
     of the walk would cost more than the arithmetic at those sizes.
     """
-    n = sims_r.shape[0]
-    subsets = torch.cat([sims_r.new_zeros(1, n), subset_matrix(n, sims_r.device, sims_r.dtype)])
-    before = torch.tril(torch.ones(n, n, device=sims_r.device, dtype=sims_r.dtype), diagonal=-1)
+    subsets, before = _consistency_constants(sims_r.shape[0], sims_r.device, sims_r.dtype)
     members_before = subsets.unsqueeze(1) * before  # [2^n, k, j]: j < k and j in subset
     off_diag = gram_r - torch.diag(torch.diagonal(gram_r))
     pair_before = ((members_before @ off_diag) * members_before).sum(-1) / 2
@@ -128,6 +128,24 @@ def _prefix_argmax(sims: Tensor, gram: Tensor) -> Tensor:
     best = torch.argmax(score)
     chosen = (torch.arange(n, device=sims.device) <= best) & valid
     return _unpermute(chosen, order)
+
+
+def _build_consistency_constants(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Every subset including the empty one [2^n, n], and the "j before k" mask [n, n]."""
+    subsets = torch.cat([torch.zeros(1, n, device=device, dtype=dtype), subset_matrix(n, device, dtype)])
+    before = torch.tril(torch.ones(n, n, device=device, dtype=dtype), diagonal=-1)
+    return subsets, before
+
+
+_cached_consistency_constants = functools.lru_cache(maxsize=32)(_build_consistency_constants)
+
+
+def _consistency_constants(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Built once per (n, device, dtype) in eager mode, where building them
+    every step would cost more than using them; traced inline when compiling."""
+    if torch.compiler.is_compiling():
+        return _build_consistency_constants(n, device, dtype)
+    return _cached_consistency_constants(n, device, dtype)
 
 
 def subset_matrix(n: int, device: torch.device | None = None, dtype=torch.float32) -> Tensor:

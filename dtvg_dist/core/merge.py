@@ -47,8 +47,8 @@ def dtvg_prompt(
     r = target_tpv.shape[-2]
     check_rule(rule, source_tpvs.shape[0])
     with torch.no_grad():
-        mean_t = torch.einsum("r,rd->d", alpha_t.detach(), target_tpv) / r
-        mean_s = torch.einsum("nr,nrd->nd", alpha_s.detach(), source_tpvs) / r
+        mean_t = (alpha_t.detach() @ target_tpv) / r
+        mean_s = torch.bmm(alpha_s.detach().unsqueeze(1), source_tpvs).squeeze(1) / r
         sims = mean_s @ mean_t
         gram = mean_s @ mean_s.transpose(0, 1)
         mask = select_from_similarities(sims, gram, rule)
