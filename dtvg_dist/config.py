@@ -70,6 +70,7 @@ class EvalSettings:
     every_steps: int = 1000
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: the task's max target length
+    rank_classification: bool = False  # classification: score the label words instead of generating
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from dtvg_dist.data import collate_generate, generation_padding_side
+from dtvg_dist.data import collate_generate, collate_train, generation_padding_side
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -37,8 +37,10 @@ def predict(
     max_new_tokens: int,
     synced_gpus: bool = False,
     desc: str = "eval",
+    rank_words: list[str] | None = None,
 ) -> list[str]:
-    """Greedy predictions for `features`, in order, on every rank."""
+    """Greedy predictions for `features`, in order, on every rank; with
+    `rank_words`, the most likely of those words instead (rank classification)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     side = generation_padding_side(family)
     indices = shard_indices(len(features), accelerator.process_index, accelerator.num_processes)
@@ -51,6 +53,13 @@ def predict(
         for start in bar:
             chunk = indices[start : start + batch_size]
             real = [i if i >= 0 else indices[0] for i in chunk]
+            if rank_words is not None:
+                texts = rank_classify(
+                    model, [features[i] for i in real], rank_words, tokenizer, family,
+                    pad_id, accelerator.device,
+                )
+                mine.extend((i, t) for i, t in zip(chunk, texts, strict=True) if i >= 0)
+                continue
             batch = collate_generate([features[i] for i in real], pad_id, side)
             kwargs = {"synced_gpus": True} if synced_gpus else {}
             out = model.generate(
@@ -73,6 +82,49 @@ def predict(
     return [by_index[i] for i in range(len(features))]
 
 
+@torch.no_grad()
+def answer_log_likelihood(
+    model: Any, features: list[dict[str, Any]], answer: list[int], family: str, pad_id: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Summed log-probability of `answer` (token ids, EOS included) after each
+    example's prompt, [B]. The prompted model puts its soft prompt before the
+    first real token, so with right padding the causal logits are shifted by r."""
+    if family == "seq2seq":
+        rows = [{"input_ids": f["prompt_ids"], "labels": answer} for f in features]
+    else:
+        rows = [
+            {"input_ids": f["prompt_ids"] + answer, "labels": [-100] * len(f["prompt_ids"]) + answer}
+            for f in features
+        ]
+    batch = {k: v.to(device) for k, v in collate_train(rows, pad_id).items()}
+    logits = model(**batch).logits.float()
+    labels = batch["labels"]
+    if family != "seq2seq":
+        r = logits.shape[1] - labels.shape[1]
+        labels = torch.cat([labels.new_full((labels.shape[0], r), -100), labels], 1)[:, 1:]
+        logits = logits[:, :-1]
+    logp = torch.log_softmax(logits, -1)
+    keep = labels != -100
+    picked = torch.gather(logp, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1)
+
+
+def rank_classify(
+    model: Any, features: list[dict[str, Any]], words: list[str], tokenizer: Any, family: str,
+    pad_id: int, device: torch.device,
+) -> list[str]:
+    """The label word each example's prompt makes most likely (ties: the first word)."""
+    scores = torch.stack([
+        answer_log_likelihood(
+            model, features, tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
+            family, pad_id, device,
+        )
+        for w in words
+    ], dim=1)
+    return [words[i] for i in scores.argmax(dim=1).tolist()]
+
+
 def gather_objects(accelerator: Accelerator, items: list[Any]) -> list[Any]:
     """All ranks' lists, concatenated, on every rank."""
     if accelerator.num_processes == 1:
@@ -93,11 +145,14 @@ def evaluate(
     max_new_tokens: int | None,
     synced_gpus: bool = False,
     desc: str = "eval",
+    rank_classification: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Scores `features` with the task's metrics; returns (metrics, predictions)."""
+    """Scores `features` with the task's metrics; returns (metrics, predictions).
+    `rank_classification` applies to tasks with label words (others generate)."""
+    words = list(task.label_words) if rank_classification and task.is_classification else None
     predictions = predict(
         accelerator, model, features, tokenizer, family, batch_size,
-        max_new_tokens or task.max_target_length, synced_gpus, desc,
+        max_new_tokens or task.max_target_length, synced_gpus, desc, rank_words=words,
     )
     metrics = task.score(predictions, [f["reference"] for f in features])
     metrics["num_examples"] = len(features)

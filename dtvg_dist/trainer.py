@@ -233,6 +233,7 @@ class Trainer:
             self.cfg.eval.max_new_tokens,
             synced_gpus=self.synced_gpus,
             desc=f"{self.spec.name} {split}",
+            rank_classification=self.cfg.eval.rank_classification,
         )
         return metrics
 

@@ -175,3 +175,13 @@ def test_help_lists_recipes(capsys):
     out = capsys.readouterr().out
     for name in ("tiny-t5", "tiny-llama", "demo"):
         assert name in out
+
+
+def test_rank_classification_scores_only_label_words(t5_bank, tmp_path):
+    bank = _copy_bank(t5_bank, tmp_path)
+    out = tmp_path / "rank"
+    check_ok(run_cli("recipe=tiny-t5", "stage=2", "method=pt", f"bank_dir={bank}", f"output_dir={out}",
+                     "optim.max_steps=2", "eval.every_steps=2", "eval.rank_classification=true"))
+    res = results(out)
+    assert res["test"]["invalid"] == 0 and res["best_validation"]["invalid"] == 0
+    assert res["test"]["num_examples"] == res["test_examples"] == 16
