@@ -16,8 +16,20 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
+
+
+def _skm():
+    """scikit-learn's metrics, imported on first use: every CLI process
+    imports this module, and scipy + scikit-learn cost seconds at start-up."""
+    from sklearn import metrics
+
+    return metrics
+
+
+def _stats():
+    from scipy import stats
+
+    return stats
 
 __all__ = [
     "accuracy",
@@ -46,20 +58,20 @@ def _check_lengths(a: Sequence, b: Sequence) -> None:
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Share of exact matches, in percent."""
     _check_lengths(y_pred, y_true)
-    return 100.0 * float(skm.accuracy_score(y_true, y_pred))
+    return 100.0 * float(_skm().accuracy_score(y_true, y_pred))
 
 
 def f1_binary(y_true: Sequence[int], y_pred: Sequence[int], pos_label: int = 1) -> float:
     """F1 of the positive class (MRPC, QQP, MultiRC F1a), in percent."""
     _check_lengths(y_pred, y_true)
-    return 100.0 * float(skm.f1_score(y_true, y_pred, pos_label=pos_label, zero_division=0.0))
+    return 100.0 * float(_skm().f1_score(y_true, y_pred, pos_label=pos_label, zero_division=0.0))
 
 
 def f1_macro(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> float:
     """Unweighted mean of per-class F1 over all `n_labels` classes (CB), in percent."""
     _check_lengths(y_pred, y_true)
     return 100.0 * float(
-        skm.f1_score(y_true, y_pred, labels=list(range(n_labels)), average="macro", zero_division=0.0)
+        _skm().f1_score(y_true, y_pred, labels=list(range(n_labels)), average="macro", zero_division=0.0)
     )
 
 
@@ -68,7 +80,7 @@ def matthews(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     _check_lengths(y_pred, y_true)
     with warnings.catch_warnings():  # a single class is a defined case here (MCC = 0)
         warnings.simplefilter("ignore", UserWarning)
-        return 100.0 * float(skm.matthews_corrcoef(y_true, y_pred))
+        return 100.0 * float(_skm().matthews_corrcoef(y_true, y_pred))
 
 
 def _corr(fn, x: Sequence[float], y: Sequence[float]) -> float:
@@ -84,12 +96,12 @@ def _corr(fn, x: Sequence[float], y: Sequence[float]) -> float:
 
 def pearson(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     """Pearson correlation (STS-B), in percent."""
-    return _corr(stats.pearsonr, y_true, y_pred)
+    return _corr(_stats().pearsonr, y_true, y_pred)
 
 
 def spearman(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     """Spearman rank correlation (STS-B), in percent."""
-    return _corr(stats.spearmanr, y_true, y_pred)
+    return _corr(_stats().spearmanr, y_true, y_pred)
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
