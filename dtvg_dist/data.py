@@ -316,6 +316,15 @@ def _pad(seqs: Sequence[Sequence[int]], value: int, side: str = "right") -> torc
     return out
 
 
+def padding_id(tokenizer: Any) -> int:
+    """The id batches pad with: the tokenizer's pad token, else its EOS
+    (Llama-3 ships no pad token)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} defines neither a pad nor an eos token")
+    return int(pad)
+
+
 def _check_batch(features: Sequence[dict], pad_token_id: int | None) -> int:
     if not features:
         raise ValueError("cannot collate an empty batch")

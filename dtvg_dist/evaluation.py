@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from dtvg_dist.data import collate_generate, collate_train, generation_padding_side
+from dtvg_dist.data import collate_generate, collate_train, generation_padding_side, padding_id
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -41,7 +41,7 @@ def predict(
 ) -> list[str]:
     """Greedy predictions for `features`, in order, on every rank; with
     `rank_words`, the most likely of those words instead (rank classification)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     side = generation_padding_side(family)
     indices = shard_indices(len(features), accelerator.process_index, accelerator.num_processes)
     mine: list[tuple[int, str]] = []

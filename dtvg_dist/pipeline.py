@@ -105,7 +105,7 @@ class Pipeline:
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
             self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
         self.bank_dir = Path(cfg.bank_dir or f"runs/bank/{self.backbone.name}")
-        self.data_settings = DataSettings(**OmegaConf.to_container(cfg.data, resolve=True))
+        self.data_settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
         self._encoded: dict[str, dict[str, list[dict[str, Any]]]] = {}
         log.info(
             "backbone %s (%s, %s, attention %s), bank %s, output %s",

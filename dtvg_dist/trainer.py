@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from dtvg_dist import faults
 from dtvg_dist.checkpoint import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
-from dtvg_dist.data import collate_train
+from dtvg_dist.data import collate_train, padding_id
 from dtvg_dist.distributed import (
     all_reduce_sum,
     checkpoint_optimizer,
@@ -148,6 +148,7 @@ class Trainer:
         keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
         self.synced_gpus = zero_stage(self.acc) == 3
+        self.pad_id = padding_id(self.backbone.tokenizer)
 
     def _trainable_params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.prompt.parameters() if p.requires_grad]
@@ -162,16 +163,13 @@ class Trainer:
             for m in range(opt.grad_accum)
         ]
         total_tokens = sum(answer_tokens(self.spec.train[i]) for batch in micro for i in batch)
-        pad_id = self.backbone.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.backbone.tokenizer.eos_token_id
         faults.before_step(step + 1, self.rank)
         loss_sum = torch.zeros((), device=self.acc.device)
         self.model.train()
         for batch_indices in micro:
             mine = [self.spec.train[i] for i in batch_indices[self.rank :: self.world]]
             local_tokens = sum(answer_tokens(f) for f in mine)
-            batch = {k: v.to(self.acc.device) for k, v in collate_train(mine, pad_id).items()}
+            batch = {k: v.to(self.acc.device) for k, v in collate_train(mine, self.pad_id).items()}
             with self.acc.accumulate(self.model):
                 out = self.model(**batch)
                 share = faults.poison_loss(out.loss, step + 1, self.rank) * (
