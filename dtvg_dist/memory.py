@@ -295,15 +295,12 @@ def weight_bytes(shape: ModelShape, dtype_bytes: int, load_in_8bit: bool = False
 
 
 def zero3_elements_per_rank(shape: ModelShape, world: int, threshold: int) -> tuple[int, int]:
-    """(partitioned, persistent) backbone elements one ZeRO-3 rank holds:
-    tensors above ``stage3_param_persistence_threshold`` in ceil(n / world)
-    slices, the others whole on every rank (after the first forward)."""
-    part = persist = 0
-    for _, n, _ in shape.tensors():
-        if n <= threshold:
-            persist += n
-        else:
-            part += -(-n // world)
+    """(partition, persistent) backbone elements one ZeRO-3 rank holds: its
+    ceil(n / world) slice of every tensor (DeepSpeed pads each tensor to a
+    multiple of the world size), plus, after the first forward, a whole copy
+    of every tensor at or under ``stage3_param_persistence_threshold``."""
+    part = sum(-(-n // world) for _, n, _ in shape.tensors())
+    persist = sum(n for _, n, _ in shape.tensors() if n <= threshold)
     return part, persist
 
 
