@@ -109,7 +109,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "
 
 
 def _hub_offline() -> bool:
-    return any(
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or any(
         os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )

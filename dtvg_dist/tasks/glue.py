@@ -12,7 +12,9 @@ Splits follow ATTEMPT's attempt/data/tasks.py (`AbstractTask.get`):
 rows as validation and test on `split_to_data_split["test"]`, the hub
 validation split; `small_datasets_without_all_splits` (STS-B, MRPC, RTE,
 CoLA) halve the hub validation split; MNLI is in neither list and uses its
-`split_to_data_split` as is.
+`split_to_data_split` as is. DePT (same code) scores RTE at test_accuracy
+79.137 = 110/139 (checkpoints/rte/test_results.json): the second half of the
+277-row validation split; no count out of 277 gives that number.
 
 Primary metrics are what the tables print. Evidence: the DePT row of the
 paper's Table 2 (sourced from Shi and Lipani 2024) is DePT's released

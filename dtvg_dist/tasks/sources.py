@@ -23,7 +23,7 @@ from dtvg_dist.tasks.base import Task
 from dtvg_dist.tasks.manifest import MANIFEST, verify_task
 from dtvg_dist.tasks.schema import DataError, check_row
 
-__all__ = ["EXTENSIONS", "Source", "load_original", "read_original", "hub_offline", "parquet_rows"]
+__all__ = ["EXTENSIONS", "Source", "load_original", "read_original", "parquet_rows"]
 
 log = logging.getLogger("dtvg_dist.data")
 
@@ -42,11 +42,6 @@ class Source:
     where: str
     files: dict[str, list[str]] = field(default_factory=dict)  # hub split -> files read
     commit: str | None = None
-
-
-def hub_offline() -> bool:
-    """True when the environment forbids hub downloads."""
-    return hub.offline()
 
 
 def _setting_hint(task: Task) -> str:

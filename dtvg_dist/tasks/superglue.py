@@ -18,8 +18,8 @@ Splits follow ATTEMPT's attempt/data/tasks.py: ReCoRD is in
 `split_to_data_split["test"]` = the hub validation split); MultiRC, BoolQ,
 WiC, WSC and CB are in `small_datasets_without_all_splits` (hub validation
 halved) -- MultiRC too, although it has 27k training rows. DePT's released
-test_results.json agree: CB test_accuracy 92.857 = 26/28 and WSC 67.308 =
-35/52, halves of the 56- and 104-row validation splits.
+test_results.json are consistent with halves (CB 92.857 = 26/28, WSC 67.308 =
+35/52); RTE's (dtvg_dist/tasks/glue.py) shows it.
 """
 
 from __future__ import annotations
