@@ -30,6 +30,7 @@ log = logging.getLogger("dtvg_dist.data")
 EXTENSIONS = ("jsonl", "json", "csv", "parquet")
 
 Rows = list[dict[str, Any]]
+_PROGRESS_ROWS = 20_000  # a progress bar for files at least this long
 # (row number, row or the reason it could not be read)
 Numbered = Iterable[tuple[int, Any]]
 
@@ -285,8 +286,9 @@ def read_original(
         skipped: list[str] = []
         rows: Rows = []
         for where, numbered in files:
-            if progress:
-                numbered = _progress(numbered, _row_count(Path(where)), f"{task.name} {split}")
+            total = _row_count(Path(where)) if progress else None
+            if total is not None and total >= _PROGRESS_ROWS:
+                numbered = _progress(numbered, total, f"{task.name} {split}")
             rows.extend(_validate(task, where, split, numbered, on_bad_row, skipped))
         if skipped:
             log.warning(

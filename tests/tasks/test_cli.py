@@ -23,13 +23,27 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture(scope="module")
+def weightless_t5(tmp_path_factory, tiny_t5_config, toy_words) -> Path:
+    """A model folder with only a config and a tokenizer: `check` must not need weights."""
+    from transformers import AutoConfig
+
+    from dtvg_dist.toy_tokenizer import build_toy_tokenizer
+
+    folder = tmp_path_factory.mktemp("weightless-t5")
+    cfg = dict(tiny_t5_config)
+    AutoConfig.for_model(cfg.pop("model_type"), **cfg).save_pretrained(str(folder))
+    build_toy_tokenizer(toy_words, str(folder))
+    return folder
+
+
 def table_row(out: str, task: str) -> list[str]:
     line = next(line for line in out.splitlines() if line.split()[:1] == [task])
     return line.split()
 
 
-def test_check_passes_and_prints_the_table(fake_hub, capsys, tiny_checkpoints):
-    code, out, err = run(capsys, "check", "tasks=rte,qqp,record,web_nlg", f"tokenizer={tiny_checkpoints.tokenizer}")
+def test_check_passes_and_prints_the_table(fake_hub, capsys, weightless_t5):
+    code, out, err = run(capsys, "check", "tasks=rte,qqp,record,web_nlg", f"tokenizer={weightless_t5}")
     assert code == 0, err
     assert table_row(out, "rte")[:5] == ["rte", "ok", "6", "2", "3"]
     assert table_row(out, "qqp")[:5] == ["qqp", "ok", "8", "1000", "4"]
@@ -60,13 +74,14 @@ def test_check_fails_naming_task_file_row_and_reason(fake_hub, hub_root, capsys,
     assert "column 'label': label 7 out of range 0..1" in err
 
 
-def test_check_with_a_recipe_resolves_its_tokenizer_and_config(fake_hub, capsys, tiny_checkpoints):
+def test_check_with_a_recipe_resolves_its_tokenizer_and_config(fake_hub, capsys, weightless_t5):
+    assert not list(weightless_t5.glob("*.safetensors"))
     code, out, err = run(
-        capsys, "check", "recipe=t5-base-dtvg-rte", f"backbone.name_or_path={tiny_checkpoints.t5}",
+        capsys, "check", "recipe=t5-base-dtvg-rte", f"backbone.name_or_path={weightless_t5}",
         "stage1.tasks=[rte]", "source_tasks=[mnli]",
     )
     assert code == 0, err
-    assert f"backbone config: {tiny_checkpoints.t5} from local folder" in out and "(seq2seq)" in out
+    assert f"backbone config: {weightless_t5} from local folder" in out and "(seq2seq)" in out
     assert {table_row(out, t)[1] for t in ("rte", "mnli")} == {"ok"}
 
 
@@ -162,11 +177,13 @@ def test_help_lists_both_commands(capsys):
     assert code == 0 and "check" in out and "download --to DIR" in out
 
 
-def test_module_entry_point_runs(tmp_path):
-    """`python -m dtvg_dist.data` dispatches to the CLI (no hub needed for --help)."""
-    import subprocess
+@pytest.mark.filterwarnings("ignore:'dtvg_dist.data' found in sys.modules:RuntimeWarning")  # imported above
+def test_module_entry_point_dispatches_to_the_cli(monkeypatch, capsys):
+    """`python -m dtvg_dist.data ...` runs dtvg_dist.tasks.cli.main."""
+    import runpy
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "dtvg_dist.data", "--help"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
-    assert done.returncode == 0 and "usage: python -m dtvg_dist.data check" in done.stdout
+    monkeypatch.setattr(sys, "argv", ["dtvg_dist.data", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("dtvg_dist.data", run_name="__main__")
+    assert done.value.code == 0 and "usage: python -m dtvg_dist.data check" in capsys.readouterr().out
