@@ -110,7 +110,7 @@ class Task:
     prefix: str | None = None  # defaults to the task name
     train_split: str = "train"
     validation_split: str | None = "validation"
-    test_split: str | None = None  # only when the hub's test split has labels
+    test_split: str | None = None  # the hub split that is the test set (a labelled one)
     split_rule: str = "auto"
     is_source: bool = False
     columns: tuple[Column, ...] = ()  # defaults to fields + label column
