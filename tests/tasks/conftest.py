@@ -8,7 +8,11 @@ import pytest
 
 from dtvg_dist.tasks import registry
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+# The workspace's shared/fixtures next to the checkout (or a worktree of it).
+FIXTURES = next(
+    (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[2:] if (p / "shared" / "fixtures").is_dir()),
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures",
+)
 
 
 @pytest.fixture(autouse=True)
