@@ -57,6 +57,12 @@ def test_cpu_dry_run_runs_the_gpu_code_paths(gpu_check, tmp_path: Path) -> None:
     assert full["model_flops_per_step"] == gpu_check.llama_step_flops(shape, b, t, b * 2)["hardware"]
     assert full["positions_per_s"] == pytest.approx(b * t / full["step_s_median"])
     assert full["mfu"] is None and "mfu_note" in full  # no peak figure for a CPU
+    answer_only = checks["llama_step"]["runs"]["sdpa/answer_only_logits"]
+    if answer_only["status"] == "skipped":  # a checkout without the switch says so
+        assert "answer-only-logits switch" in answer_only["reason"]
+    else:
+        assert answer_only["status"] == "ok" and answer_only["answer_only_logits"] is True
+        assert answer_only["hardware_flops_per_step"] == full["model_flops_per_step"]
     assert checks["zero3_one_gpu"]["status"] == "skipped"
 
 
