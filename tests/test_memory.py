@@ -78,14 +78,17 @@ def test_known_shapes_count_like_transformers(name: str) -> None:
         assert expected == 134_515_008  # the total its model card tooling prints
 
 
-def test_8bit_weight_bytes_match_bitsandbytes_layout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["llama", "t5-gated-gelu-untied"])
+def test_8bit_weight_bytes_match_bitsandbytes_layout(name: str, tmp_path: Path) -> None:
     """LLM.int8 as transformers loads it: int8 linears with one fp32 scale
-    (SCB) per output row; embeddings, norms and the head in the dtype."""
+    (SCB) per output row; embeddings, norms, the head and T5's wo in the dtype."""
     pytest.importorskip("bitsandbytes")
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
 
-    build(LLAMA).save_pretrained(tmp_path / "m")
-    model = AutoModelForCausalLM.from_pretrained(
+    config = SHAPES[name]
+    build(config).save_pretrained(tmp_path / "m")
+    cls = AutoModelForSeq2SeqLM if config["model_type"] == "t5" else AutoModelForCausalLM
+    model = cls.from_pretrained(
         tmp_path / "m", quantization_config=BitsAndBytesConfig(load_in_8bit=True),
         device_map={"": "cpu"}, dtype=torch.bfloat16,
     )
@@ -95,7 +98,7 @@ def test_8bit_weight_bytes_match_bitsandbytes_layout(tmp_path: Path) -> None:
         scb = getattr(p, "SCB", None)
         if scb is not None:
             measured += scb.numel() * scb.element_size()
-    assert weight_bytes(ModelShape.from_config(LLAMA), 2, load_in_8bit=True) == measured
+    assert weight_bytes(ModelShape.from_config(config), 2, load_in_8bit=True) == measured
 
 
 def test_zero3_rank_share_against_a_hand_count() -> None:
