@@ -101,7 +101,12 @@ def _meta_model(base: str) -> tuple[Any, bool]:
 
 def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -> Path:
     """Write the PEFT prompt-tuning adapter of `run` into `out_dir`; returns it."""
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    try:
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    except ImportError:
+        raise RecipeError(
+            "export --peft needs the package peft, which is not installed: pip install 'dtvg-dist[peft]'"
+        ) from None
 
     base, tokenizer = base_model_of(run, base_model)
     model, seq2seq = _meta_model(base)
