@@ -158,7 +158,13 @@ def predict_file(
 
     cfg = run.cfg
     check_tasks(cfg)
-    task = get_task(run.task)
+    try:
+        task = get_task(run.task)
+    except ValueError as err:  # a task registered in code by the training launcher
+        raise RecipeError(
+            f"{err}. A task registered in code must be registered before predicting: import the "
+            "module that registers it and call dtvg_dist.predict.main(argv) from there"
+        ) from None
     if scores and not task.is_classification:
         raise RecipeError(f"--scores needs a task with label words; {task.name!r} is {task.kind}")
     rows = read_rows(task, input_path, on_bad_row)
