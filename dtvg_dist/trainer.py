@@ -302,7 +302,7 @@ class Trainer:
     ) -> dict[str, torch.Tensor] | None:
         metrics = self._evaluate("validation")
         primary = self.spec.task.primary_metric
-        score = metrics.get(primary)
+        score = self.spec.task.selection_score(metrics, self.cfg.data.select_by)  # data.select_by
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
