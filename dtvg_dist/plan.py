@@ -466,6 +466,9 @@ def render(plan: Plan) -> str:
     for r in table:
         lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(widths[i]) for i, c in enumerate(r) if i]))
     lines.append("(peak = weights + gathered + prompt + context + the larger of training and evaluation)")
+    if plan.world > 1:
+        lines.append("sent: DDP: " + plan.mode("ddp").sends_detail)
+        lines.append("      ZeRO-3: " + plan.mode("zero3").sends_detail)
     for m in plan.modes:
         if not m.available:
             lines.append(f"{m.name}: not available: {m.reason}")
