@@ -6,13 +6,15 @@ word; the tasks differ only in their rule, so their prompts differ only in
 what they steer the backbone to decide:
 - `syn_target` (the target, few examples): "yes" iff the key word is positive;
 - `syn_same`, `syn_same_b`: the target's rule, on other sentences (share it);
-- `syn_flip`: "yes" iff the key word is negative (conflicts with the target);
+- `syn_flip`, `syn_flip_b`: "yes" iff the key word is negative (conflict
+  with the target);
 - `syn_topic`: "yes" iff the key word is an animal, on sentences about
   animals and food (unrelated).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dtvg_dist.tasks import Task, get_task, register_task
+
+log = logging.getLogger("dtvg_dist.synthetic")
 
 POSITIVE = ("good", "great", "fine", "nice", "happy", "lovely", "superb", "bright")
 NEGATIVE = ("bad", "awful", "poor", "sad", "ugly", "nasty", "grim", "dull")
@@ -31,7 +35,7 @@ FILLER = ("the", "a", "it", "was", "and", "very", "so", "this", "that", "is", "d
 LABEL_WORDS = ("yes", "no")  # every task: label 0 = "yes", 1 = "no"
 
 TARGET = "syn_target"
-SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_topic")
+SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic")
 RULES = ("sentiment", "flipped", "topic")
 # the key words a rule answers "yes" / "no" for
 KEY_WORDS = {
@@ -71,6 +75,7 @@ SPECS = {
     "syn_same": ("sentiment", 512, 96, 200),
     "syn_same_b": ("sentiment", 512, 96, 300),
     "syn_flip": ("flipped", 512, 96, 400),
+    "syn_flip_b": ("flipped", 512, 96, 600),
     "syn_topic": ("topic", 512, 96, 500),
 }
 
@@ -128,22 +133,25 @@ def ensure_tokenizer(folder: Path) -> Path:
 # A frozen random network gives a soft prompt almost nothing to steer, so the
 # demo's backbone is first taught the suite's rules (as a real LM is
 # pretrained before prompt tuning). A rule is asked for by a direction in
-# embedding space added to a PREFIX_ROWS-row prefix in front of the input,
-# where the soft prompt later sits: +v_sentiment asks for sentiment,
-# -v_sentiment for the flipped rule, +v_topic for topic. Without an
-# instruction (a prefix of plain word embeddings, such as P_init) the answer
-# is a coin flip, so prompt tuning has to walk the prompt to an instruction;
-# tasks that share a rule walk the same way (similar TPVs), a conflicting
-# rule the opposite way (negative Eq. 2 similarity), an unrelated one
-# sideways. Instruction strengths span STRENGTH, so a sum of a few task
-# vectors (Eq. 6) stays in the range the backbone has seen.
+# embedding space, added to a PREFIX_ROWS-row prefix that sits where the soft
+# prompt will: +v asks for the sentiment rule, -v for the flipped one, +u
+# (orthogonal to v) for topic. The prefix otherwise holds word embeddings at
+# a random scale plus noise, which carry no information, and the instruction
+# is spread over its rows with random weights, so what counts is the
+# instruction's sum over the rows: the mean row that Eq. 2 compares. With no
+# instruction (such as P_init) the answer is a coin flip. Prompt tuning thus
+# has to walk the prompt towards an instruction: tasks that share a rule walk
+# the same way (similar TPVs), the conflicting rule the opposite way
+# (negative similarity) and the unrelated one sideways. A prompt that holds
+# two instructions at once (a merge of conflicting TPVs) is outside what the
+# backbone was taught.
 INSTRUCTIONS = {"sentiment": ("sentiment", 1.0), "flipped": ("sentiment", -1.0), "topic": ("topic", 1.0)}
 PREFIX_ROWS = 10  # the demo's prompt length
-STRENGTH = (6.0, 24.0)  # norm of the instruction direction added to every prefix row
-NO_INSTRUCTION = 0.25  # share of pretraining rows with no instruction (random label)
-NOISE = 1.5  # largest std of the random perturbation added to the prefix rows
-WORD_SCALE = 1.5  # the word rows are scaled by a random factor below this
-PRETRAINING_VERSION = 2  # bump when the pretraining recipe below changes
+STRENGTH = (6.0, 24.0)  # range of the instruction's norm in the mean prefix row
+NO_INSTRUCTION = 0.25  # share of pretraining examples with no instruction (random answer)
+NOISE = 1.5  # largest std of the noise added to the prefix rows
+WORD_SCALE = 1.5  # the prefix's word rows are scaled by a random factor below this
+PRETRAINING_VERSION = 2  # bump when the pretraining below changes (names the cache)
 
 
 def instruction_directions(d: int, seed: int) -> dict[str, torch.Tensor]:
@@ -198,6 +206,7 @@ def ensure_pretrained_backbone(
 
     if (folder / "config.json").is_file():
         return folder
+    log.info("teaching the synthetic backbone its rules (%d steps, once; cached in %s)", steps, folder)
     ensure_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     params = dict(config)
