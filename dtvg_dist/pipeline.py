@@ -18,7 +18,13 @@ from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_en
 from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings, encode, load_splits
 from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt, sample_p_init, spot_pick_source, tpv_pick_source
+from dtvg_dist.prompt import (
+    DTVGPrompt,
+    SoftPrompt,
+    sample_p_init,
+    spot_pick_source,
+    tpv_pick_source,
+)
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
 from dtvg_dist.trainer import RunResult, RunSpec, Trainer
