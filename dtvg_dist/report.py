@@ -291,9 +291,9 @@ def to_markdown(data: dict[str, Any]) -> str:
         "",
         f"Ours: mean ± {STD_TEXT[std]} over seeds {', '.join(map(str, data['seeds']))} ({split} "
         f"scores, %), with runs found / expected; paper: its printed number ± its subscript "
-        f"(its ± fit a population std: Table 2's CB 97.6 ± 3.4 is only reachable as three runs "
-        f"of 100, 100, 92.9 on the 28-example test half; `--std population` compares like "
-        f"with like). Δ = ours − paper ({title[main]}). Runs read from `{data['runs_dir']}`.",
+        f"(its ± fit a population std: Table 2's CB 97.6 ± 3.4 is reachable only as three runs "
+        f"of 100, 100, 92.9 with a population std; `--std population` compares like with "
+        f"like). Δ = ours − paper ({title[main]}). Runs read from `{data['runs_dir']}`.",
         "",
     ]
     if data.get("lr_search"):
