@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from dtvg_dist.backbone import BackboneSettings
 from dtvg_dist.core import GROUPING_RULES
-from dtvg_dist.data import DataSettings
+from dtvg_dist.data import TEMPLATES, DataSettings
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STAGES = ("1", "2", "all")
@@ -244,6 +244,7 @@ def validate(cfg: DictConfig) -> None:
             "grouping.rule (any rule), e.g. grouping.rule=greedy grouping.fixed=true"
         )
     _one_of(cfg, "grouping.rule", GROUPING_RULES)
+    _one_of(cfg, "data.template", TEMPLATES)
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
     if cfg.method != "pt" and cfg.stage != "1" and not cfg.source_tasks:

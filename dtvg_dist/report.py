@@ -148,10 +148,9 @@ def _lr_searched(runs_dir: Path, recipe: str, seeds: tuple[int, ...], split: str
             tried[lr_variant(lr, slr)] = {"lr": lr, "source_lr": slr, "validation": val["mean"],
                                           "n": val["n"]}
     done = [(name, t) for name, t in tried.items() if t["validation"] is not None]
-    if not done:
-        cell = _ours(runs_dir, recipe, lr_variant(*(g[0] for g in LR_GRID)), (), split, metric, std)
-        cell.update(expected=len(seeds), missing_seeds=list(seeds), lr=None, lr_search=tried)
-        return cell
+    if not done:  # nothing to choose from: an empty cell
+        return {"mean": None, "std": None, "n": 0, "expected": len(seeds), "values": {},
+                "missing_seeds": list(seeds), "p_init_seeds": {}, "lr": None, "lr_search": tried}
     best = max(done, key=lambda item: item[1]["validation"])[0]  # max keeps the first maximum
     cell = _ours(runs_dir, recipe, best, seeds, split, metric, std)
     cell.update(lr=[tried[best]["lr"], tried[best]["source_lr"]], lr_search=tried)

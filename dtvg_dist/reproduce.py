@@ -321,8 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds: int) -> dict:
     """Measure and print Table 9 (training samples/s, PT vs DTVG) on this machine."""
+    import logging
+
     from dtvg_dist.throughput import measure
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     for item in overrides:
         if item.split("=", 1)[0] == "output_dir":
             raise RecipeError(f"{item!r}: table9 writes under --runs-dir")

@@ -80,6 +80,8 @@ def measure(cfg: DictConfig, *, steps: int, rounds: int, warmup: int = 1) -> dic
                    source_lr=cfg.optim.source_lr, train=train, validation=[], test=[])
     samples = steps * cfg.optim.batch_size * cfg.optim.grad_accum
     per_round: dict[str, list[float]] = {m: [] for m in METHODS}
+    log.info("table9: %s, %d rounds x (%d warm-up + %d timed steps) per method, batch %d; TPVs: %s",
+             cfg.recipe, rounds, warmup, steps, cfg.optim.batch_size * cfg.optim.grad_accum, tpvs)
     for index in range(rounds):
         order = METHODS if index % 2 == 0 else METHODS[::-1]
         for method in order:

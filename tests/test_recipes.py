@@ -164,6 +164,8 @@ def test_llama_recipes_use_the_released_input_format() -> None:
     assert cfg("t5-base-dtvg-rte").data.template == "default"
     with pytest.raises(RecipeError, match="rank_classification"):
         load_recipe("llama3-8b-cb", ["eval.rank_classification=true"])
+    with pytest.raises(RecipeError, match="data.template='chat' is not one of default, dtvg-release"):
+        load_recipe("llama3-8b-cb", ["data.template=chat"])
 
 
 def test_mrqa_uses_batch_16_with_accumulation_2() -> None:
