@@ -289,7 +289,7 @@ class Trainer:
     ) -> dict[str, torch.Tensor] | None:
         metrics = self._evaluate("validation")
         primary = self.spec.task.primary_metric
-        score = metrics.get(primary)
+        score = self.spec.task.selection_score(metrics, self.cfg.data.select_by)  # data.select_by
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self.acc.log({f"{self.spec.name}/val_{primary}": score}, step=state.step)
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
