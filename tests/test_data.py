@@ -319,7 +319,9 @@ def test_encode_release_template_matches_the_released_tokenisation_on_llama3():
     (= EOS, Llama-3 has no pad token): our ids must be the same."""
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "llama3-tokenizer"
+    # shared/fixtures next to the checkout or above a worktree (as tests/tasks/conftest.py)
+    found = (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[1:])
+    folder = next((f for f in found if f.is_dir()), Path("shared/fixtures")) / "llama3-tokenizer"
     if not (folder / "tokenizer.json").is_file():
         pytest.skip(f"real tokenizer fixture absent: {folder}")
     from transformers import AutoTokenizer
