@@ -32,17 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.paper_results import VARIANTS
 from dtvg_dist.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
 log = logging.getLogger("dtvg_dist.demo")
 
 DEFAULT_SEEDS = (22, 32, 42)  # the few-shot recipes' seeds: three runs, as paper C.3
-# method -> (title, the recipe overrides that make it); all share target, data and budget
+# method -> (title, the recipe overrides that make it: reproduce's variants);
+# all share target, data and budget
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "pt": ("PT", ("method=pt",)),
-    "spot": ("SPoT", ("method=spot",)),
-    "all": ("all sources, no grouping", ("method=dtvg", "grouping.rule=all")),
-    "dtvg": ("DTVG", ("method=dtvg",)),
+    "pt": ("PT", VARIANTS["pt"]),
+    "spot": ("SPoT", VARIANTS["spot"]),
+    "all": ("all sources, no grouping", VARIANTS["all"]),
+    "dtvg": ("DTVG", VARIANTS["dtvg"]),
 }
 RESERVED = ("seed", "output_dir", "bank_dir", "stage", "method", "prompt.init_seed", "grouping.rule")
 
