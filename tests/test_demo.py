@@ -117,7 +117,7 @@ def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
     assert len({(c.optim.max_steps, c.optim.lr, c.target_task) for c in by_method.values()}) == 1
 
 
-def test_bad_arguments_are_refused(capsys) -> None:
+def test_bad_arguments_are_refused(capsys, monkeypatch, tmp_path) -> None:
     with pytest.raises(SystemExit):
         demo.main(["seed=3"])
     assert "the demo sets" in capsys.readouterr().err
@@ -126,3 +126,7 @@ def test_bad_arguments_are_refused(capsys) -> None:
     assert "'best' is not one of" in capsys.readouterr().err
     assert demo.main(["optim.lrr=0.1"]) == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # in-process: leave torch's threads alone
+    assert demo.main(["--seeds", "1", "--methods", "pt", "--out", str(tmp_path), *REDUCED,
+                      "target_task=syn_nosuch"]) == 2
+    assert "target_task='syn_nosuch' is not a registered task" in capsys.readouterr().err
