@@ -510,6 +510,12 @@ def tokenized_splits(
         hit = meta is not None
         if meta is None:
             log.info("tokenized splits of %s: cache miss, building %s", task.name, folder)
+            if accelerator is not None and accelerator.num_processes > 1 and not accelerator.is_main_process:
+                log.warning(
+                    "process %d builds the tokenized splits of %s itself: the main process's cache "
+                    "%s is not visible here (is data.cache_dir on a disk every node shares?)",
+                    accelerator.process_index, task.name, folder,
+                )
             meta = _build(task, cfg, seed, tokenizer, family, folder, key)
         splits = _open(folder, family)
         sizes = {k: len(v) for k, v in splits.items()}
