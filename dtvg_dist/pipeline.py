@@ -18,10 +18,17 @@ from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_en
 from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings
 from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt, sample_p_init, spot_pick_source
+from dtvg_dist.prompt import (
+    DTVGPrompt,
+    SoftPrompt,
+    sample_p_init,
+    spot_pick_source,
+    tpv_pick_source,
+)
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
 from dtvg_dist.tokenized import TokenizedSplit, tokenized_splits
+from dtvg_dist.tracking import flat_config
 from dtvg_dist.trainer import RunResult, RunSpec, Trainer
 
 log = logging.getLogger("dtvg_dist.pipeline")
@@ -40,7 +47,8 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.output_dir or f"runs/{cfg.recipe}/{cfg.seed}")
 
 
-def _check_tasks(cfg: DictConfig) -> None:
+def check_tasks(cfg: DictConfig) -> None:
+    """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
     if any(name.startswith("syn_") for name in [cfg.target_task, *cfg.source_tasks]):
         from dtvg_dist.synthetic import register_synthetic_tasks
 
@@ -55,7 +63,9 @@ def _check_tasks(cfg: DictConfig) -> None:
             raise RecipeError(f"{key}={task!r} is not a registered task{hint}")
 
 
-def _backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
+def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
+    """The recipe's backbone node as settings, with the synthetic tokenizer and
+    backbone resolved to folders (`out`: the run's output dir)."""
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
     if settings.tokenizer == SYNTHETIC_TOKENIZER:
@@ -93,14 +103,14 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
 
 class Pipeline:
     def __init__(self, cfg: DictConfig, accelerator: Accelerator | None = None) -> None:
-        _check_tasks(cfg)
+        check_tasks(cfg)
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
         # Rank 0 first: ranks must not write the tokenizer (or a synthetic
         # checkpoint) at once; no zero.Init there, it would need every rank.
         with self.acc.main_process_first(), zero_init(self.acc, False):
-            settings = _backbone_settings(cfg, self.out)
+            settings = backbone_settings(cfg, self.out)
         # ZeRO-3: checkpoints load partitioned (zero.Init); config-built random
         # weights are built whole, so they match a single-process build.
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
@@ -115,7 +125,11 @@ class Pipeline:
         )
         RunFiles(self.out, enabled=self.acc.is_main_process).write_config(resolved_yaml(cfg))
         if cfg.logging.trackers:
-            self.acc.init_trackers(cfg.recipe, config=OmegaConf.to_container(cfg, resolve=True))
+            # Flat scalar values: TensorBoard's hparams refuse nested dicts, lists and None.
+            config = flat_config(OmegaConf.to_container(cfg, resolve=True))
+            self.acc.init_trackers(cfg.recipe, config=config)
+            where = f"; TensorBoard event files in {self.out / cfg.recipe}" if "tensorboard" in cfg.logging.trackers else ""
+            log.info("trackers %s (project %s)%s", list(cfg.logging.trackers), cfg.recipe, where)
 
     # -------------------------------------------------------------------- data
     def splits(self, task_name: str) -> dict[str, TokenizedSplit]:
@@ -130,7 +144,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stage 1
     def stage1_tasks(self) -> list[str]:
-        return list(self.cfg.stage1.tasks) or [*self.cfg.source_tasks, self.cfg.target_task]
+        # dict.fromkeys: with target_as_source the target is also a source, trained once
+        return list(self.cfg.stage1.tasks) or list(
+            dict.fromkeys([*self.cfg.source_tasks, self.cfg.target_task])
+        )
 
     def _existing_p_init(self, tasks: list[str]) -> BankEntry | None:
         """An entry of the bank to take P_init from: one of `tasks` first,
@@ -197,30 +214,45 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The stage-2 prompt module of `method` and what results.json should
+        say about it (the bank it came from, the chosen source or the rule)."""
         cfg = self.cfg
         method = cfg.method
-        needed = [cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])
+        needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
         entries = load_bank(
             self.bank_dir, needed, backbone=self.backbone.name,
             d=self.backbone.hidden_size, r=cfg.prompt.length,
         )
         target = entries[cfg.target_task]
         dev = self.acc.device
+        facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
         if method == "pt":
-            return SoftPrompt(target.p_init.to(dev)), {}
+            return SoftPrompt(target.p_init.to(dev)), facts
         sources = [entries[name] for name in cfg.source_tasks]
-        if method == "spot":
-            index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
-            log.info("SPoT: initialising from source %s", sources[index].task)
-            return SoftPrompt(sources[index].prompt.to(dev)), {"spot_source": sources[index].task}
+        if method in ("spot", "tpv"):
+            # Both start the target from one source's stage-1 prompt (SPoT; paper C.1):
+            # SPoT picks by cosine of mean-pooled prompts, TPV by Eq. 2 on the TPVs.
+            if method == "spot":
+                index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
+            else:
+                index = tpv_pick_source(target.tpv, torch.stack([s.tpv for s in sources]))
+            log.info("%s: initialising from source %s", method.upper(), sources[index].task)
+            return SoftPrompt(sources[index].prompt.to(dev)), {
+                **facts, f"{method}_source": sources[index].task
+            }
         module = DTVGPrompt(
             target.p_init.to(dev),
             target.tpv.to(dev),
             torch.stack([s.tpv for s in sources]).to(dev),
             [s.task for s in sources],
             rule=cfg.grouping.rule,
+            fixed=cfg.grouping.fixed,
         )
-        return module, {"grouping_rule": cfg.grouping.rule, "source_tasks": list(cfg.source_tasks)}
+        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
+                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
+        return module, {**facts, "grouping_rule": cfg.grouping.rule,
+                        "grouping_fixed": bool(cfg.grouping.fixed),
+                        "source_tasks": list(cfg.source_tasks)}
 
     def run_stage2(self) -> RunResult:
         cfg = self.cfg

@@ -185,9 +185,9 @@ class _Encoder:
     """Rows -> an Arrow table of examples, as `encode` builds them (same layout,
     same ids); label words are tokenized once."""
 
-    def __init__(self, task: Task, tokenizer: Any, family: str) -> None:
+    def __init__(self, task: Task, tokenizer: Any, family: str, template: str = "default") -> None:
         self.task = task
-        self.lay: Layout = example_layout(task, tokenizer, family)
+        self.lay: Layout = example_layout(task, tokenizer, family, template)
         self.ids = _TextIds(tokenizer)
         self.targets: dict[str, list[int]] = {}  # a few thousand recent targets (label words)
         self.rows = self.truncated = self.long_answers = 0
@@ -325,7 +325,7 @@ def _build_in(
     started: float,
 ) -> dict[str, Any]:
     prepared = prepare_splits(task, cfg, seed, progress=True, tables=True)
-    encoder = _Encoder(task, tokenizer, family)
+    encoder = _Encoder(task, tokenizer, family, cfg.template)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -441,7 +441,7 @@ def _file_id(part: Part) -> Any:
 
 def cache_key(
     task: Task, settings: DataSettings, seed: int | None, tokenizer: Any, family: str,
-    parts: Mapping[str, list[Part]], source_where: str, template: str = "default",
+    parts: Mapping[str, list[Part]], source_where: str,
 ) -> dict[str, Any]:
     """Everything the tokenized splits depend on (see the module docstring)."""
     cfg = settings
@@ -461,7 +461,7 @@ def cache_key(
                    "files": {split: [_file_id(p) for p in files] for split, files in sorted(parts.items())}},
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "family": family,
-        "template": template,
+        "template": cfg.template,
         "lengths": {"source": task.max_source_length, "target": task.max_target_length},
     }
 

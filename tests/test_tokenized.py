@@ -80,6 +80,9 @@ CASES = [
     ("e2e_nlg", {}, {}),
     ("cb", {"k_shot": 4, "k_shot_sampling": "per_class"}, {}),
     ("winogrande", {"k_shot": 2, "attempt_quirks": True, "max_eval_examples": 10}, {}),
+    # The released code's causal layout (data.template; T5 ignores it).
+    ("mnli", {"template": "dtvg-release"}, {}),
+    ("squad", {"template": "dtvg-release", "max_eval_examples": 5}, {"max_source_length": 16}),
 ]
 
 
@@ -91,7 +94,7 @@ def test_examples_equal_encode(fake_hub, tokenizers, tmp_path, tok_name, family)
     for name, settings, changes in CASES:
         task = dataclasses.replace(get_task(name), **changes)
         cfg = DataSettings(**settings, cache_dir=str(tmp_path / "cache"))
-        want = {s: encode(task, rows, tok, family) for s, rows in load_splits(task, cfg, seed=3).items()}
+        want = {s: encode(task, rows, tok, family, cfg.template) for s, rows in load_splits(task, cfg, seed=3).items()}
         got = tokenized_splits(task, cfg, tok, family, seed=3)
         for split in ("train", "validation", "test"):
             examples = list(got[split])
@@ -107,6 +110,9 @@ def test_examples_equal_encode(fake_hub, tokenizers, tmp_path, tok_name, family)
             assert all(isinstance(r, list) for r in refs)  # every gold answer
         if changes:  # sources were cut to what encode keeps
             assert max(len(e["prompt_ids"]) for e in examples) == 16
+        if cfg.template == "dtvg-release" and family == "causal":  # " Label : " before the answer
+            sep = tok(" Label : ", add_special_tokens=False)["input_ids"]
+            assert all(e["prompt_ids"][-len(sep):] == sep for e in examples)
         if name == "multirc":
             assert all("\t" in r for r in refs)  # label word, tab, question id
     assert kinds == {"classification", "regression", "qa", "generation"}
@@ -174,12 +180,13 @@ def test_the_key_follows_what_the_examples_depend_on(tokenizers, tmp_path, toy_w
         (task, {**base, "max_train_examples": 30}, tok, "seq2seq", None),
         (task, {**base, "k_shot": 4}, tok, "seq2seq", 1),
         (task, {**base, "k_shot": 4}, tok, "seq2seq", 2),  # the run seed draws the k rows
+        (task, {**base, "template": "dtvg-release"}, tok, "causal", None),
     ]
     for i, (t, settings, tk, family, seed) in enumerate(variants, start=2):
         got = tokenized_splits(t, settings, tk, family, seed=seed)
         assert len(folders(tmp_path)) == i, (i, settings, family)
         # ... and each is what encode makes under those settings.
-        want = encode(t, load_splits(t, settings, seed=seed)["train"], tk, family)
+        want = encode(t, load_splits(t, settings, seed=seed)["train"], tk, family, settings.get("template", "default"))
         assert list(got["train"]) == want
 
 
