@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -362,6 +363,9 @@ def _publish(tmp: Path, folder: Path) -> None:
 
 
 # ---- the key -----------------------------------------------------------------------
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _code_id(code: Any) -> str:
     parts = [code.co_code.hex()]
     for const in code.co_consts:
@@ -373,7 +377,7 @@ def _stable(value: Any, depth: int = 0) -> Any:
     """A JSON-able stand-in for a Task field: callables by name and bytecode
     (and the values they close over), dataclasses by fields."""
     if depth > 6:
-        return repr(value)
+        return _ADDRESS.sub("", repr(value))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -392,7 +396,7 @@ def _stable(value: Any, depth: int = 0) -> Any:
             return name
         cells = [c.cell_contents for c in (getattr(value, "__closure__", None) or ())]
         return {"fn": name, "code": _code_id(code), "closure": _stable(cells, depth + 1)}
-    return repr(value)
+    return _ADDRESS.sub("", repr(value))  # "<X object at 0x7f..>" differs between processes
 
 
 @functools.cache

@@ -269,3 +269,30 @@ def test_a_bad_family_is_an_error_before_anything_is_built(tokenizers, tmp_path)
     with pytest.raises(ValueError, match="family must be one of"):
         tokenized_splits(toy_task(), {"cache_dir": str(tmp_path)}, tokenizers["toy"], "decoder")
     assert folders(tmp_path) == []
+
+
+def test_task_keys_are_the_same_in_another_process():
+    """The key must not depend on the process (object addresses, hash seeds):
+    else no run would ever find the cache another one built."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from dtvg_dist.synthetic import register_synthetic_tasks; register_synthetic_tasks(); "
+        "from dtvg_dist.tasks import TASKS, get_task; from dtvg_dist.tokenized import _stable; "
+        "print(json.dumps({n: _stable(get_task(n)) for n in sorted(TASKS)}, sort_keys=True))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(TESTS.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    from dtvg_dist.synthetic import register_synthetic_tasks
+    from dtvg_dist.tasks import TASKS, registry
+
+    saved = dict(registry._REGISTRY)
+    try:
+        register_synthetic_tasks()
+        here = json.dumps({n: tokenized._stable(get_task(n)) for n in sorted(TASKS)}, sort_keys=True)
+        assert len(TASKS) > 26 and out.stdout.strip() == here
+    finally:
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)
