@@ -140,7 +140,9 @@ class Trainer:
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(self.backbone, self.prompt)
+        model = PromptedModel(
+            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
+        )
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
