@@ -102,6 +102,86 @@ def _looks_local(path: str) -> bool:
     )
 
 
+class BackboneUnavailable(ValueError):
+    """A backbone hub id whose files are not on this machine and cannot be
+    fetched (not in the hub cache, and the hub offline or unreachable)."""
+
+
+_CONFIG_FILES = ("config.json",)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _fetch_from_hub(key: str, repo_id: str, filenames: tuple[str, ...]) -> str:
+    """Where one of `filenames` of a model repo is: the hub cache, or the hub
+    (the small file is downloaded); BackboneUnavailable otherwise."""
+    import huggingface_hub
+
+    for filename in filenames:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename)
+        if isinstance(cached, str):
+            return f"hub cache ({os.path.dirname(cached)})"
+    hint = (
+        f"On a machine with hub access run `huggingface-cli download {repo_id} --local-dir DIR` "
+        f"(or `hf download {repo_id} --local-dir DIR`), copy DIR to this machine and set "
+        f"backbone.{key}=DIR"
+    )
+    if _hub_offline():
+        raise BackboneUnavailable(
+            f"backbone.{key}={repo_id!r} is a hub id that is not in the local hub cache and the hub "
+            f"is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE). {hint}"
+        )
+    errors = []
+    for filename in filenames:
+        try:
+            huggingface_hub.hf_hub_download(repo_id, filename)
+            return f"the hub ({repo_id})"
+        except huggingface_hub.errors.EntryNotFoundError:
+            continue  # the repo lacks this file; try the next name
+        except Exception as err:  # network, auth, unknown repo
+            errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            break
+    reason = errors[0] if errors else f"none of {', '.join(filenames)} is in the repository"
+    raise BackboneUnavailable(
+        f"backbone.{key}={repo_id!r}: not in the local hub cache and could not be fetched ({reason}). {hint}"
+    )
+
+
+def resolve_pretrained(settings: BackboneSettings) -> dict[str, str]:
+    """Where the backbone's model config and tokenizer come from, checked
+    without loading weights: {"config": ..., "tokenizer": ...}.
+
+    A hub id that is neither a local folder nor cached, with the hub offline
+    or unreachable, is one BackboneUnavailable naming the key, the id and how
+    to fetch the files, instead of a long transformers traceback.
+    """
+    tok_key = "tokenizer" if settings.tokenizer else "name_or_path"
+    checks = [
+        ("config", "name_or_path", settings.name_or_path, _CONFIG_FILES),
+        ("tokenizer", tok_key, settings.tokenizer or settings.name_or_path, _TOKENIZER_FILES),
+    ]
+    out: dict[str, str] = {}
+    for what, key, value, filenames in checks:
+        if value is None:
+            continue
+        path = os.path.expanduser(value)
+        if os.path.isdir(path):
+            out[what] = f"local folder {path}"
+        elif _looks_local(value):
+            raise ValueError(f"backbone.{key}={value!r}: local folder not found")
+        else:
+            out[what] = _fetch_from_hub(key, value, filenames)
+    return out
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """Map a ``dtype`` setting to a torch dtype, or say which values are valid."""
     if name not in DTYPES:
@@ -252,6 +332,9 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     validate_settings(settings)
+    if settings.config is None or settings.tokenizer is not None:
+        # Before anything is built: one clear error for a hub id this machine cannot get.
+        resolve_pretrained(settings)
     dev = torch.device(device) if device is not None else _default_device()
     dtype = resolve_dtype(settings.dtype)
     trc = settings.trust_remote_code

@@ -21,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from dtvg_dist.backbone import BackboneSettings
 from dtvg_dist.core import GROUPING_RULES
 from dtvg_dist.data import DataSettings
+from dtvg_dist.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STAGES = ("1", "2", "all")
@@ -213,6 +214,22 @@ def load_recipe(name: str, overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
+def load_run_config(path: Path, overrides: list[str] | None = None) -> DictConfig:
+    """A run's resolved `config.yaml` read back into the schema, then `key=value`
+    overrides, checked like a recipe (for commands that reuse a finished run)."""
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException) as err:
+        raise RecipeError(f"could not read {path}: {err}") from None
+    if not isinstance(node, DictConfig):
+        raise RecipeError(f"{path} must be a YAML mapping")
+    cfg = _merge(_schema(), node, str(path))
+    cfg.logging.trackers = []  # reading a run back records no experiment
+    cfg = _merge(cfg, parse_overrides(list(overrides or [])), "the command-line overrides")
+    validate(cfg)
+    return cfg
+
+
 def _one_of(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
     value = OmegaConf.select(cfg, key)
     if str(value) not in choices:
@@ -249,8 +266,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("optim.warmup_steps", "optim.weight_decay"):
         _positive(cfg, key, allow_zero=True)
     for tracker in cfg.logging.trackers:
-        if tracker not in ("tensorboard", "wandb"):
-            raise RecipeError(f"logging.trackers: {tracker!r} is not one of tensorboard, wandb")
+        # Checked here, before any model loads: accelerate would only warn and train untracked.
+        problem = missing_tracker_package(str(tracker))
+        if problem:
+            raise RecipeError(f"logging.trackers: {problem}")
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

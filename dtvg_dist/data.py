@@ -1,11 +1,19 @@
-"""Data: ATTEMPT-style splits, k-shot sampling, tokenisation and collators.
+"""Data: the paper's split protocol, k-shot sampling, tokenisation and collators.
 
-Split convention (ATTEMPT / Mahabadi et al. 2021, kept so scores compare with
-the paper): a dataset with fewer than 10k training rows halves its original
-validation set into validation and test; a larger one holds out 1,000
-training rows as validation and tests on the original validation set. A
-task whose hub test split is labelled keeps it as the test set. Permutations
-use torch.randperm seeded like ATTEMPT's, so seed 42 gives ATTEMPT's rows.
+Split protocol (ATTEMPT's attempt/data/tasks.py, `AbstractTask.get` with
+split_validation_test=True, which the paper says it follows): each task
+names its rule (`Task.split_rule`). "halve": train as is, the hub
+validation split halved into validation and test (ATTEMPT's
+`small_datasets_without_all_splits`); "hold_out": 1,000 training rows held
+out as validation, test = the task's `test_split` (ATTEMPT's
+`large_data_without_all_splits`); "hub": the hub's splits as they are;
+"auto" (user tasks): by size, as below. Permutations use torch.randperm
+seeded like ATTEMPT's `shuffled_indices`, so split_seed 42 gives ATTEMPT's
+rows. Few-shot runs replace only the training split by k rows, so selection
+(validation) and reporting (test) stay on disjoint rows.
+
+`python -m dtvg_dist.data check|download ...` is the data preflight and the
+offline mirror (dtvg_dist.tasks.cli).
 """
 
 from __future__ import annotations
@@ -17,15 +25,21 @@ from typing import Any
 
 import torch
 
-from dtvg_dist.tasks import DataError, Task, load_original
+from dtvg_dist.tasks import DataError, Task
+from dtvg_dist.tasks.base import SELECT_BY
+from dtvg_dist.tasks.sources import Source, read_original
 
 __all__ = [
     "DataError",
     "DataSettings",
+    "K_SHOT_SAMPLING",
     "SMALL_DATASET",
     "HELD_OUT_VALIDATION",
+    "Prepared",
+    "prepare_splits",
     "load_splits",
     "split_rows",
+    "apply_split_rule",
     "k_shot_sample",
     "encode",
     "collate_train",
@@ -35,9 +49,13 @@ __all__ = [
 
 log = logging.getLogger("dtvg_dist.data")
 
-SMALL_DATASET = 10_000  # fewer training rows than this: halve the validation set
-HELD_OUT_VALIDATION = 1_000  # otherwise: training rows held out as validation
+SMALL_DATASET = 10_000  # "auto" rule: fewer training rows than this halves the validation set
+HELD_OUT_VALIDATION = 1_000  # training rows held out as validation (ATTEMPT: validation_size=1000)
 FAMILIES = ("seq2seq", "causal")
+# random: ATTEMPT's `subsample` (the released DTVG code passes k as n_obs):
+# the first k of a seeded permutation of the training split. per_class: DePT's
+# train.py (k // n_classes rows per label, STS-B binarised at 2.5).
+K_SHOT_SAMPLING = ("random", "per_class")
 Rows = list[dict[str, Any]]
 
 
@@ -45,19 +63,28 @@ Rows = list[dict[str, Any]]
 class DataSettings:
     """The `data` config node. Plain types only, so OmegaConf can use it as a schema.
 
-    k_shot: train on k class-balanced rows, validate on the original
-    validation set (paper C.3). split_seed: fixes the validation/test
-    partition for every run. max_train_examples overrides the task's cap;
-    max_eval_examples caps validation and test (both for tiny runs).
+    k_shot: train on k rows drawn with the run seed (`k_shot_sampling`);
+    validation and test are the protocol's (paper C.3, Table 8's halves).
+    split_seed: fixes the validation/test partition for every run.
+    max_train_examples overrides the task's cap; max_eval_examples caps
+    validation and test (both for tiny runs). select_by: how checkpoints
+    are chosen on validation ("primary" metric, or the "mean" of the task's
+    metrics as the released DTVG code does). attempt_quirks: reproduce
+    ATTEMPT's WinoGrande input bug. revisions: task -> hub revision (a
+    branch or a commit hash) to pin.
     """
 
     local_dir: str | None = None
     paths: dict[str, str] = field(default_factory=dict)
     on_bad_row: str = "error"
     k_shot: int | None = None
+    k_shot_sampling: str = "random"
     split_seed: int = 42
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    select_by: str = "primary"
+    attempt_quirks: bool = False
+    revisions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,14 +99,25 @@ class DataSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{key} must be a positive integer or null, got {value!r}")
 
+        def str_map(key: str, what: str) -> None:
+            value = getattr(self, key)
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ValueError(f"data.{key} must map task names to {what}, got {value!r}")
+
         if self.local_dir is not None and not isinstance(self.local_dir, str):
             raise ValueError(f"data.local_dir must be a path string or null, got {self.local_dir!r}")
-        if not isinstance(self.paths, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.paths.items()
-        ):
-            raise ValueError(f"data.paths must map task names to path strings, got {self.paths!r}")
+        str_map("paths", "path strings")
+        str_map("revisions", "hub revisions (branch names or commit hashes)")
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
+        if self.k_shot_sampling not in K_SHOT_SAMPLING:
+            raise ValueError(f"data.k_shot_sampling must be one of {K_SHOT_SAMPLING}, got {self.k_shot_sampling!r}")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"data.select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if not isinstance(self.attempt_quirks, bool):
+            raise ValueError(f"data.attempt_quirks must be true or false, got {self.attempt_quirks!r}")
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             raise ValueError(f"data.split_seed must be an integer, got {self.split_seed!r}")
         for key in ("k_shot", "max_train_examples", "max_eval_examples"):
@@ -99,86 +137,165 @@ class DataSettings:
             if unknown:
                 raise ValueError(f"data.{unknown[0]} is not a data setting; known: {sorted(known)}")
             values = {k: settings[k] for k in settings}
-            if values.get("paths") is not None:
-                values["paths"] = dict(values["paths"])
+            for key in ("paths", "revisions"):
+                if values.get(key) is not None:
+                    values[key] = dict(values[key])
             return cls(**values)
         raise TypeError(f"expected DataSettings or a mapping, got {type(settings).__name__}")
 
 
 # ---- splits ----------------------------------------------------------------------
 def _permutation(n: int, seed: int) -> list[int]:
+    """ATTEMPT's `shuffled_indices`: torch.randperm with a generator seeded `seed`."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return torch.randperm(n, generator=generator).tolist()
 
 
+def _halve(train: Rows, validation: Rows, seed: int) -> dict[str, Rows]:
+    # ATTEMPT get_split_indices(validation_size=len(dataset) // 2): validation =
+    # the first half of the permutation, test = the rest.
+    perm = _permutation(len(validation), seed)
+    half = len(validation) // 2
+    return {
+        "train": list(train),
+        "validation": [validation[i] for i in perm[:half]],
+        "test": [validation[i] for i in perm[half:]],
+    }
+
+
+def _hold_out(train: Rows, test: Rows, seed: int) -> dict[str, Rows]:
+    # ATTEMPT get_split_indices(validation_size=1000): validation = the first
+    # 1,000 of the permutation, train = the rest (kept in permutation order).
+    perm = _permutation(len(train), seed)
+    return {
+        "train": [train[i] for i in perm[HELD_OUT_VALIDATION:]],
+        "validation": [train[i] for i in perm[:HELD_OUT_VALIDATION]],
+        "test": list(test),
+    }
+
+
 def split_rows(original: Mapping[str, Rows], split_seed: int = 42) -> tuple[dict[str, Rows], str]:
-    """Apply the split convention to original splits; returns (splits, rule applied)."""
+    """The "auto" rule for user tasks, on {"train", "validation"[, "test"]}:
+    a labelled test split is kept (1,000 training rows held out when there is
+    no validation split); otherwise fewer than 10k training rows halves the
+    validation split, more holds out 1,000 training rows and tests on the
+    original validation split (ATTEMPT's two lists, decided by size)."""
     train = list(original["train"])
     validation = original.get("validation")
     test = original.get("test")
     if test is not None:
         if validation is not None:
             return {"train": train, "validation": list(validation), "test": list(test)}, "original splits"
-        perm = _permutation(len(train), split_seed)
         return (
-            {
-                "train": [train[i] for i in perm[HELD_OUT_VALIDATION:]],
-                "validation": [train[i] for i in perm[:HELD_OUT_VALIDATION]],
-                "test": list(test),
-            },
+            _hold_out(train, test, split_seed),
             f"{HELD_OUT_VALIDATION} training rows held out as validation; original test",
         )
     if validation is None:
         raise DataError("a task without a labelled test split needs a validation split")
     if len(train) < SMALL_DATASET:
-        perm = _permutation(len(validation), split_seed)
-        half = len(validation) // 2
         return (
-            {
-                "train": train,
-                "validation": [validation[i] for i in perm[:half]],
-                "test": [validation[i] for i in perm[half:]],
-            },
+            _halve(train, validation, split_seed),
             f"fewer than {SMALL_DATASET} training rows: original validation halved into validation/test",
         )
-    perm = _permutation(len(train), split_seed)
     return (
-        {
-            "train": [train[i] for i in perm[HELD_OUT_VALIDATION:]],
-            "validation": [train[i] for i in perm[:HELD_OUT_VALIDATION]],
-            "test": list(validation),
-        },
+        _hold_out(train, validation, split_seed),
         f"{HELD_OUT_VALIDATION} training rows held out as validation; original validation as test",
     )
 
 
-def k_shot_sample(task: Task, rows: Sequence[dict], k: int, seed: int) -> Rows:
-    """k rows, class-balanced for classification (class counts differ by at most one
-    while every class has rows left), random otherwise; seeded and shuffled."""
+def apply_split_rule(task: Task, original: Mapping[str, Rows], split_seed: int = 42) -> tuple[dict[str, Rows], str]:
+    """The task's split rule on its original (hub-named) splits: (train /
+    validation / test rows, the rule as a sentence)."""
+    names = task.hub_splits()
+    missing = sorted({n for n in names.values() if n not in original})
+    if missing:
+        raise DataError(f"task '{task.name}': original split(s) {missing} missing (have {sorted(original)})")
+    train = original[names["train"]]
+    rule = task.split_rule
+    if rule == "halve":
+        return (
+            _halve(train, original[names["validation"]], split_seed),
+            f"hub '{names['validation']}' halved into validation/test (ATTEMPT small-dataset rule)",
+        )
+    if rule == "hold_out":
+        if len(train) <= HELD_OUT_VALIDATION:
+            raise DataError(
+                f"task '{task.name}': the hold-out rule needs more than {HELD_OUT_VALIDATION} training "
+                f"rows, found {len(train)}"
+            )
+        return (
+            _hold_out(train, original[names["test"]], split_seed),
+            f"{HELD_OUT_VALIDATION} training rows held out as validation; test = hub '{names['test']}'",
+        )
+    if rule == "hub":
+        return (
+            {
+                "train": list(train),
+                "validation": list(original[names["validation"]]),
+                "test": list(original[names["test"]]),
+            },
+            f"hub splits: validation = '{names['validation']}', test = '{names['test']}'",
+        )
+    by_role = {role: original[name] for role, name in names.items()}
+    try:
+        return split_rows(by_role, split_seed)
+    except DataError as err:
+        raise DataError(f"task '{task.name}': {err}") from err
+
+
+def _class_of(task: Task, row: dict) -> int:
+    if task.kind == "regression":
+        # DePT's train.py: STS-B label "0" if the score <= 2.5 else "1".
+        return int(float(row[task.label_column]) > 2.5)  # type: ignore[index]
+    return task.label_index(row)
+
+
+def k_shot_sample(task: Task, rows: Sequence[dict], k: int, seed: int, how: str = "random") -> Rows:
+    """k training rows, drawn with `seed`.
+
+    random (default; ATTEMPT's `subsample`, which the released DTVG
+    run_seq2seq.py calls with n_obs=max_train_samples): the first k rows of
+    torch.randperm(len(rows)) seeded with `seed`.
+    per_class (DePT's train.py, `k_shot_example`): walk the rows in the order
+    of `datasets.Dataset.shuffle(seed)` (numpy default_rng(seed).permutation)
+    and take a row while its label has fewer than k // n_labels rows, or when
+    it fills the last slot; STS-B labels are binarised at 2.5, and tasks
+    without labels (QA, generation) fall back to random.
+    """
     if k > len(rows):
         raise DataError(f"task '{task.name}': k_shot={k} but only {len(rows)} training rows")
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    if not task.is_classification:
-        picked = torch.randperm(len(rows), generator=generator)[:k].tolist()
-        return [rows[i] for i in picked]
-    by_class: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_class.setdefault(task.label_index(row), []).append(i)
-    queues = {
-        c: [idx[j] for j in torch.randperm(len(idx), generator=generator).tolist()]
-        for c, idx in sorted(by_class.items())
-    }
-    classes = sorted(queues)
-    order = [classes[j] for j in torch.randperm(len(classes), generator=generator).tolist()]
+    if how not in K_SHOT_SAMPLING:
+        raise ValueError(f"k_shot_sampling must be one of {K_SHOT_SAMPLING}, got {how!r}")
+    if how == "random" or not (task.is_classification or task.kind == "regression"):
+        return [rows[i] for i in _permutation(len(rows), seed)[:k]]
+    import numpy as np
+
+    n_classes = task.num_labels or 2
+    per_class = k // n_classes
+    counts = [0] * n_classes
     picked: list[int] = []
-    while len(picked) < k:
-        for c in order:
-            if queues[c] and len(picked) < k:
-                picked.append(queues[c].pop())
-    picked = [picked[j] for j in torch.randperm(len(picked), generator=generator).tolist()]
+    for i in np.random.default_rng(seed).permutation(len(rows)).tolist():
+        if len(picked) == k:
+            break
+        c = _class_of(task, rows[i])
+        if counts[c] < per_class or len(picked) == k - 1:
+            counts[c] += 1
+            picked.append(i)
+    if len(picked) < k:
+        log.warning("task %s: per_class k-shot found only %d of %d rows", task.name, len(picked), k)
     return [rows[i] for i in picked]
+
+
+def _cap_train(rows: Rows, limit: int | None, seed: int, permuted: bool) -> Rows:
+    """ATTEMPT's `subsample(n_obs)`: the first `limit` rows of a permutation.
+    Held-out training rows are already in permutation order, so they are cut
+    as they are (DePT caps Yelp at the first 100,000 so)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    if permuted:
+        return rows[:limit]
+    return [rows[i] for i in _permutation(len(rows), seed)[:limit]]
 
 
 def _cap(rows: Rows, limit: int | None, seed: int) -> Rows:
@@ -189,46 +306,66 @@ def _cap(rows: Rows, limit: int | None, seed: int) -> Rows:
     return [rows[i] for i in keep]
 
 
-def load_splits(
-    task: Task, settings: DataSettings | Mapping[str, Any] | None = None, seed: int | None = None
-) -> dict[str, Rows]:
-    """Raw hub-schema rows for "train", "validation" and "test".
+@dataclass
+class Prepared:
+    """A task's splits under the protocol, and how they were made."""
+
+    splits: dict[str, Rows]
+    source: Source
+    rule: str
+    original_sizes: dict[str, int]
+
+
+def prepare_splits(
+    task: Task,
+    settings: DataSettings | Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Prepared:
+    """Hub-schema rows for "train", "validation" and "test", and their source.
 
     `seed` draws the k-shot sample (default: settings.split_seed); the
     validation/test partition always uses settings.split_seed, so runs with
     different seeds are scored on the same rows.
     """
     cfg = DataSettings.coerce(settings)
-    original = load_original(task, cfg.local_dir, cfg.paths, cfg.on_bad_row)
+    original, source = read_original(
+        task, cfg.local_dir, cfg.paths, cfg.on_bad_row, cfg.revisions.get(task.name), progress
+    )
     sizes = {k: len(v) for k, v in original.items()}
-    try:
-        splits, rule = split_rows(original, cfg.split_seed)
-    except DataError as err:
-        raise DataError(f"task '{task.name}': {err}") from err
+    splits, rule = apply_split_rule(task, original, cfg.split_seed)
+    held_out = task.split_rule == "hold_out" or "held out" in rule
     if cfg.k_shot is not None:
         sample_seed = cfg.split_seed if seed is None else seed
-        # Without an original validation set the held-out rows must stay out of the pool.
-        pool = original["train"] if "validation" in original else splits["train"]
-        splits["train"] = k_shot_sample(task, pool, cfg.k_shot, sample_seed)
-        if "validation" in original:
-            # Paper C.3: evaluate on the original validation set; report on the original
-            # test set, which is that same validation set when no labelled test exists.
-            splits["validation"] = list(original["validation"])
-            splits["test"] = list(original.get("test", original["validation"]))
-        rule = f"{cfg.k_shot}-shot (seed {sample_seed}) from the original train; " + (
-            "original validation" if "validation" in original else rule
-        )
+        # The pool is the protocol's training split: held-out validation rows and
+        # the test rows are never in it.
+        splits["train"] = k_shot_sample(task, splits["train"], cfg.k_shot, sample_seed, cfg.k_shot_sampling)
+        rule += f"; {cfg.k_shot}-shot ({cfg.k_shot_sampling}, seed {sample_seed}) from that training split"
     else:
         train_cap = cfg.max_train_examples if cfg.max_train_examples is not None else task.max_train_examples
-        splits["train"] = _cap(splits["train"], train_cap, cfg.split_seed)
+        splits["train"] = _cap_train(splits["train"], train_cap, cfg.split_seed, permuted=held_out)
     for name in ("validation", "test"):
         splits[name] = _cap(splits[name], cfg.max_eval_examples, cfg.split_seed)
+    if cfg.attempt_quirks and task.attempt_quirk_fn is not None:
+        splits = {k: [task.attempt_quirk_fn(r) for r in v] for k, v in splits.items()}
+        rule += "; ATTEMPT's input quirk reproduced (data.attempt_quirks)"
+    if task.expand_fn is not None:
+        before = {k: len(v) for k, v in splits.items()}
+        splits = {k: [e for r in v for e in task.expand_fn(r)] for k, v in splits.items()}
+        rule += "; rows expanded " + ", ".join(f"{k} {before[k]}->{len(v)}" for k, v in splits.items())
     log.info(
-        "task %s: train=%d validation=%d test=%d (original %s; %s; split_seed %d)",
+        "task %s: train=%d validation=%d test=%d (%s; original %s; %s; split_seed %d)",
         task.name, len(splits["train"]), len(splits["validation"]), len(splits["test"]),
-        ", ".join(f"{k}={v}" for k, v in sizes.items()), rule, cfg.split_seed,
+        source.where, ", ".join(f"{k}={v}" for k, v in sizes.items()), rule, cfg.split_seed,
     )
-    return splits
+    return Prepared(splits=splits, source=source, rule=rule, original_sizes=sizes)
+
+
+def load_splits(
+    task: Task, settings: DataSettings | Mapping[str, Any] | None = None, seed: int | None = None
+) -> dict[str, Rows]:
+    """Raw hub-schema rows for "train", "validation" and "test" (see `prepare_splits`)."""
+    return prepare_splits(task, settings, seed).splits
 
 
 # ---- tokenisation -------------------------------------------------------------------
@@ -356,3 +493,11 @@ def collate_generate(features: Sequence[dict], pad_token_id: int | None, padding
         "attention_mask": _pad([[1] * len(s) for s in ids], 0, padding_side),
         "references": [f["reference"] for f in features],
     }
+
+
+if __name__ == "__main__":  # python -m dtvg_dist.data check|download ...
+    import sys
+
+    from dtvg_dist.tasks.cli import main
+
+    sys.exit(main())

@@ -106,18 +106,26 @@ def answer_log_likelihood(
     return logits.new_zeros(len(features)).index_add_(0, example, picked)
 
 
-def rank_classify(
+def rank_scores(
     model: Any, features: list[dict[str, Any]], words: list[str], tokenizer: Any, family: str,
     pad_id: int, device: torch.device,
-) -> list[str]:
-    """The label word each example's prompt makes most likely (ties: the first word)."""
-    scores = torch.stack([
+) -> torch.Tensor:
+    """[B, W]: the summed log-probability of each word (EOS included) after each example's prompt."""
+    return torch.stack([
         answer_log_likelihood(
             model, features, tokenizer(w, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
             family, pad_id, device,
         )
         for w in words
     ], dim=1)
+
+
+def rank_classify(
+    model: Any, features: list[dict[str, Any]], words: list[str], tokenizer: Any, family: str,
+    pad_id: int, device: torch.device,
+) -> list[str]:
+    """The label word each example's prompt makes most likely (ties: the first word)."""
+    scores = rank_scores(model, features, words, tokenizer, family, pad_id, device)
     return [words[i] for i in scores.argmax(dim=1).tolist()]
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "squad",
     "multirc",
     "bleu",
+    "bleu_dtvg",
+    "gem_tokenize",
     "rouge",
 ]
 
@@ -186,6 +188,92 @@ def bleu(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) 
 
     _check_lengths(predictions, references)
     return float(sacrebleu.corpus_bleu(list(predictions), _reference_streams(references)).score)
+
+
+# ---- the BLEU of the released DTVG code (Table 4) ----------------------------------
+# DTVG's metrics/metrics.py compute_nlg_metrics -> metrics/bleu.py compute_bleu:
+# TensorFlow NMT's corpus BLEU (max order 4, no smoothing, brevity penalty on
+# the shortest reference), on a 0..1 scale, over tokens of
+# metrics/tokenizer.py default_tokenize_func('en'). That function tries
+# nltk.word_tokenize(..., language='en'); NLTK has no Punkt model called "en"
+# (its models are named "english"), so the probe call raises LookupError and
+# the code falls back to `dumb_tokenize` (GEM-metrics' tokenizer), which also
+# lower-cases. The rules below are that tokenizer's, in its order.
+_GEM_TOKEN_RULES: tuple[tuple[str, str], ...] = (
+    (r'(["<>{}“”«»–|—„‚‘]|\[|\]|``|\'\'|‘‘|\^)', r" \1 "),  # quotes and brackets
+    (r"([;!()?#\$£%&*…]|--)", r" \1 "),  # always-separate punctuation
+    (r"([^\-\w])\-([^\-0-9])", r"\1 - \2"),  # hyphen next to a non-word character
+    (r"([0-9]\s+)\-([0-9])", r"\1 - \2"),  # binary minus
+    (r"([^\-])\-([^\-\w])", r"\1 - \2"),
+    (r"(\w)\+(\w)", r"\1 + \2"),  # plus between words or numbers
+    (r"([0-9]\s*)\+([0-9])", r"\1 + \2"),
+    (r"\+([^\w\+])", r"+ \1"),
+    (r"([^\'’\w])([\'’])([^\'’\d])", r"\1 \2 \3"),  # apostrophes as quotes
+    (r"([^\'’])([\'’])([^\'’\w])", r"\1 \2 \3"),
+    (r"(\D|^)([\.,:\/])", r"\1 \2"),  # . , : / unless between digits
+    (r"([\.,:\/])(\D|$)", r"\1 \2"),
+    (r"\.\s*\.\s*\.", r"..."),  # an ellipsis stays one token
+    (r"([\'’´])(s|m|d|ll|re|ve)\s", r" \1\2 "),  # I 'm, it 's
+    (r"(n[\'’´]t\s)", r" \1 "),  # do n't
+    (r" ([Cc])annot\s", r" \1an not "),
+    # These four keep a literal backslash in the output, as the original's
+    # replacement strings do (re leaves the unknown escape "\\'" alone).
+    (r" ([Dd])\'ye\s", r" \1\' ye "),
+    (r" ([Gg])imme\s", r" \1im me "),
+    (r" ([Gg])onna\s", r" \1on na "),
+    (r" ([Gg])otta\s", r" \1ot ta "),
+    (r" ([Ll])emme\s", r" \1em me "),
+    (r" ([Mm])ore\'n\s", r" \1ore \'n "),
+    (r" \'([Tt])is\s", r" \'\1 is "),
+    (r" \'([Tt])was\s", r" \'\1 was "),
+    (r" ([Ww])anna\s", r" \1an na "),
+)
+
+
+def gem_tokenize(text: str) -> list[str]:
+    """Lower-cased tokens as the released DTVG code's BLEU sees them (see above)."""
+    for pattern, replacement in _GEM_TOKEN_RULES:
+        text = re.sub(pattern, replacement, text)
+    return " ".join(text.split()).lower().split(" ")
+
+
+def _ngrams(tokens: Sequence[str], max_order: int) -> Counter:
+    return Counter(
+        tuple(tokens[i : i + n]) for n in range(1, max_order + 1) for i in range(len(tokens) - n + 1)
+    )
+
+
+def bleu_dtvg(
+    predictions: Sequence[str], references: Sequence[str | Sequence[str]], max_order: int = 4
+) -> float:
+    """Corpus BLEU as the released DTVG code computes Table 4's (TensorFlow NMT
+    `compute_bleu`, no smoothing, shortest-reference brevity penalty, GEM
+    tokens), in percent: the paper prints it as a fraction (0.331 = 33.1)."""
+    _check_lengths(predictions, references)
+    matches = [0] * max_order
+    possible = [0] * max_order
+    hyp_len = ref_len = 0
+    for pred, ref in zip(predictions, references, strict=True):
+        refs = [gem_tokenize(r) for r in _as_list(ref)]
+        if not refs:
+            raise ValueError("a generation reference is empty")
+        hyp = gem_tokenize(pred)
+        hyp_len += len(hyp)
+        ref_len += min(len(r) for r in refs)
+        merged: Counter = Counter()
+        for r in refs:
+            merged |= _ngrams(r, max_order)
+        for gram, count in (_ngrams(hyp, max_order) & merged).items():
+            matches[len(gram) - 1] += count
+        for n in range(1, max_order + 1):
+            possible[n - 1] += max(len(hyp) - n + 1, 0)
+    precisions = [m / p if p > 0 else 0.0 for m, p in zip(matches, possible, strict=True)]
+    if min(precisions) <= 0 or ref_len == 0:
+        return 0.0
+    geo_mean = math.exp(sum(math.log(p) for p in precisions) / max_order)
+    ratio = hyp_len / ref_len
+    brevity = 1.0 if ratio > 1.0 else math.exp(1 - 1 / ratio)
+    return 100.0 * geo_mean * brevity
 
 
 def rouge(

@@ -21,6 +21,7 @@ from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
 from dtvg_dist.prompt import DTVGPrompt, SoftPrompt, sample_p_init, spot_pick_source
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
+from dtvg_dist.tracking import flat_config
 from dtvg_dist.trainer import RunResult, RunSpec, Trainer
 
 log = logging.getLogger("dtvg_dist.pipeline")
@@ -39,7 +40,8 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.output_dir or f"runs/{cfg.recipe}/{cfg.seed}")
 
 
-def _check_tasks(cfg: DictConfig) -> None:
+def check_tasks(cfg: DictConfig) -> None:
+    """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
     if any(name.startswith("syn_") for name in [cfg.target_task, *cfg.source_tasks]):
         from dtvg_dist.synthetic import register_synthetic_tasks
 
@@ -54,7 +56,9 @@ def _check_tasks(cfg: DictConfig) -> None:
             raise RecipeError(f"{key}={task!r} is not a registered task{hint}")
 
 
-def _backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
+def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
+    """The recipe's backbone node as settings, with the synthetic tokenizer and
+    backbone resolved to folders (`out`: the run's output dir)."""
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
     if settings.tokenizer == SYNTHETIC_TOKENIZER:
@@ -92,14 +96,14 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
 
 class Pipeline:
     def __init__(self, cfg: DictConfig, accelerator: Accelerator | None = None) -> None:
-        _check_tasks(cfg)
+        check_tasks(cfg)
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
         # Rank 0 first: ranks must not write the tokenizer (or a synthetic
         # checkpoint) at once; no zero.Init there, it would need every rank.
         with self.acc.main_process_first(), zero_init(self.acc, False):
-            settings = _backbone_settings(cfg, self.out)
+            settings = backbone_settings(cfg, self.out)
         # ZeRO-3: checkpoints load partitioned (zero.Init); config-built random
         # weights are built whole, so they match a single-process build.
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
@@ -114,7 +118,11 @@ class Pipeline:
         )
         RunFiles(self.out, enabled=self.acc.is_main_process).write_config(resolved_yaml(cfg))
         if cfg.logging.trackers:
-            self.acc.init_trackers(cfg.recipe, config=OmegaConf.to_container(cfg, resolve=True))
+            # Flat scalar values: TensorBoard's hparams refuse nested dicts, lists and None.
+            config = flat_config(OmegaConf.to_container(cfg, resolve=True))
+            self.acc.init_trackers(cfg.recipe, config=config)
+            where = f"; TensorBoard event files in {self.out / cfg.recipe}" if "tensorboard" in cfg.logging.trackers else ""
+            log.info("trackers %s (project %s)%s", list(cfg.logging.trackers), cfg.recipe, where)
 
     # -------------------------------------------------------------------- data
     def splits(self, task_name: str) -> dict[str, list[dict[str, Any]]]:

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
+    from dtvg_dist.backbone import BackboneUnavailable
     from dtvg_dist.bank import BankError
     from dtvg_dist.pipeline import Pipeline, output_dir
     from dtvg_dist.report import summary_table
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = Pipeline(cfg)
         pipeline.run()
-    except (RecipeError, BankError, DataError) as err:
+    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

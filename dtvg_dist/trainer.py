@@ -44,6 +44,7 @@ from dtvg_dist.distributed import (
 from dtvg_dist.evaluation import evaluate
 from dtvg_dist.prompt import PromptedModel
 from dtvg_dist.run_files import RunFiles
+from dtvg_dist.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.trainer")
 
@@ -144,6 +145,7 @@ class Trainer:
             self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
         )
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        self.lr_names = [g["name"] for g in groups]
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
         scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
@@ -151,6 +153,12 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
         self.synced_gpus = zero_stage(self.acc) == 3
         self.pad_id = padding_id(self.backbone.tokenizer)
+
+    def _track(self, step: int, values: dict[str, Any]) -> None:
+        """The numbers of `values` to the experiment trackers as `<run name>/<key>`
+        (main process only; nothing when logging.trackers is empty)."""
+        if self.acc.trackers and self.acc.is_main_process:
+            self.acc.log(scalars(self.spec.name, values), step=step)
 
     def _trainable_params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.prompt.parameters() if p.requires_grad]
@@ -215,6 +223,9 @@ class Trainer:
             for p, m, s in zip(pending, masks, sims, strict=True)
         ]
         self.files.log_grouping(rows)
+        for row in rows:
+            sims = {f"similarity/{name}": sim for name, sim in row["sims"].items()}
+            self._track(row["step"], {"group_size": len(row["group"]), **sims})
         pending.clear()
 
     # -------------------------------------------------------------- evaluation
@@ -270,10 +281,12 @@ class Trainer:
             row = self._grouping_row(state.step)
             if row is not None:
                 pending.append(row)
+            lrs = self.scheduler.get_last_lr()
+            self._track(state.step, {"loss": loss, **{
+                f"lr/{name}": lr for name, lr in zip(self.lr_names, lrs, strict=True)
+            }})
             if state.step % every_log == 0 or state.step == self.spec.max_steps:
-                lrs = self.scheduler.get_last_lr()
                 self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
-                self.acc.log({f"{self.spec.name}/loss": loss}, step=state.step)
                 self._flush_grouping(pending)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
@@ -291,9 +304,9 @@ class Trainer:
     ) -> dict[str, torch.Tensor] | None:
         metrics = self._evaluate("validation")
         primary = self.spec.task.primary_metric
-        score = metrics.get(primary)
+        score = self.spec.task.selection_score(metrics, self.cfg.data.select_by)  # data.select_by
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
-        self.acc.log({f"{self.spec.name}/val_{primary}": score}, step=state.step)
+        self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
         optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
         if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
@@ -324,6 +337,7 @@ class Trainer:
             soft_prompt = self.prompt().detach().float()
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
+        self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
         prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
         self.files.write_prompt(
             prompt_tensors,

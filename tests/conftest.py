@@ -100,3 +100,42 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint
         bb.tokenizer.save_pretrained(str(folder))
         out[key] = folder
     return TinyCheckpoints(root=root, tokenizer=tok_dir, t5=out["t5"], llama=out["llama"])
+
+
+# Budget of the finished runs that the export, predict and tracking tests read:
+# two sources (one shares the target's rule, one flips it), stage 1 barely
+# trains (the bank only has to exist), stage 2 runs 4 steps with evaluations
+# at steps 2 and 4, and TensorBoard records everything.
+TINY_RUN_ARGS = (
+    "source_tasks=[syn_same,syn_flip]",
+    "stage1.max_steps=2",
+    "optim.max_steps=4",
+    "eval.every_steps=2",
+    "logging.every_steps=2",
+    "logging.trackers=[tensorboard]",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """recipe -> output_dir of a finished `stage=all` DTVG run of tiny-t5 and tiny-llama,
+    trained side by side once per session."""
+    import subprocess
+    import sys
+
+    from cli_runs import REPO
+
+    procs = {}
+    for recipe in ("tiny-t5", "tiny-llama"):
+        out = tmp_path_factory.mktemp(f"run-{recipe}")
+        cmd = [
+            sys.executable, "-m", "dtvg_dist.train", f"recipe={recipe}", f"output_dir={out}",
+            f"bank_dir={out / 'bank'}", "logging.progress_bar=false", *TINY_RUN_ARGS,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs[recipe] = (out, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True))
+    for recipe, (_, proc) in procs.items():
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{output[-6000:]}"
+    return {recipe: out for recipe, (out, _) in procs.items()}

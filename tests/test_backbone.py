@@ -221,3 +221,29 @@ def test_load_in_8bit_cpu(tiny_checkpoints):
     PromptedModel(bb, prompt)(enc.input_ids, enc.attention_mask, enc.input_ids).loss.backward()
     assert prompt.prompt.dtype == torch.float32 and torch.isfinite(prompt.prompt.grad).all()
     assert prompt.prompt.grad.abs().sum() > 0
+
+
+# ---- a hub id this machine cannot get ----------------------------------------------------------
+def test_uncached_hub_id_offline_is_one_clear_error(monkeypatch, tmp_path):
+    """Before transformers builds anything: the key, the id and how to fetch the files."""
+    from dtvg_dist.backbone import BackboneUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(BackboneUnavailable) as err:
+        load_backbone(BackboneSettings(name_or_path="google-t5/t5-small"), device="cpu")
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in ("backbone.name_or_path='google-t5/t5-small'", "not in the local hub cache", "offline",
+                   "huggingface-cli download google-t5/t5-small --local-dir DIR", "backbone.name_or_path=DIR"):
+        assert needle in message
+
+
+def test_resolve_pretrained_says_where_config_and_tokenizer_come_from(tiny_checkpoints, tmp_path):
+    from dtvg_dist.backbone import BackboneUnavailable, resolve_pretrained
+
+    where = resolve_pretrained(BackboneSettings(name_or_path=str(tiny_checkpoints.t5)))
+    assert where == {"config": f"local folder {tiny_checkpoints.t5}", "tokenizer": f"local folder {tiny_checkpoints.t5}"}
+    with pytest.raises(BackboneUnavailable, match=r"backbone\.tokenizer='someone/tok'.*--local-dir DIR"):
+        resolve_pretrained(BackboneSettings(name_or_path=str(tiny_checkpoints.t5), tokenizer="someone/tok"))

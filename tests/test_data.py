@@ -11,6 +11,7 @@ import torch
 
 from dtvg_dist.data import (
     DataSettings,
+    apply_split_rule,
     collate_generate,
     collate_train,
     encode,
@@ -57,6 +58,10 @@ def names(split: list[dict]) -> list[str]:
         ({"max_eval_examples": 2.5}, "data.max_eval_examples"),
         ({"paths": {"rte": 3}}, "data.paths"),
         ({"local_dir": 7}, "data.local_dir"),
+        ({"k_shot_sampling": "balanced"}, "data.k_shot_sampling"),
+        ({"select_by": "best"}, "data.select_by"),
+        ({"attempt_quirks": "yes"}, "data.attempt_quirks"),
+        ({"revisions": {"rte": 1}}, "data.revisions"),
     ],
 )
 def test_settings_errors_name_the_key(kwargs, key):
@@ -158,35 +163,100 @@ def test_yelp_polarity_cap_is_100k():
 # ---- k-shot ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [4, 16, 32])
 @pytest.mark.parametrize("n_labels", [2, 3])
-def test_k_shot_is_class_balanced_and_seeded(k, n_labels):
+def test_per_class_k_shot_follows_depts_walk_and_is_seeded(k, n_labels):
+    """DePT's train.py: up to k // n rows per label, and once k - 1 rows are taken the
+    next row of any label fills the last slot; when k % n >= 2 that slot is never
+    reached and the walk ends at n * (k // n) rows (CB 32-shot: 30), as in DePT."""
     task = builtin_task(300, 40, n_labels=n_labels)
-    settings = DataSettings(k_shot=k)
+    settings = DataSettings(k_shot=k, k_shot_sampling="per_class")
     first = load_splits(task, settings, seed=0)
     counts = Counter(r["label"] for r in first["train"])
-    assert len(first["train"]) == k and len(set(names(first["train"]))) == k
-    assert set(counts) == set(range(n_labels)) and max(counts.values()) - min(counts.values()) <= 1
+    per = k // n_labels
+    expected = k if k % n_labels < 2 else n_labels * per
+    assert len(first["train"]) == expected == len(set(names(first["train"])))
+    assert set(counts) == set(range(n_labels)) and sum(max(c - per, 0) for c in counts.values()) <= 1
     assert load_splits(task, settings, seed=0) == first
     assert names(load_splits(task, settings, seed=1)["train"]) != names(first["train"])
-    # Paper C.3: evaluate on the original validation set (no labelled test: test is the same set).
-    assert first["validation"] == rows(40, n_labels, "v") == first["test"]
+    # Validation and test are the protocol's halves, never the k rows' neighbours.
+    full = load_splits(task, DataSettings())
+    assert first["validation"] == full["validation"] and first["test"] == full["test"]
+    assert not set(names(first["validation"])) & set(names(first["test"]))
 
 
-def test_k_shot_with_labelled_test_and_scarce_class():
-    task = builtin_task(100, 10, test=12)
-    splits = load_splits(task, DataSettings(k_shot=16), seed=5)
-    assert names(splits["test"]) == names(rows(12, tag="x"))
-    # Only 2 rows of class 1: the rest of the k rows come from class 0.
+def test_random_k_shot_is_the_default_and_attempts_subsample():
+    task = builtin_task(300, 40)
+    picked = load_splits(task, DataSettings(k_shot=16), seed=9)["train"]
+    generator = torch.Generator()
+    generator.manual_seed(9)
+    perm = torch.randperm(300, generator=generator).tolist()
+    assert picked == [rows(300)[i] for i in perm[:16]]
+
+
+def test_k_shot_pool_excludes_held_out_validation_rows():
+    """Without a validation split, 1,000 training rows are the validation set: never drawn."""
+    task = builtin_task(1_050, 10, test=12)
+    task = dataclasses.replace(task, split_rule="hold_out", validation_split=None, test_split="test")
+    for how in ("random", "per_class"):
+        splits = load_splits(task, DataSettings(k_shot=32, k_shot_sampling=how), seed=5)
+        assert not set(names(splits["train"])) & set(names(splits["validation"]))
+        assert len(splits["validation"]) == 1_000 and names(splits["test"]) == names(rows(12, tag="x"))
+
+
+def test_per_class_with_a_scarce_label_returns_what_depts_walk_finds(caplog):
+    # Only 2 rows of label 1: 4 per label cannot be met, and the last slot (open at
+    # k - 1 = 7 rows) is never reached, so DePT's loop ends short.
     scarce = [{"sentence": f"s{i}", "label": int(i < 2)} for i in range(40)]
-    picked = k_shot_sample(get_task("rte"), scarce, 8, seed=0)
-    assert Counter(r["label"] for r in picked) == {1: 2, 0: 6}
+    with caplog.at_level(logging.WARNING, logger="dtvg_dist.data"):
+        picked = k_shot_sample(get_task("rte"), scarce, 8, seed=0, how="per_class")
+    assert Counter(r["label"] for r in picked) == {1: 2, 0: 4}
+    assert "only 6 of 8 rows" in caplog.text
 
 
 def test_k_shot_for_non_classification_and_too_many():
     squad_rows = [{"context": "c", "question": f"q{i}", "answers": ["a"]} for i in range(50)]
-    picked = k_shot_sample(get_task("squad"), squad_rows, 4, seed=3)
-    assert len(picked) == 4 and picked == k_shot_sample(get_task("squad"), squad_rows, 4, seed=3)
+    picked = k_shot_sample(get_task("nq"), squad_rows, 4, seed=3, how="per_class")  # no labels: random
+    assert len(picked) == 4 and picked == k_shot_sample(get_task("nq"), squad_rows, 4, seed=3)
     with pytest.raises(DataError, match="k_shot=64 but only 50 training rows"):
-        k_shot_sample(get_task("squad"), squad_rows, 64, seed=3)
+        k_shot_sample(get_task("nq"), squad_rows, 64, seed=3)
+
+
+def test_stsb_per_class_binarises_at_two_and_a_half():
+    from dtvg_dist.data import _class_of
+
+    task = get_task("stsb")
+    labels = [0.0, 1.0, 2.5, 2.6, 4.0, 5.0]
+    assert [_class_of(task, {"label": x}) for x in labels] == [0, 0, 0, 1, 1, 1]
+
+
+# ---- split rules ---------------------------------------------------------------------------------
+def test_split_rules_on_hub_named_splits():
+    rte, qqp, mnli = get_task("rte"), get_task("qqp"), get_task("mnli")
+    train, valid = rows(1_200), rows(9, tag="v")
+    halved, rule = apply_split_rule(rte, {"train": train, "validation": valid}, 42)
+    assert (len(halved["train"]), len(halved["validation"]), len(halved["test"])) == (1_200, 4, 5)
+    assert "halved" in rule
+    held, _ = apply_split_rule(qqp, {"train": train, "validation": valid}, 42)
+    assert (len(held["train"]), len(held["validation"]), held["test"]) == (200, 1_000, valid)
+    generator = torch.Generator()
+    generator.manual_seed(42)
+    perm = torch.randperm(1_200, generator=generator).tolist()
+    assert held["validation"] == [train[i] for i in perm[:1_000]]  # ATTEMPT's get_split_indices
+    assert held["train"] == [train[i] for i in perm[1_000:]]
+    hub, _ = apply_split_rule(
+        mnli, {"train": train, "validation_matched": valid, "validation_mismatched": rows(3, tag="m")}, 42
+    )
+    assert hub["validation"] == rows(3, tag="m") and hub["test"] == valid
+    with pytest.raises(DataError, match=r"'qqp': the hold-out rule needs more than 1000 training rows, found 5"):
+        apply_split_rule(qqp, {"train": rows(5), "validation": valid}, 42)
+    with pytest.raises(DataError, match=r"'mnli': original split\(s\) \['validation_mismatched'\] missing"):
+        apply_split_rule(mnli, {"train": train, "validation_matched": valid}, 42)
+
+
+def test_task_split_rule_is_checked():
+    with pytest.raises(ValueError, match="split_rule 'hold_out' needs test_split"):
+        Task(name="x", fields=(("s", "s"),), label_words=("0", "1"), hub_id="a/b", split_rule="hold_out")
+    with pytest.raises(ValueError, match="split_rule must be one of"):
+        Task(name="x", fields=(("s", "s"),), label_words=("0", "1"), hub_id="a/b", split_rule="random")
 
 
 # ---- encoding without a real tokenizer --------------------------------------------------------------

@@ -139,3 +139,43 @@ def test_multirc_em_matches_groupwise_recount(seed):
     per_q = [all(g == p for g, p, q in zip(gold, pred, groups, strict=True) if q == grp) for grp in set(groups)]
     assert out["em"] == pytest.approx(100 * np.mean(per_q))
     assert out["f1a"] == pytest.approx(100 * skm.f1_score(gold, pred))
+
+
+# ---- the released DTVG code's BLEU (Table 4) ----------------------------------------------------------
+def test_gem_tokenize_lowercases_and_splits_like_gem_metrics():
+    """The rules of DTVG's metrics/tokenizer.py dumb_tokenize (GEM-metrics)."""
+    assert metrics.gem_tokenize("The Eagle is a cheap coffee shop, near Burger King. It's 5-stars!") == [
+        "the", "eagle", "is", "a", "cheap", "coffee", "shop", ",", "near", "burger", "king", ".",
+        "it", "'s", "5-stars", "!",
+    ]
+    assert metrics.gem_tokenize('"Don\'t" -- costs $3.50 (1,000/yr)...') == [
+        '"', "do", "n't", '"', "--", "costs", "$", "3.50", "(", "1,000/", "yr", ")", "...",  # sic
+    ]
+
+
+def test_bleu_dtvg_by_hand():
+    # the cat sat on the mat | the cat sat on a mat: clipped n-gram matches 5/6, 3/5, 2/4, 1/3,
+    # equal lengths (no brevity penalty): BLEU = (5/6 * 3/5 * 2/4 * 1/3) ** (1/4) = (1/12) ** 0.25.
+    got = metrics.bleu_dtvg(["The cat sat on the mat"], ["the cat sat on a mat"])
+    assert got == pytest.approx(100 * (1 / 12) ** 0.25, abs=1e-9)
+    # A 4-token hypothesis against an 8-token reference: brevity penalty exp(1 - 8/4).
+    short = metrics.bleu_dtvg(["a b c d"], ["a b c d e f g h"])
+    assert short == pytest.approx(100 * np.exp(1 - 2), abs=1e-9)
+    # No matching 4-gram: no smoothing, so 0 (TensorFlow NMT's compute_bleu).
+    assert metrics.bleu_dtvg(["a b c x"], ["a b c d"]) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bleu_dtvg_matches_sacrebleu_on_the_same_tokens(seed):
+    """Corpus BLEU without smoothing on pre-tokenised text: sacrebleu (tokenize='none',
+    smooth_method='none') is an independent implementation of the same formula."""
+    import sacrebleu
+
+    rng = np.random.default_rng(seed)
+    words = ["the", "a", "cat", "dog", "sat", "on", "mat", "near", "King's", "coffee", "shop", ",", ".", "is", "Alimentum"]
+    preds = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(20)]
+    refs = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(20)]
+    ours = metrics.bleu_dtvg(preds, refs)
+    joined = lambda texts: [" ".join(metrics.gem_tokenize(t)) for t in texts]  # noqa: E731
+    theirs = sacrebleu.corpus_bleu(joined(preds), [joined(refs)], tokenize="none", smooth_method="none").score
+    assert ours == pytest.approx(theirs, abs=1e-9)

@@ -185,3 +185,14 @@ def test_rank_classification_scores_only_label_words(t5_bank, tmp_path):
     res = results(out)
     assert res["test"]["invalid"] == 0 and res["best_validation"]["invalid"] == 0
     assert res["test"]["num_examples"] == res["test_examples"] == 16
+
+
+def test_uncached_hub_backbone_offline_is_one_line_error(tmp_path) -> None:
+    """The issue's reproduction: HF_HUB_OFFLINE=1 python -m dtvg_dist.train recipe=t5-base-dtvg-rte stage=2."""
+    proc = run_cli("recipe=t5-base-dtvg-rte", "stage=2", f"output_dir={tmp_path / 'out'}",
+                   env={"HF_HUB_CACHE": str(tmp_path / "empty-cache")})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "backbone.name_or_path='t5-base'" in error[0]
+    assert "huggingface-cli download t5-base --local-dir DIR" in error[0]

@@ -18,7 +18,10 @@ from typing import Any
 from dtvg_dist import metrics
 from dtvg_dist.tasks.schema import Column
 
-__all__ = ["Task", "KIND_METRICS", "pad_punctuation", "remove_markup", "GROUP_SEP"]
+__all__ = [
+    "Task", "KIND_METRICS", "COMPOSITE_METRICS", "SPLIT_RULES", "SELECT_BY",
+    "pad_punctuation", "remove_markup", "GROUP_SEP",
+]
 
 log = logging.getLogger("dtvg_dist.tasks")
 
@@ -27,8 +30,19 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1", "accuracy_f1", "f1_macro", "matthews", "f1a", "em"),
     "regression": ("pearson", "spearman", "pearson_spearman"),
     "qa": ("em", "f1", "f1_em"),
-    "generation": ("bleu", "rouge1", "rouge2", "rougeL"),
+    "generation": ("bleu", "bleu_dtvg", "rouge1", "rouge2", "rougeL"),
 }
+# Metrics that are the mean of two others; `select_by=mean` averages the parts instead.
+COMPOSITE_METRICS: dict[str, tuple[str, str]] = {
+    "accuracy_f1": ("accuracy", "f1"),
+    "pearson_spearman": ("pearson", "spearman"),
+    "f1_em": ("f1", "em"),
+}
+# How the original (hub) splits become train / validation / test; see `Task`.
+SPLIT_RULES = ("auto", "halve", "hold_out", "hub")
+# How a checkpoint is chosen on validation: the primary metric, or the mean of
+# the task's metrics (the released DTVG code's `average_metric`).
+SELECT_BY = ("primary", "mean")
 _DEFAULT_TARGET_LENGTH = {"classification": 8, "regression": 8, "qa": 128, "generation": 128}
 # Substitute for an STS-B output that is no number, as ATTEMPT's string_to_float does.
 INVALID_SCORE = -1.0
@@ -62,11 +76,26 @@ class Task:
     `source_fn` replaces them when a task needs custom input pairs.
     label_values: the hub's raw label values in label-word order, when the
     label column does not already hold 0..n-1.
+
+    Where rows come from: `hub_id` at `hub_revision`, Parquet files under the
+    repository folder `hub_dir` (default: `hub_config`, else "data"), one
+    file set per hub split name (`train_split`, `validation_split`,
+    `test_split`). `split_rule` turns them into train / validation / test:
+    "halve" (train as is; the validation split halved into validation and
+    test), "hold_out" (1,000 training rows held out as validation; test =
+    `test_split`), "hub" (the three hub splits as they are) or "auto" (by
+    size, for user tasks; see `dtvg_dist.data.split_rows`).
+    expand_fn: one row -> the training examples it stands for (ReCoRD: one
+    per gold answer), applied after the split rule.
+    attempt_quirk_fn: rewrites a row the way ATTEMPT's formatting bug does,
+    only with `data.attempt_quirks=true` (WinoGrande).
     """
 
     name: str
     hub_id: str = ""
     hub_config: str | None = None
+    hub_revision: str = "main"
+    hub_dir: str | None = None
     benchmark: str = "custom"
     kind: str = "classification"
     fields: tuple[tuple[str, str], ...] = ()
@@ -81,13 +110,17 @@ class Task:
     prefix: str | None = None  # defaults to the task name
     train_split: str = "train"
     validation_split: str | None = "validation"
-    test_split: str | None = None  # only when the hub's test split has labels
+    test_split: str | None = None  # the hub split that is the test set (a labelled one)
+    split_rule: str = "auto"
     is_source: bool = False
     columns: tuple[Column, ...] = ()  # defaults to fields + label column
     source_fn: Callable[[dict], Sequence[tuple[str, str]]] | None = None
     target_fn: Callable[[dict], str] | None = None
     reference_fn: Callable[[dict], str | list[str]] | None = None
     builtin_rows: Callable[[], dict[str, list[dict]]] | None = field(default=None, compare=False)
+    expand_fn: Callable[[dict], list[dict]] | None = field(default=None, compare=False)
+    attempt_quirk_fn: Callable[[dict], dict] | None = field(default=None, compare=False)
+    selection_metrics: tuple[str, ...] = ()  # select_by=mean averages these (default: non-composite metrics)
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -120,10 +153,39 @@ class Task:
             raise ValueError(f"{where}: max_source_length must be at least 8")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ValueError(f"{where}: max_train_examples must be positive")
+        self._check_split_rule(where)
+        for m in self.selection_metrics:
+            if m not in self.metrics:
+                raise ValueError(f"{where}: selection metric {m!r} is not in metrics {self.metrics}")
         if self.max_target_length <= 0:
             object.__setattr__(self, "max_target_length", _DEFAULT_TARGET_LENGTH[self.kind])
         if not self.columns:
             object.__setattr__(self, "columns", self._default_columns())
+
+    def _check_split_rule(self, where: str) -> None:
+        rule = self.split_rule
+        if rule not in SPLIT_RULES:
+            raise ValueError(f"{where}: split_rule must be one of {SPLIT_RULES}, got {rule!r}")
+        if rule == "halve" and (not self.validation_split or self.test_split):
+            raise ValueError(f"{where}: split_rule 'halve' needs validation_split and no test_split")
+        if rule == "hold_out" and (not self.test_split or self.validation_split):
+            raise ValueError(f"{where}: split_rule 'hold_out' needs test_split and no validation_split")
+        if rule == "hub" and not (self.validation_split and self.test_split):
+            raise ValueError(f"{where}: split_rule 'hub' needs validation_split and test_split")
+
+    @property
+    def hub_folder(self) -> str:
+        """The repository folder that holds this task's Parquet files."""
+        return self.hub_dir or self.hub_config or "data"
+
+    def hub_splits(self) -> dict[str, str]:
+        """Role ("train", "validation", "test") -> the hub split name it reads."""
+        out = {"train": self.train_split}
+        if self.validation_split:
+            out["validation"] = self.validation_split
+        if self.test_split:
+            out["test"] = self.test_split
+        return out
 
     def _default_columns(self) -> tuple[Column, ...]:
         cols = [Column(col) for _, col in self.fields]
@@ -199,6 +261,18 @@ class Task:
         return self.target_text(example)
 
     # ---- scoring ----------------------------------------------------------
+    def selection_score(self, scores: dict[str, float], select_by: str = "primary") -> float | None:
+        """The number a checkpoint is chosen by: the primary metric, or (select_by
+        "mean") the mean of the task's metrics, as the released DTVG code's
+        `average_metric` (third_party/trainers/trainer.py, evaluate())."""
+        if select_by == "primary":
+            return scores.get(self.primary_metric)
+        if select_by != "mean":
+            raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
+        names = self.selection_metrics or tuple(m for m in self.metrics if m not in COMPOSITE_METRICS)
+        values = [float(scores[m]) for m in names if scores.get(m) is not None]
+        return sum(values) / len(values) if values else None
+
     def parse_prediction(self, text: str) -> int | float | str | None:
         """Map raw generated text to a label index / float / answer; None if it maps to nothing."""
         text = text.strip()
@@ -243,9 +317,19 @@ class Task:
             out["f1_em"] = (out["f1"] + out["em"]) / 2
             out["invalid"] = sum(not p.strip() for p in predictions)
         else:
-            out = {"bleu": metrics.bleu(predictions, references), **metrics.rouge(predictions, references)}
-            out["invalid"] = sum(not p.strip() for p in predictions)
+            out = self._score_generation(predictions, references)
         return {k: v for k, v in out.items() if k in self.metrics or k == "invalid"}
+
+    def _score_generation(self, predictions: Sequence[str], references: Sequence[Any]) -> dict:
+        wanted = set(self.metrics)
+        out: dict[str, float] = {"invalid": sum(not p.strip() for p in predictions)}
+        if "bleu" in wanted:
+            out["bleu"] = metrics.bleu(predictions, references)
+        if "bleu_dtvg" in wanted:
+            out["bleu_dtvg"] = metrics.bleu_dtvg(predictions, references)
+        if wanted & {"rouge1", "rouge2", "rougeL"}:
+            out.update(metrics.rouge(predictions, references))
+        return out
 
     def _score_classification(self, predictions: Sequence[str], references: Sequence[Any]) -> dict:
         n = len(self.label_words or ())

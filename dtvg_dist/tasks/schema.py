@@ -29,6 +29,8 @@ class Column:
     0..n_labels-1), "choice" (one of `choices`), "score" (float in
     [low, high]), "int", "list" (non-empty list of strings) or "json" (any
     value, JSON-decoded when it comes as a string).
+    key: for a struct column whose field holds the list (SQuAD's `answers`
+    is `{"text": [...], "answer_start": [...]}`), the field that is checked.
     """
 
     name: str
@@ -37,12 +39,15 @@ class Column:
     low: float | None = None
     high: float | None = None
     allow_empty: bool = False
+    key: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Column {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"Column {self.name!r}: kind 'choice' needs choices")
+        if self.key is not None and self.kind != "list":
+            raise ValueError(f"Column {self.name!r}: key is only for kind 'list'")
 
 
 def _as_int(value: Any) -> int | None:
@@ -118,9 +123,15 @@ def _check_value(col: Column, value: Any, n_labels: int | None) -> tuple[Any, st
         return (value, f"expected an integer, got {value!r}") if number is None else (number, None)
     value = _decode(value)
     if col.kind == "list":
-        if not isinstance(value, list) or not value:
-            return value, "expected a non-empty list"
-        if any(not isinstance(v, str) or not v.strip() for v in value):
+        items = value
+        if col.key is not None:
+            if not isinstance(value, dict) or col.key not in value:
+                return value, f"expected a struct with a {col.key!r} list, got {type(value).__name__}"
+            items = _decode(value[col.key])
+            value = {**value, col.key: items}
+        if not isinstance(items, list) or not items:
+            return value, "expected a non-empty list" + (f" in {col.key!r}" if col.key else "")
+        if any(not isinstance(v, str) or not v.strip() for v in items):
             return value, "list holds an empty or non-text item"
         return value, None
     return value, None  # json: anything present

@@ -1,8 +1,11 @@
 """Where a task's original splits come from: built-in rows, local files or the hub.
 
-Local files (JSONL / JSON / CSV / Parquet, with the hub's column names) make
-offline runs and tests possible; every row is checked against the task's
-column schema as it is read, so errors can name the file, row and column.
+The original splits are keyed by the hub's split names (`Task.hub_splits`),
+before any split rule. Local files (JSONL / JSON / CSV / Parquet, with the
+hub's column names) make offline runs and tests possible; the hub is read
+as Parquet files (see `dtvg_dist.tasks.hub`). Every row is checked against
+the task's column schema as it is read, so errors name the file, row and
+column.
 """
 
 from __future__ import annotations
@@ -10,47 +13,51 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist.tasks import hub
 from dtvg_dist.tasks.base import Task
+from dtvg_dist.tasks.manifest import MANIFEST, verify_task
 from dtvg_dist.tasks.schema import DataError, check_row
 
-__all__ = ["EXTENSIONS", "load_original", "wanted_splits", "hub_offline"]
+__all__ = ["EXTENSIONS", "Source", "load_original", "read_original", "parquet_rows"]
 
 log = logging.getLogger("dtvg_dist.data")
 
 EXTENSIONS = ("jsonl", "json", "csv", "parquet")
-_TRUE = {"1", "true", "yes", "on"}
 
 Rows = list[dict[str, Any]]
+_PROGRESS_ROWS = 20_000  # a progress bar for files at least this long
 # (row number, row or the reason it could not be read)
 Numbered = Iterable[tuple[int, Any]]
 
 
-def hub_offline() -> bool:
-    """True when the environment forbids hub downloads."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+@dataclass
+class Source:
+    """What a task's original splits were read from (for logs and `data check`)."""
 
-
-def wanted_splits(task: Task) -> dict[str, str]:
-    """Generic split name -> the hub's split name, for the splits this task uses."""
-    out = {"train": task.train_split}
-    if task.validation_split:
-        out["validation"] = task.validation_split
-    if task.test_split:
-        out["test"] = task.test_split
-    return out
+    kind: str  # "builtin" | "local" | "hub"
+    where: str
+    files: dict[str, list[str]] = field(default_factory=dict)  # hub split -> files read
+    commit: str | None = None
 
 
 def _setting_hint(task: Task) -> str:
     return (
-        f"put its splits (train/validation[/test] .jsonl, .csv or .parquet, with the hub's column "
-        f"names) in <dir>/{task.name}/ and set data.local_dir=<dir>, or set data.paths.{task.name}="
+        f"On a machine with hub access run `python -m dtvg_dist.data download --to DIR tasks={task.name}` "
+        "and set data.local_dir=DIR here; or put its splits (.parquet, .jsonl or .csv with the hub's "
+        f"column names) in <dir>/{task.name}/ and set data.local_dir=<dir>, or set data.paths.{task.name}="
         "<folder, file with a 'split' column, or path with '{split}'>"
     )
+
+
+def _names(task: Task, hub_split: str) -> list[str]:
+    """File names that may hold a hub split: its own name, then the role(s) it plays."""
+    roles = [role for role, name in task.hub_splits().items() if name == hub_split]
+    return list(dict.fromkeys([hub_split, *roles]))
 
 
 # ---- readers ------------------------------------------------------------------
@@ -86,13 +93,22 @@ def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
         yield from enumerate(csv.DictReader(fh), start=1)
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+def parquet_rows(path: Path, batch_size: int = 4096) -> Iterator[tuple[int, Any]]:
+    """(1-based row number, row) of a Parquet file, a record batch at a time."""
     import pyarrow.parquet as pq
 
-    yield from enumerate(pq.read_table(path).to_pylist(), start=1)
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as err:  # not Parquet, truncated, ...
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+    n = 0
+    for batch in reader.iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
 
 
-_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": parquet_rows}
 
 
 def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
@@ -102,8 +118,21 @@ def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
     return _READERS[ext](path)
 
 
+def _row_count(path: Path) -> int | None:
+    if path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 - the reader reports the problem
+            return None
+    return None
+
+
 # ---- validation ---------------------------------------------------------------
-def _validate(task: Task, where: str, split: str, numbered: Numbered, on_bad_row: str, skipped: list) -> Rows:
+def _validate(
+    task: Task, where: str, split: str, numbered: Numbered, on_bad_row: str, skipped: list
+) -> Rows:
     out: Rows = []
     n_labels = task.num_labels
     for n, raw in numbered:
@@ -116,7 +145,9 @@ def _validate(task: Task, where: str, split: str, numbered: Numbered, on_bad_row
             continue
         message = f"{where}: row {n}: column '{column}': {problem}"
         if on_bad_row != "skip":
-            raise DataError(f"{message} (task '{task.name}', split {split}; set data.on_bad_row=skip to drop such rows)")
+            raise DataError(
+                f"{message} (task '{task.name}', split {split}; set data.on_bad_row=skip to drop such rows)"
+            )
         skipped.append(message)
     return out
 
@@ -156,22 +187,23 @@ def _local_source(task: Task, local_dir: str | None, paths: dict[str, str]) -> t
 
 def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[tuple[str, Numbered]]]:
     parts: dict[str, list[tuple[str, Numbered]]] = {}
+    splits = list(dict.fromkeys(task.hub_splits().values()))
     if kind == "file":
         by_split: dict[str, list[tuple[int, Any]]] = {}
         for n, row in _read_file(path):
             key = row.get("split") if isinstance(row, dict) else None
             by_split.setdefault(str(key), []).append((n, row))
-        for generic, hub_name in wanted_splits(task).items():
-            rows = by_split.get(hub_name) or by_split.get(generic)
+        for split in splits:
+            rows = next((by_split[n] for n in _names(task, split) if n in by_split), None)
             if rows is None:
                 raise DataError(
-                    f"{path}: task '{task.name}' needs rows whose 'split' column is {generic!r}"
-                    f" (found: {sorted(by_split)})"
+                    f"{path}: task '{task.name}' needs rows whose 'split' column is "
+                    f"{' or '.join(map(repr, _names(task, split)))} (found: {sorted(by_split)})"
                 )
-            parts[generic] = [(str(path), rows)]
+            parts[split] = [(str(path), rows)]
         return parts
-    for generic, hub_name in wanted_splits(task).items():
-        names = list(dict.fromkeys([hub_name, generic]))
+    for split in splits:
+        names = _names(task, split)
         if kind == "template":
             files = [p for p in (Path(str(path).format(split=s)).expanduser() for s in names) if p.is_file()][:1]
             tried = [str(path).format(split=s) for s in names]
@@ -179,41 +211,53 @@ def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[tuple[str,
             files = _split_files(path, names)
             tried = [f"{path}/{s}[-*].{{{','.join(EXTENSIONS)}}}" for s in names]
         if not files:
-            raise DataError(f"task '{task.name}': no {generic} split file; looked for {' or '.join(tried)}")
-        parts[generic] = [(str(f), _read_file(f)) for f in files]
+            raise DataError(f"task '{task.name}': no {split} split file; looked for {' or '.join(tried)}")
+        parts[split] = [(str(f), _read_file(f)) for f in files]
     return parts
+
+
+def _check_against_manifest(task: Task, folder: Path, parts: dict[str, list[tuple[str, Numbered]]]) -> str:
+    """Verify a mirror folder's files (sha256, and nothing unlisted); describe the source."""
+    root = folder.parent
+    entry = verify_task(root, task.name)
+    if entry is None:
+        return f"local {folder}"
+    listed = {str((root / rel).resolve()) for rel in entry.get("files", {})}
+    for files in parts.values():
+        for name, _ in files:
+            if str(Path(name).resolve()) not in listed:
+                raise DataError(
+                    f"task '{task.name}': {name} is not in {root / MANIFEST}; remove it or download "
+                    "the task again"
+                )
+    commit = entry.get("commit") or entry.get("revision")
+    return f"local {folder} (mirror of {entry.get('hub_id')}@{entry.get('revision')}, {str(commit)[:12]})"
 
 
 # ---- the hub ----------------------------------------------------------------------
-def _hub_parts(task: Task, local_dir: str | None) -> dict[str, list[tuple[str, Numbered]]]:
-    config = f" (config {task.hub_config!r})" if task.hub_config else ""
-    if hub_offline():
-        looked = f" (no folder {Path(local_dir).expanduser() / task.name})" if local_dir else ""
-        raise DataError(
-            f"task '{task.name}': no local files{looked} and the hub is offline (HF_HUB_OFFLINE/"
-            f"HF_DATASETS_OFFLINE), so hub dataset '{task.hub_id}'{config} cannot be loaded; "
-            + _setting_hint(task)
-        )
-    import datasets
-
-    parts: dict[str, list[tuple[str, Numbered]]] = {}
-    for generic, hub_name in wanted_splits(task).items():
-        try:
-            rows = datasets.load_dataset(task.hub_id, task.hub_config, split=hub_name).to_list()
-        except Exception as err:  # any hub/network/schema failure: say what to do instead
-            raise DataError(
-                f"task '{task.name}': could not load hub dataset '{task.hub_id}'{config} split "
-                f"{hub_name!r}: {err}. To read local files instead, " + _setting_hint(task)
-            ) from err
-        parts[generic] = [(f"hub {task.hub_id}{config} [{hub_name}]", enumerate(rows, start=1))]
-    return parts
+def _hub_parts(task: Task, local_dir: str | None, revision: str | None) -> tuple[dict, hub.HubFiles]:
+    looked = f"no folder {Path(local_dir).expanduser() / task.name}; " if local_dir else ""
+    found = hub.fetch(task, revision, hint=(looked + _setting_hint(task)))
+    parts = {split: [(str(f), parquet_rows(f)) for f in files] for split, files in found.files.items()}
+    return parts, found
 
 
-def load_original(
-    task: Task, local_dir: str | None = None, paths: dict[str, str] | None = None, on_bad_row: str = "error"
-) -> dict[str, Rows]:
-    """The task's original, validated splits: "train", "validation" and, where it
-    has a labelled one, "test" (built-in rows, then local files, then the hub)."""
+def _progress(numbered: Numbered, total: int | None, desc: str) -> Numbered:
+    from tqdm.auto import tqdm
+
+    return tqdm(numbered, total=total, desc=desc, unit="row", leave=False, mininterval=1.0)
+
+
+def read_original(
+    task: Task,
+    local_dir: str | None = None,
+    paths: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+    revision: str | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Rows], Source]:
+    """The task's original, validated splits keyed by hub split name (built-in
+    rows, then local files, then the hub), and where they came from."""
     if task.builtin_rows is not None:
         splits = task.builtin_rows()
         missing = {"train", "validation"} - set(splits)
@@ -222,21 +266,47 @@ def load_original(
         parts = {
             s: [(f"builtin rows of task '{task.name}' [{s}]", enumerate(rows, start=1))]
             for s, rows in splits.items()
-            if s in ("train", "validation", "test")
         }
+        source = Source("builtin", f"builtin rows of task '{task.name}'")
     else:
-        source = _local_source(task, local_dir, paths or {})
-        parts = _local_parts(task, *source) if source else _hub_parts(task, local_dir)
+        local = _local_source(task, local_dir, paths or {})
+        if local:
+            parts = _local_parts(task, *local)
+            where = f"local {local[1]}"
+            if local[0] == "folder":
+                where = _check_against_manifest(task, local[1], parts)
+            source = Source("local", where)
+        else:
+            parts, found = _hub_parts(task, local_dir, revision)
+            source = Source("hub", found.describe(), commit=found.commit)
+        source.files = {split: [name for name, _ in files] for split, files in parts.items()}
 
     out: dict[str, Rows] = {}
     for split, files in parts.items():
         skipped: list[str] = []
-        out[split] = [r for where, numbered in files for r in _validate(task, where, split, numbered, on_bad_row, skipped)]
+        rows: Rows = []
+        for where, numbered in files:
+            total = _row_count(Path(where)) if progress else None
+            if total is not None and total >= _PROGRESS_ROWS:
+                numbered = _progress(numbered, total, f"{task.name} {split}")
+            rows.extend(_validate(task, where, split, numbered, on_bad_row, skipped))
         if skipped:
             log.warning(
                 "task %s: skipped %d bad row(s) in %s (on_bad_row=skip); first: %s",
                 task.name, len(skipped), split, skipped[0],
             )
-        if not out[split]:
+        if not rows:
             raise DataError(f"task '{task.name}': the {split} split has no usable rows")
-    return out
+        out[split] = rows
+    return out, source
+
+
+def load_original(
+    task: Task,
+    local_dir: str | None = None,
+    paths: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+    revision: str | None = None,
+) -> dict[str, Rows]:
+    """The task's original, validated splits keyed by hub split name."""
+    return read_original(task, local_dir, paths, on_bad_row, revision)[0]

@@ -8,7 +8,11 @@ import pytest
 
 from dtvg_dist.tasks import registry
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+# The workspace's shared/fixtures next to the checkout (or a worktree of it).
+FIXTURES = next(
+    (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[2:] if (p / "shared" / "fixtures").is_dir()),
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +47,22 @@ def t5_tokenizer():
 @pytest.fixture(scope="session")
 def llama_tokenizer():
     return _load_tokenizer("llama3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 26 tasks' fixture repositories, written once per session."""
+    from hub_fixtures import write_hub
+
+    return write_hub(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, hub_root: Path, tmp_path: Path) -> list:
+    """Replace huggingface_hub.snapshot_download by the fixture hub; returns its call log."""
+    import huggingface_hub
+    from hub_fixtures import fake_snapshot
+
+    calls: list = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot(hub_root, tmp_path / "hf-cache", calls))
+    return calls

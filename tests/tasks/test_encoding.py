@@ -14,9 +14,12 @@ ROWS = {
         {"sentence1": LONG, "sentence2": "Weapons Found.", "label": 0},
     ],
     "squad": [
-        {"context": "Paris is the capital of France.", "question": "What is the capital of France?", "answers": ["Paris"]},
+        # rajpurkar/squad's schema: answers is a struct of lists.
+        {"context": "Paris is the capital of France.", "question": "What is the capital of France?",
+         "answers": {"text": ["Paris"], "answer_start": [0]}},
         {"context": LONG, "question": "Which word comes last?",
-         "answers": ["a rather long answer that must survive truncation of the context intact"]},
+         "answers": {"text": ["a rather long answer that must survive truncation of the context intact"],
+                     "answer_start": [0]}},
     ],
     "e2e_nlg": [
         {"meaning_representation": LONG, "target": " ".join(["The Vaults is a pub near Café Adriatic."] * 30)},

@@ -111,8 +111,10 @@ CASES = {
         "2", "2",
     ),
     "squad": (
-        {"context": MARY, "question": "What is atop the Main Building?", "answers": ["a golden statue of the Virgin Mary"],
-         "key": "5733be284776f41900661182", "labels": [{"start": [92], "end": [125]}]},
+        # rajpurkar/squad: answers is a struct of lists (dataset card).
+        {"id": "5733be284776f41900661182", "title": "University_of_Notre_Dame", "context": MARY,
+         "question": "What is atop the Main Building?",
+         "answers": {"text": ["a golden statue of the Virgin Mary"], "answer_start": [92]}},
         "squad question: What is atop the Main Building ? context: Architecturally , the school has a Catholic "
         "character . Atop the Main Building ' s gold dome is a golden statue of the Virgin Mary .",
         "a golden statue of the Virgin Mary", ["a golden statue of the Virgin Mary"],

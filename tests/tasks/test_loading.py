@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -84,7 +85,9 @@ def test_hub_split_names_and_shards(tmp_path):
     write_parquet(folder / "validation_matched-00000-of-00001.parquet", rows)
     write_parquet(folder / "validation_mismatched-00000-of-00001.parquet", rows * 5)
     original = load_original(get_task("mnli"), paths={"mnli": str(folder)})
-    assert len(original["train"]) == 3 and len(original["validation"]) == 1
+    # ATTEMPT's MNLI: validation = validation_mismatched, test = validation_matched.
+    assert len(original["train"]) == 3
+    assert (len(original["validation_mismatched"]), len(original["validation_matched"])) == (5, 1)
 
 
 def test_paths_template_and_single_file(tmp_path):
@@ -104,6 +107,16 @@ def test_labelled_test_split_is_read(tmp_path):
     for split in ("train", "validation", "test"):
         write_jsonl(tmp_path / "paws" / f"{split}.jsonl", rows)
     assert set(load_original(get_task("paws"), local_dir=str(tmp_path))) == {"train", "validation", "test"}
+
+
+def test_role_named_file_stands_in_for_the_hub_split_name(tmp_path):
+    """QQP tests on the hub's validation split: `validation.jsonl`, or else `test.jsonl`."""
+    row = {"question1": "a?", "question2": "b?", "label": 1, "idx": 0}
+    write_jsonl(tmp_path / "qqp" / "train.jsonl", [row])
+    write_jsonl(tmp_path / "qqp" / "test.jsonl", [row, row])
+    assert {k: len(v) for k, v in load_original(get_task("qqp"), local_dir=str(tmp_path)).items()} == {
+        "train": 1, "validation": 2,
+    }
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -171,8 +184,7 @@ def test_bad_csv_row_and_invalid_json_line(tmp_path):
 def test_choice_label_out_of_range(tmp_path):
     row = {"sentence1": "a", "sentence2": "b", "gold_label": "contradiction"}
     write_jsonl(tmp_path / "scitail" / "train.jsonl", [row])
-    for split in ("validation", "test"):
-        write_jsonl(tmp_path / "scitail" / f"{split}.jsonl", [{**row, "gold_label": "neutral"}])
+    write_jsonl(tmp_path / "scitail" / "validation.jsonl", [{**row, "gold_label": "neutral"}])
     with pytest.raises(DataError, match="column 'gold_label': label 'contradiction' out of range"):
         load_original(get_task("scitail"), local_dir=str(tmp_path))
 
@@ -185,32 +197,42 @@ def test_qa_answers_must_be_non_empty(tmp_path):
         load_original(get_task("nq"), local_dir=str(tmp_path))
 
 
-# ---- the hub path, with datasets.load_dataset stubbed (no network) -----------------------
-def test_hub_path_uses_hub_id_config_and_split_names(monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    calls = []
-
-    def fake_load(path, name=None, split=None):
-        calls.append((path, name, split))
-        row = {"premise": f"p {split}", "hypothesis": "h", "label": 0, "idx": 0}
-        return datasets.Dataset.from_list([row])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+# ---- the hub path, with huggingface_hub.snapshot_download replaced by a local folder -----
+def test_hub_path_requests_only_the_splits_a_task_reads(fake_hub):
+    calls = fake_hub
     original = load_original(get_task("mnli"))
-    assert calls == [("nyu-mll/glue", "mnli", "train"), ("nyu-mll/glue", "mnli", "validation_matched")]
-    assert original["validation"][0]["premise"] == "p validation_matched"
+    (repo, revision, patterns), = calls
+    assert (repo, revision) == ("nyu-mll/glue", "main")
+    hub_splits = ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched")
+    assert {s for s in hub_splits if f"mnli/{s}/*.parquet" in patterns} == {
+        "train", "validation_matched", "validation_mismatched",
+    }
+    assert all(p.startswith("mnli/") for p in patterns)
+    assert original["validation_matched"][-1]["premise"] == "PROBE matched premise."
 
 
-def test_hub_failure_says_which_setting_to_use(monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+def test_hub_failure_says_what_to_do(monkeypatch):
+    import huggingface_hub
 
-    def failing_load(*args, **kwargs):
+    def failing(*args, **kwargs):
         raise ConnectionError("name resolution failed")
 
-    monkeypatch.setattr(datasets, "load_dataset", failing_load)
-    with pytest.raises(DataError, match=r"'cb'.*aps/super_glue.*config 'cb'.*name resolution failed.*data\.paths\.cb"):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    with pytest.raises(DataError) as err:
         load_original(get_task("cb"))
+    message = str(err.value)
+    for needle in ("'cb'", "aps/super_glue", "refs/convert/parquet", "name resolution failed",
+                   "python -m dtvg_dist.data download", "data.paths.cb"):
+        assert needle in message
+
+
+def test_hub_snapshot_without_the_split_files_names_the_patterns(fake_hub, monkeypatch):
+    from dtvg_dist.tasks import hub
+
+    task = dataclasses.replace(get_task("rte"), hub_dir="no_such_config")
+    with pytest.raises(DataError, match=r"'rte'.*no Parquet files for split\(s\) \['train', 'validation'\].*"
+                                       r"no_such_config/train/\*\.parquet"):
+        hub.fetch(task)

@@ -34,18 +34,64 @@ def test_lengths_and_caps_follow_the_paper():
         assert task.max_train_examples == (100_000 if name == "yelp_polarity" else None)
 
 
-def test_primary_metrics_follow_table_6():
+def test_primary_metrics_are_what_the_tables_print():
+    """Table 6's underlines (QA) and the metric behind each printed number:
+    DePT's released test_results.json (Table 2's DePT row) show MRPC, QQP and
+    CB as accuracy and STS-B as Pearson; Table 8's MRPC 68.1 is an accuracy."""
     primary = {name: get_task(name).primary_metric for name in TASKS}
     assert primary["cola"] == "matthews"
-    assert primary["stsb"] == "pearson_spearman"
-    assert primary["qqp"] == primary["mrpc"] == "accuracy_f1"
+    assert primary["stsb"] == "pearson"
+    assert primary["qqp"] == primary["mrpc"] == primary["cb"] == "accuracy"
     assert primary["multirc"] == "f1a"
     assert all(primary[n] == "f1" for n in ("record", "nq", "hotpotqa", "searchqa", "newsqa"))
     assert primary["squad"] == "f1_em"
-    assert all(primary[n] == "bleu" for n in ("e2e_nlg", "common_gen", "web_nlg"))
+    assert all(primary[n] == "bleu_dtvg" for n in ("e2e_nlg", "common_gen", "web_nlg"))
     assert all(primary[n] == "accuracy" for n in ("mnli", "rte", "boolq", "wsc", "winogrande", "paws"))
-    assert set(get_task("e2e_nlg").metrics) == {"bleu", "rouge1", "rouge2", "rougeL"}
+    # The others are still computed (and logged to metrics.jsonl).
+    assert set(get_task("mrpc").metrics) == set(get_task("qqp").metrics) == {"accuracy", "f1"}
+    assert set(get_task("stsb").metrics) == {"pearson", "spearman"}
+    assert set(get_task("e2e_nlg").metrics) == {"bleu_dtvg", "bleu", "rouge1", "rouge2", "rougeL"}
     assert set(get_task("newsqa").metrics) == {"f1", "em"}
+
+
+def test_selection_by_primary_or_by_the_mean_of_the_metrics():
+    """select_by=mean is the released DTVG code's average_metric: the plain mean of
+    the task's metrics (composites such as f1_em are not counted twice)."""
+    mrpc, squad, e2e = get_task("mrpc"), get_task("squad"), get_task("e2e_nlg")
+    scores = {"accuracy": 70.0, "f1": 80.0, "invalid": 3}
+    assert mrpc.selection_score(scores) == 70.0
+    assert mrpc.selection_score(scores, "mean") == pytest.approx(75.0)
+    qa = {"f1": 60.0, "em": 50.0, "f1_em": 55.0}
+    assert squad.selection_score(qa) == 55.0 and squad.selection_score(qa, "mean") == pytest.approx(55.0)
+    gen = {"bleu_dtvg": 30.0, "bleu": 99.0, "rouge1": 60.0, "rouge2": 40.0, "rougeL": 50.0}
+    assert e2e.selection_score(gen, "mean") == pytest.approx((30 + 60 + 40 + 50) / 4)
+    with pytest.raises(ValueError, match="select_by must be one of"):
+        mrpc.selection_score(scores, "max")
+
+
+def test_split_rules_follow_attempt_tasks_py():
+    """ATTEMPT's attempt/data/tasks.py: small_datasets_without_all_splits halve the
+    hub validation split, large_data_without_all_splits hold out 1,000 training
+    rows, MNLI and PAWS keep their split_to_data_split; GEM follows the paper (C.6)."""
+    rule = {name: get_task(name).split_rule for name in TASKS}
+    halve = {"cola", "rte", "cb", "multirc", "wic", "wsc", "mrpc", "stsb", "boolq", "scitail"}
+    hold = {"qqp", "qnli", "record", "sst2", "squad", "yelp_polarity", "winogrande", "newsqa", "searchqa",
+            "nq", "hotpotqa"}
+    hub = {"mnli", "paws", "e2e_nlg", "common_gen", "web_nlg"}
+    assert {n for n, r in rule.items() if r == "halve"} == halve
+    assert {n for n, r in rule.items() if r == "hold_out"} == hold
+    assert {n for n, r in rule.items() if r == "hub"} == hub
+    assert get_task("mnli").hub_splits() == {
+        "train": "train", "validation": "validation_mismatched", "test": "validation_matched"}
+    assert get_task("yelp_polarity").hub_splits() == {"train": "train", "test": "test"}
+    assert get_task("web_nlg").hub_splits()["test"] == "validation"
+
+
+def test_script_repositories_are_read_from_their_parquet_conversion():
+    converted = {name for name in TASKS if get_task(name).hub_revision == "refs/convert/parquet"}
+    assert converted == {"record", "multirc", "boolq", "wic", "wsc", "cb", "e2e_nlg", "common_gen", "web_nlg"}
+    assert get_task("squad").hub_id == "rajpurkar/squad" and get_task("squad").hub_folder == "plain_text"
+    assert get_task("wsc").hub_folder == "wsc.fixed" and get_task("e2e_nlg").hub_folder == "default"
 
 
 def test_label_words_and_classification_flag():
