@@ -379,9 +379,10 @@ class PromptedModel(nn.Module):
         assert labels_ext is not None
         if self.is_seq2seq:
             keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
-            kwargs.setdefault(
-                "decoder_input_ids", self.model.prepare_decoder_input_ids_from_labels(labels=labels_ext)
-            )
+            if "decoder_input_ids" not in kwargs:  # what the model does with labels
+                kwargs["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(
+                    labels=labels_ext
+                )
             call = {"inputs_embeds": embeds, "attention_mask": mask, **kwargs}
             if self.answer_only_logits:
                 with _head_rows(self.model.get_output_embeddings(), keep):
