@@ -292,8 +292,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per set-up first")
     parser.add_argument("--path-iters", type=int, default=10, help="calls per round, prompt path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--profile", type=int, default=0, help="also profile this many steps each")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for key, value in SHAPES[args.mode].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
