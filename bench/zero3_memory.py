@@ -10,12 +10,17 @@ Each rank reports the parameter bytes it holds (its ZeRO-3 partitions plus
 any whole copies) right after loading (zero.Init: the model never exists
 whole) and after `prepare` and one training step with a DTVG prompt (the
 prompt and the small persistent parameters are whole on every rank then).
-The ratio to total / N is the figure of merit (target <= 1.05).
+The ratio to total / N is the figure of merit (target <= 1.05). Beside it,
+what `dtvg_dist.memory.zero3_elements_per_rank` predicts from the config
+alone (a ceil(n / N) slice of every tensor, plus whole copies of the tensors
+at or under the persistence threshold once a step has run), and the ratio
+measured / predicted (1.000 when the planner's arithmetic is exact).
 
-Table part: parameter bytes per GPU for Llama-3-8B, computed from its config
-on the meta device (no weights): bf16 under ZeRO-3 over 1/2/4/8 GPUs, and
-8-bit (bitsandbytes LLM.int8: decoder linears int8 plus one fp32 scale per
-output row; embeddings, norms and lm_head kept in bf16) on one GPU.
+Table part: parameter bytes per GPU for Llama-3-8B, computed by
+`dtvg_dist.memory` from its config (no weights): bf16 under ZeRO-3 over
+1/2/4/8 GPUs, and 8-bit (bitsandbytes LLM.int8: decoder linears int8 plus
+one fp32 scale per output row; embeddings, norms and lm_head kept in bf16)
+on one GPU.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's dtvg_dist, also without an install
 LAUNCH = REPO / "launch_configs" / "cpu_zero3_2proc.yaml"
 
 BENCH_LLAMA = {
@@ -44,19 +50,8 @@ BENCH_LLAMA = {
     "tie_word_embeddings": False,
 }
 
-LLAMA3_8B = {
-    "model_type": "llama",
-    "vocab_size": 128256,
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "max_position_embeddings": 8192,
-    "rope_theta": 500000.0,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False,
-}
+LLAMA3_8B = "meta-llama/Meta-Llama-3-8B"  # a known shape of dtvg_dist.memory (config cited there)
+BENCH_R = 16  # the worker's prompt length
 PROMPT_R = 100  # soft prompt length of the paper
 N_SOURCES = 6  # DTVG source tasks of the paper's GLUE setting
 
@@ -98,13 +93,13 @@ def worker(checkpoint: str, out: str) -> None:
     total = _total_bytes(bb.model)
     weight = bb.model.get_input_embeddings().weight
     with gathered([weight]):
-        p_init = weight.detach()[:16].float().clone()
+        p_init = weight.detach()[:BENCH_R].float().clone()
     gen = torch.Generator().manual_seed(0)
     d = p_init.shape[1]
     prompt = DTVGPrompt(
-        p_init, 0.01 * torch.randn(16, d, generator=gen),
-        0.01 * torch.randn(3, 16, d, generator=gen), ["a", "b", "c"],
-    )
+        p_init, 0.01 * torch.randn(BENCH_R, d, generator=gen),
+        0.01 * torch.randn(3, BENCH_R, d, generator=gen), ["a", "b", "c"],
+    ).to(acc.device)
     prompt.mask_sync = mask_broadcaster(acc)
     model = PromptedModel(bb, prompt)
     optimizer = torch.optim.AdamW(prompt.param_groups(0.1, 0.1, 0.0), lr=0.1)
@@ -112,6 +107,7 @@ def worker(checkpoint: str, out: str) -> None:
     model, optimizer = acc.prepare(model, optimizer)
     ids = torch.randint(4, 2000, (2, 12), generator=gen)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    batch = {k: v.to(acc.device) for k, v in batch.items()}
     loss = model(**batch).loss
     acc.backward(loss)
     optimizer.step()
@@ -175,61 +171,77 @@ def measure(world_sizes: list[int]) -> list[dict]:
     return results
 
 
-def print_measured(rows: list[dict]) -> None:
+def predicted_bytes(world: int) -> tuple[int, int]:
+    """(at load, after a step) per rank, from the config alone: fp32 slices of
+    every tensor; after the step also whole copies of the tensors at or under
+    the threshold that `keep_prompt_whole` sets (ds_zero3_cpu.json's "auto"
+    = 10 x hidden, raised to the prompt's r x hidden)."""
+    from dtvg_dist.memory import ModelShape, zero3_elements_per_rank
+
+    shape = ModelShape.from_config(BENCH_LLAMA)
+    threshold = max(10 * shape.hidden, BENCH_R * shape.hidden)
+    part, persist = zero3_elements_per_rank(shape, world, threshold)
+    return part * 4, (part + persist) * 4
+
+
+def print_measured(rows: list[dict]) -> float:
+    """The table; returns the largest |measured / predicted - 1|."""
     print("## Measured on CPU (gloo): per-rank backbone parameter bytes under ZeRO-3")
     print(f"model: Llama {BENCH_LLAMA['hidden_size']}d x {BENCH_LLAMA['num_hidden_layers']} layers, "
           f"vocab {BENCH_LLAMA['vocab_size']} (fp32), loaded from a checkpoint by load_backbone")
     print()
-    print("| world size | rank | total bytes | held at load | ratio to total/N | held after prepare + 1 step | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| world size | rank | total bytes | held at load | / (total/N) | predicted | measured / predicted "
+          "| held after prepare + 1 step | / (total/N) | predicted | measured / predicted |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    worst = 0.0
     for r in rows:
         share = r["total_bytes"] / r["world_size"]
+        at_load, after = predicted_bytes(r["world_size"])
+        q_load, q_after = r["held_bytes_at_load"] / at_load, r["held_bytes_after_step"] / after
+        worst = max(worst, abs(q_load - 1), abs(q_after - 1))
         print(f"| {r['world_size']} | {r['rank']} | {r['total_bytes']:,} | {r['held_bytes_at_load']:,} | "
-              f"{r['held_bytes_at_load'] / share:.3f} | {r['held_bytes_after_step']:,} | "
-              f"{r['held_bytes_after_step'] / share:.3f} |")
+              f"{r['held_bytes_at_load'] / share:.3f} | {at_load:,} | {q_load:.4f} | "
+              f"{r['held_bytes_after_step']:,} | {r['held_bytes_after_step'] / share:.3f} | "
+              f"{after:,} | {q_after:.4f} |")
     print()
+    return worst
 
 
 def llama3_8b_table() -> str:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from dtvg_dist.memory import (
+        KNOWN_CONFIGS,
+        ModelShape,
+        PromptState,
+        weight_bytes,
+        zero3_elements_per_rank,
+    )
 
-    cfg = dict(LLAMA3_8B)
-    hf = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf)
-    total = sum(p.numel() for p in model.parameters())
-    d = hf.hidden_size
-    # LLM.int8 quantises the decoder's nn.Linear layers; transformers keeps lm_head
-    # (the output embedding) unquantised, like the input embedding and the norms.
-    int8 = 0
-    scales = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.startswith("lm_head"):
-            int8 += module.weight.numel()
-            scales += module.out_features
-    rest = total - int8
+    shape = ModelShape.from_config(KNOWN_CONFIGS[LLAMA3_8B][0])
+    total = shape.parameters()
+    d = shape.hidden
+    int8 = sum(n for _, n, q in shape.tensors() if q)
     threshold = max(10 * d, PROMPT_R * d)  # keep_prompt_whole: above the prompt's size
-    persistent = sum(p.numel() for p in model.parameters() if p.numel() <= threshold)
-    prompt_elems = PROMPT_R * d + PROMPT_R + N_SOURCES * PROMPT_R  # T_t, alpha_t, alpha_s
-    buffers = (1 + N_SOURCES) * PROMPT_R * d  # P_init and the frozen source TPVs, fp32
+    prompt = PromptState.of("dtvg", PROMPT_R, d, N_SOURCES)
     gib = 1024**3
+    persistent = zero3_elements_per_rank(shape, 1, threshold)[1]
     lines = [
         "## Llama-3-8B, computed from its config (parameters only; no activations)",
-        f"parameters: {total:,} ({total / 1e9:.2f} B); decoder linears {int8:,}, other {rest:,}; "
-        f"persistent under ZeRO-3 (<= {threshold:,} elements, whole on every GPU): {persistent:,}",
+        f"parameters: {total:,} ({total / 1e9:.2f} B); decoder linears {int8:,}, other "
+        f"{total - int8:,}; persistent under ZeRO-3 (<= {threshold:,} elements, whole on every "
+        f"GPU): {persistent:,}",
         f"DTVG prompt (r={PROMPT_R}, {N_SOURCES} sources), whole on every GPU: trainables "
-        f"{prompt_elems * 4 / 2**20:.1f} MiB fp32 + buffers {buffers * 4 / 2**20:.1f} MiB",
+        f"{prompt.trainable * 4 / 2**20:.1f} MiB fp32 + buffers {prompt.buffers * 4 / 2**20:.1f} MiB",
+        "(`python -m dtvg_dist.plan` adds activations, evaluation, optimizer state and traffic)",
         "",
         "| setting | GPUs | backbone GiB per GPU | ratio to total/N |",
         "|---|---:|---:|---:|",
     ]
     bf16_total = total * 2
     for n in (1, 2, 4, 8):
-        held = (total - persistent) * 2 / n + persistent * 2
+        part, persist = zero3_elements_per_rank(shape, n, threshold)
+        held = (part + persist) * 2
         lines.append(f"| bf16, ZeRO-3 | {n} | {held / gib:.2f} | {held / (bf16_total / n):.4f} |")
-    q8 = int8 * 1 + scales * 4 + rest * 2
-    lines.append(f"| 8-bit (LLM.int8), one process | 1 | {q8 / gib:.2f} | - |")
+    lines.append(f"| 8-bit (LLM.int8), one process | 1 | {weight_bytes(shape, 2, True) / gib:.2f} | - |")
     lines.append(f"| bf16, no sharding (DDP or one GPU) | 1 | {bf16_total / gib:.2f} | - |")
     return "\n".join(lines)
 
@@ -243,7 +255,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.table:
         rows = measure([1, 2])
-        print_measured(rows)
+        off = print_measured(rows)
+        print(f"largest |measured / predicted - 1|: {off:.4f}")
         worst = max(
             max(r["held_bytes_at_load"], r["held_bytes_after_step"]) / (r["total_bytes"] / r["world_size"])
             for r in rows

@@ -20,13 +20,15 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from dtvg_dist.backbone import BackboneSettings
 from dtvg_dist.core import GROUPING_RULES
-from dtvg_dist.data import DataSettings
+from dtvg_dist.data import TEMPLATES, DataSettings
 from dtvg_dist.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STAGES = ("1", "2", "all")
-METHODS = ("pt", "spot", "dtvg")
-GROUPING_CHOICES = (*GROUPING_RULES, "fixed")
+# pt: prompt tuning from P_init; spot: start from the source prompt with the
+# highest cosine of mean-pooled prompts (SPoT); tpv: the same single-source
+# start, the source chosen by Eq. 2 on TPVs (Table 1, C.1); dtvg: stage 2.
+METHODS = ("pt", "spot", "tpv", "dtvg")
 
 
 @dataclass
@@ -38,9 +40,10 @@ class PromptSettings:
 
 @dataclass
 class GroupingSettings:
-    # greedy | prefix-argmax | positive | exhaustive-kc | all | none | fixed
-    # (fixed: the greedy group of step 0, kept for the whole run)
+    # greedy (Algorithm 2 as printed) | first-drop (section 3.2's text) |
+    # prefix-argmax (the released code) | positive | exhaustive-kc | all | none
     rule: str = "greedy"
+    fixed: bool = False  # keep the group `rule` picks at step 0 for the whole run (Figure 5)
 
 
 @dataclass
@@ -97,6 +100,9 @@ class Recipe:
     seed: int = 42
     target_task: str = ""
     source_tasks: list[str] = field(default_factory=list)
+    # let target_task also be one of source_tasks (its own stage-1 TPV among the
+    # sources): what the released scripts run for a high-resource target
+    target_as_source: bool = False
     output_dir: str | None = None  # default runs/<recipe>/<seed>
     bank_dir: str | None = None  # default runs/bank/<backbone name>
     resume: bool = False
@@ -249,13 +255,33 @@ def validate(cfg: DictConfig) -> None:
     cfg.stage = str(cfg.stage)
     _one_of(cfg, "stage", STAGES)
     _one_of(cfg, "method", METHODS)
-    _one_of(cfg, "grouping.rule", GROUPING_CHOICES)
+    if cfg.grouping.rule == "fixed":
+        raise RecipeError(
+            "grouping.rule='fixed' is now grouping.fixed=true: it keeps the step-0 group of "
+            "grouping.rule (any rule), e.g. grouping.rule=greedy grouping.fixed=true"
+        )
+    _one_of(cfg, "grouping.rule", GROUPING_RULES)
+    _one_of(cfg, "data.template", TEMPLATES)
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
-    if cfg.method in ("dtvg", "spot") and cfg.stage != "1" and not cfg.source_tasks:
+    if cfg.method != "pt" and cfg.stage != "1" and not cfg.source_tasks:
         raise RecipeError(f"method={cfg.method} needs source_tasks (a list of task names)")
-    if cfg.target_task in cfg.source_tasks:
-        raise RecipeError(f"target_task {cfg.target_task!r} is also in source_tasks")
+    if len(set(cfg.source_tasks)) != len(cfg.source_tasks):
+        raise RecipeError(f"source_tasks {list(cfg.source_tasks)} names a task twice")
+    if cfg.target_task in cfg.source_tasks and not cfg.target_as_source:
+        raise RecipeError(
+            f"target_task {cfg.target_task!r} is also in source_tasks; set target_as_source=true "
+            "to keep the target's own TPV among the sources"
+        )
+    if cfg.target_as_source and cfg.target_task not in cfg.source_tasks:
+        raise RecipeError(
+            f"target_as_source=true but target_task {cfg.target_task!r} is not in source_tasks"
+        )
+    if cfg.data.template == "dtvg-release" and cfg.eval.rank_classification:
+        raise RecipeError(
+            "data.template=dtvg-release trains answers led by a BOS token (as the released code); "
+            "eval.rank_classification scores the label words without it: use generation"
+        )
     for key in ("prompt.length", "prompt.init_top_k", "optim.max_steps", "optim.batch_size",
                 "optim.grad_accum", "eval.every_steps", "eval.batch_size", "logging.every_steps",
                 "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",

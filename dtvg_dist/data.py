@@ -52,6 +52,13 @@ log = logging.getLogger("dtvg_dist.data")
 SMALL_DATASET = 10_000  # "auto" rule: fewer training rows than this halves the validation set
 HELD_OUT_VALIDATION = 1_000  # training rows held out as validation (ATTEMPT: validation_size=1000)
 FAMILIES = ("seq2seq", "causal")
+# data.template: how a causal (Llama) example is laid out; T5 ignores it.
+# "dtvg-release" is the released code's (zpy2477/DTVG run_seq2seq.py,
+# decoder_preprocess_function): f"{source} Label : ", then the answer as
+# `tokenizer(target)` gives it, i.e. led by the tokenizer's BOS, then pad,
+# which is EOS for Llama-3 (run_seq2seq.py sets pad_token_id = eos_token_id).
+TEMPLATES = ("default", "dtvg-release")
+RELEASE_SEPARATOR = " Label : "
 # random: ATTEMPT's `subsample` (the released DTVG code passes k as n_obs):
 # the first k of a seeded permutation of the training split. per_class: DePT's
 # train.py (k // n_classes rows per label, STS-B binarised at 2.5).
@@ -82,6 +89,7 @@ class DataSettings:
     split_seed: int = 42
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    template: str = "default"  # causal input layout, one of TEMPLATES
     select_by: str = "primary"
     attempt_quirks: bool = False
     revisions: dict[str, str] = field(default_factory=dict)
@@ -122,6 +130,8 @@ class DataSettings:
             raise ValueError(f"data.split_seed must be an integer, got {self.split_seed!r}")
         for key in ("k_shot", "max_train_examples", "max_eval_examples"):
             positive(key)
+        if self.template not in TEMPLATES:
+            raise ValueError(f"data.template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
 
     @classmethod
     def coerce(cls, settings: DataSettings | Mapping[str, Any] | None) -> DataSettings:
@@ -386,21 +396,30 @@ def generation_padding_side(family: str) -> str:
     return "left" if family == "causal" else "right"
 
 
-def encode(task: Task, rows: Sequence[dict], tokenizer: Any, family: str) -> list[dict[str, Any]]:
+def encode(
+    task: Task, rows: Sequence[dict], tokenizer: Any, family: str, template: str = "default"
+) -> list[dict[str, Any]]:
     """Tokenise rows for training and generation; only the source is ever truncated.
 
     seq2seq (T5): input_ids = source + EOS, labels = target + EOS.
     causal (Llama): input_ids = [BOS] + source + "\\n" + answer + EOS, labels
     -100 except answer + EOS; prompt_ids stop before the answer. Source and
     answer are tokenised separately so the answer ids match what is generated.
+    template="dtvg-release" (causal only): [BOS] + source + " Label : " +
+    [BOS] + answer + EOS, as the authors' released code.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if template not in TEMPLATES:
+        raise ValueError(f"data.template must be one of {', '.join(TEMPLATES)}, got {template!r}")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} defines no eos_token_id")
     prefix = _added_prefix(tokenizer)
-    sep = tokenizer("\n", add_special_tokens=False)["input_ids"] if family == "causal" else []
+    release = template == "dtvg-release" and family == "causal"
+    sep_text = RELEASE_SEPARATOR if release else "\n"
+    sep = tokenizer(sep_text, add_special_tokens=False)["input_ids"] if family == "causal" else []
+    answer_prefix = list(prefix) if release else []
     budget = task.max_source_length - len(prefix) - (len(sep) if family == "causal" else 1)
     if budget < 1:
         raise ValueError(f"task '{task.name}': max_source_length={task.max_source_length} leaves no room for text")
@@ -414,7 +433,7 @@ def encode(task: Task, rows: Sequence[dict], tokenizer: Any, family: str) -> lis
     for row, src, tgt in zip(rows, sources, targets, strict=True):
         truncated += len(src) > budget
         long_answers += len(tgt) + 1 > task.max_target_length
-        answer = list(tgt) + [eos]
+        answer = answer_prefix + list(tgt) + [eos]
         if family == "seq2seq":
             input_ids = prefix + list(src[:budget]) + [eos]
             features.append(

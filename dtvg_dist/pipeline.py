@@ -18,7 +18,13 @@ from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_en
 from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings, encode, load_splits
 from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt, sample_p_init, spot_pick_source
+from dtvg_dist.prompt import (
+    DTVGPrompt,
+    SoftPrompt,
+    sample_p_init,
+    spot_pick_source,
+    tpv_pick_source,
+)
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
 from dtvg_dist.tracking import flat_config
@@ -130,14 +136,18 @@ class Pipeline:
             task = get_task(task_name)
             raw = load_splits(task, self.data_settings, seed=self.cfg.seed)
             tok, family = self.backbone.tokenizer, self.backbone.family
+            template = self.data_settings.template
             self._encoded[task_name] = {
-                split: encode(task, rows, tok, family) for split, rows in raw.items()
+                split: encode(task, rows, tok, family, template) for split, rows in raw.items()
             }
         return self._encoded[task_name]
 
     # ------------------------------------------------------------------ stage 1
     def stage1_tasks(self) -> list[str]:
-        return list(self.cfg.stage1.tasks) or [*self.cfg.source_tasks, self.cfg.target_task]
+        # dict.fromkeys: with target_as_source the target is also a source, trained once
+        return list(self.cfg.stage1.tasks) or list(
+            dict.fromkeys([*self.cfg.source_tasks, self.cfg.target_task])
+        )
 
     def _existing_p_init(self, tasks: list[str]) -> BankEntry | None:
         """An entry of the bank to take P_init from: one of `tasks` first,
@@ -204,30 +214,45 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The stage-2 prompt module of `method` and what results.json should
+        say about it (the bank it came from, the chosen source or the rule)."""
         cfg = self.cfg
         method = cfg.method
-        needed = [cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])
+        needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
         entries = load_bank(
             self.bank_dir, needed, backbone=self.backbone.name,
             d=self.backbone.hidden_size, r=cfg.prompt.length,
         )
         target = entries[cfg.target_task]
         dev = self.acc.device
+        facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
         if method == "pt":
-            return SoftPrompt(target.p_init.to(dev)), {}
+            return SoftPrompt(target.p_init.to(dev)), facts
         sources = [entries[name] for name in cfg.source_tasks]
-        if method == "spot":
-            index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
-            log.info("SPoT: initialising from source %s", sources[index].task)
-            return SoftPrompt(sources[index].prompt.to(dev)), {"spot_source": sources[index].task}
+        if method in ("spot", "tpv"):
+            # Both start the target from one source's stage-1 prompt (SPoT; paper C.1):
+            # SPoT picks by cosine of mean-pooled prompts, TPV by Eq. 2 on the TPVs.
+            if method == "spot":
+                index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
+            else:
+                index = tpv_pick_source(target.tpv, torch.stack([s.tpv for s in sources]))
+            log.info("%s: initialising from source %s", method.upper(), sources[index].task)
+            return SoftPrompt(sources[index].prompt.to(dev)), {
+                **facts, f"{method}_source": sources[index].task
+            }
         module = DTVGPrompt(
             target.p_init.to(dev),
             target.tpv.to(dev),
             torch.stack([s.tpv for s in sources]).to(dev),
             [s.task for s in sources],
             rule=cfg.grouping.rule,
+            fixed=cfg.grouping.fixed,
         )
-        return module, {"grouping_rule": cfg.grouping.rule, "source_tasks": list(cfg.source_tasks)}
+        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
+                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
+        return module, {**facts, "grouping_rule": cfg.grouping.rule,
+                        "grouping_fixed": bool(cfg.grouping.fixed),
+                        "source_tasks": list(cfg.source_tasks)}
 
     def run_stage2(self) -> RunResult:
         cfg = self.cfg

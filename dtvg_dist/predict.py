@@ -184,7 +184,7 @@ def predict_file(
             f"{backbone.hidden_size}"
         )
     model = PromptedModel(backbone, SoftPrompt(run.soft_prompt.to(acc.device))).eval()
-    features = encode(task, rows.rows, backbone.tokenizer, backbone.family)
+    features = encode(task, rows.rows, backbone.tokenizer, backbone.family, cfg.data.template)
     words = list(task.label_words) if task.is_classification else None
     rank = bool(cfg.eval.rank_classification) and words is not None
     log.info(

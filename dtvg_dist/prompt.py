@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
-from dtvg_dist.core import check_rule, dtvg_prompt
+from dtvg_dist.core import check_rule, dtvg_prompt, task_similarity
 
 IGNORE_INDEX = -100
 
@@ -99,6 +99,16 @@ def spot_pick_source(target_prompt: Tensor, source_prompts: Tensor) -> int:
     return int(torch.argmax(cos))  # argmax returns the first maximal index
 
 
+def tpv_pick_source(target_tpv: Tensor, source_tpvs: Tensor) -> int:
+    """Table 1's "TPV" row (paper 3.2, C.1): index of the source whose task
+    prompt vector has the highest Eq. 2 similarity with the target's; ties
+    go to the lower index. Only the metric differs from SPoT."""
+    if source_tpvs.dim() != 3 or source_tpvs.shape[0] == 0:
+        raise ValueError(f"source_tpvs must be [n>0, r, d], got {tuple(source_tpvs.shape)}")
+    sims = task_similarity(source_tpvs.double(), target_tpv.double().unsqueeze(0))
+    return int(torch.argmax(sims))
+
+
 class DTVGPrompt(nn.Module):
     """Stage 2 of DTVG: P_mix = P_init + alpha_t T_t + sum_{s in S'} alpha_s T_s (Eq. 6).
 
@@ -106,9 +116,9 @@ class DTVGPrompt(nn.Module):
     ``alpha_s`` [n, r] (init ones). Frozen buffers: ``p_init``, ``source_tpvs``.
     The group S' is recomputed every forward by the core; ``mask_sync`` (set
     by the distributed layer, e.g. a rank-0 broadcast) sees the mask between
-    selection and merge. ``fixed=True`` keeps the first forward's group for
-    the whole run, in buffers so that a checkpoint restores it;
-    ``rule="fixed"`` is shorthand for ``rule="greedy", fixed=True``.
+    selection and merge. ``fixed=True`` keeps the group ``rule`` picks at the
+    first forward for the whole run (Figure 5's "fix group"), in buffers so
+    that a checkpoint restores it.
     """
 
     def __init__(
@@ -130,8 +140,6 @@ class DTVGPrompt(nn.Module):
             )
         if len(source_names) != n:
             raise ValueError(f"{len(source_names)} source_names for {n} source TPVs")
-        if rule == "fixed":  # DESIGN's "fixed" rule = greedy group of step 0, kept
-            rule, fixed = "greedy", True
         check_rule(rule, n)
         self.rule = rule
         self.fixed = fixed

@@ -291,6 +291,56 @@ def test_encode_truncates_only_the_source():
     assert dec["labels"] == [-100] * 10 + dec["input_ids"][10:] and len(dec["input_ids"]) == 10 + 21
 
 
+def test_encode_release_template_lays_out_llama_inputs_like_the_released_code():
+    """data.template=dtvg-release: [BOS] source "Label :" [BOS] answer EOS, the
+    answer alone in the labels; T5 ignores the template."""
+    task = builtin_task(4, 2)
+    row = {"sentence": "the movie was good", "label": 1}
+    tok = WordTokenizer("bos")
+    (dec,) = encode(task, [row], tok, "causal", "dtvg-release")
+    source, target = task.format(row)
+    src, sep, tgt = tok._ids(source), tok._ids("Label :"), tok._ids(target)
+    assert dec["prompt_ids"] == [1, *src, *sep]
+    assert dec["input_ids"] == [1, *src, *sep, 1, *tgt, 2]
+    assert dec["labels"] == [-100] * (1 + len(src) + len(sep)) + [1, *tgt, 2]
+    (default,) = encode(task, [row], tok, "causal")
+    assert default["labels"][-len(tgt) - 1:] == [*tgt, 2] and default["labels"].count(1) == 0
+    t5 = WordTokenizer("eos")
+    assert encode(task, [row], t5, "seq2seq", "dtvg-release") == encode(task, [row], t5, "seq2seq")
+    with pytest.raises(ValueError, match="data.template must be one of"):
+        encode(task, [row], tok, "causal", "chat")
+    with pytest.raises(ValueError, match="data.template"):
+        DataSettings(template="chat")
+
+
+def test_encode_release_template_matches_the_released_tokenisation_on_llama3():
+    """The released decoder_preprocess_function tokenises f"{source} Label : " and
+    the target separately (each with the tokenizer's BOS), then appends pad
+    (= EOS, Llama-3 has no pad token): our ids must be the same."""
+    from pathlib import Path
+
+    # shared/fixtures next to the checkout or above a worktree (as tests/tasks/conftest.py)
+    found = (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[1:])
+    folder = next((f for f in found if f.is_dir()), Path("shared/fixtures")) / "llama3-tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        pytest.skip(f"real tokenizer fixture absent: {folder}")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    task = get_task("rte")
+    rows = [
+        {"sentence1": "A man is playing a guitar.", "sentence2": "A man plays music.", "label": 0},
+        {"sentence1": "Prices rose 3.5% in 2019?", "sentence2": "Prices fell", "label": 1},
+    ]
+    for row, feature in zip(rows, encode(task, rows, tok, "causal", "dtvg-release"), strict=True):
+        source, target = task.format(row)
+        prompt = tok(f"{source} Label : ")["input_ids"]
+        answer = tok(target)["input_ids"] + [tok.eos_token_id]
+        assert feature["prompt_ids"] == prompt
+        assert feature["input_ids"] == prompt + answer
+        assert feature["labels"] == [-100] * len(prompt) + answer
+
+
 def test_encode_errors():
     tok = WordTokenizer("eos")
     with pytest.raises(ValueError, match="family must be one of"):

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from dtvg_dist.backbone import BackboneSettings, load_backbone
-from dtvg_dist.core import dtvg_prompt
+from dtvg_dist.checkpoint import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
+from dtvg_dist.core import GROUPING_RULES, dtvg_prompt, select_group
 from dtvg_dist.prompt import (
     DTVGPrompt,
     PromptedModel,
     SoftPrompt,
     sample_p_init,
     spot_pick_source,
+    tpv_pick_source,
 )
 
 R = 4
@@ -403,12 +405,31 @@ def test_spot_picks_planted_source():
     assert torch.equal(spot(), sources[1])
 
 
+def test_tpv_pick_is_eq2_on_task_prompt_vectors():
+    """Table 1's TPV row: the source of highest (1/r^2) (sum_i s_i) . (sum_j t_j),
+    checked against that sum written plainly; SPoT's cosine picks otherwise."""
+    g = torch.Generator().manual_seed(5)
+    target = torch.randn(R, 8, generator=g, dtype=torch.float64)
+    sources = torch.randn(6, R, 8, generator=g, dtype=torch.float64)
+    sources[2] = 0.1 * target  # same direction, small: cosine 1, small dot product
+    sources[4] = 3.0 * target + torch.randn(R, 8, generator=g, dtype=torch.float64)  # large dot
+
+    def eq2(a, b):
+        return sum(float(a[:, k].sum()) * float(b[:, k].sum()) for k in range(a.shape[1])) / R**2
+
+    want = max(range(6), key=lambda i: (eq2(sources[i], target), -i))
+    assert tpv_pick_source(target, sources) == want == 4
+    assert spot_pick_source(target, sources) == 2
+    sources[1] = sources[4].clone()  # a tie: the lower index wins
+    assert tpv_pick_source(target.float(), sources.float()) == 1
+    with pytest.raises(ValueError, match=r"\[n>0, r, d\]"):
+        tpv_pick_source(target, sources[:0])
+
+
 # ---------------------------------------------------------------- DTVG
 
 
-@pytest.mark.parametrize(
-    "rule", ["greedy", "prefix-argmax", "positive", "exhaustive-kc", "all", "none"]
-)
+@pytest.mark.parametrize("rule", GROUPING_RULES)
 def test_dtvg_forward_equals_core(rule):
     m = _dtvg(n=4, seed=3, rule=rule)
     with torch.no_grad():
@@ -438,7 +459,7 @@ def test_dtvg_mask_sync_hook_is_used():
     assert torch.allclose(p_mix, m.p_init + m.alpha_t[:, None] * m.target_tpv)
 
 
-def _planted(fixed: bool) -> DTVGPrompt:
+def _planted(fixed: bool, rule: str = "greedy") -> DTVGPrompt:
     """Two orthogonal sources; the target points at source 0 first."""
     d = 4
     src = torch.zeros(2, R, d)
@@ -447,7 +468,13 @@ def _planted(fixed: bool) -> DTVGPrompt:
     target = torch.zeros(R, d)
     target[:, 0] = 1.0
     target[:, 1] = -1.0
-    return DTVGPrompt(torch.zeros(R, d), target, src, ["a", "b"], rule="greedy", fixed=fixed)
+    return DTVGPrompt(torch.zeros(R, d), target, src, ["a", "b"], rule=rule, fixed=fixed)
+
+
+def _turn_to_source_1(m: DTVGPrompt) -> None:
+    with torch.no_grad():
+        m.target_tpv[:, 0] = -1.0
+        m.target_tpv[:, 1] = 1.0
 
 
 def test_dtvg_fixed_keeps_first_mask():
@@ -478,11 +505,45 @@ def test_dtvg_fixed_keeps_first_mask():
         assert fresh.last_mask.tolist() == [True, False], restore
 
 
-def test_fixed_rule_alias():
-    m = _dtvg(rule="fixed")
-    assert m.rule == "greedy" and m.fixed
+def test_fixed_is_a_switch_not_a_rule():
+    with pytest.raises(ValueError, match="grouping.rule='fixed'"):
+        _dtvg(rule="fixed")
     with pytest.raises(ValueError, match="grouping.rule='best'"):
         _dtvg(rule="best")
+
+
+@pytest.mark.parametrize("rule", GROUPING_RULES)
+def test_fixed_keeps_each_rules_step0_group_across_a_resume(rule, tmp_path):
+    """`fixed=True` with any rule: the group the rule picks at the first step
+    is kept, goes through a checkpoint on disk, and a resumed module uses it
+    although the rule would now pick another."""
+    first = _planted(True, rule)
+    first()
+    step0 = first.last_mask.tolist()
+    # alphas are ones at step 0: the group is the rule's on the raw TPVs
+    assert step0 == select_group(first.target_tpv, first.source_tpvs, rule).tolist()
+    opt = torch.optim.AdamW(first.param_groups(0.1))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    save_checkpoint(tmp_path, trainable=first.trainable_state(), best_trainable=None,
+                    optimizer=opt, scheduler=sched, state=TrainingState(step=1))
+
+    resumed = _planted(True, rule)
+    loaded = load_checkpoint(find_checkpoint(tmp_path))
+    resumed.load_trainable_state(loaded.trainable)
+    _turn_to_source_1(resumed)
+    dynamic = _planted(False, rule)
+    _turn_to_source_1(dynamic)
+    resumed(), dynamic()
+    assert resumed.last_mask.tolist() == step0
+    assert dynamic.last_mask.tolist() == select_group(
+        dynamic.target_tpv, dynamic.source_tpvs, rule).tolist()
+    if rule in ("greedy", "first-drop", "prefix-argmax", "positive"):  # rules that follow the target
+        assert step0 == [True, False] and dynamic.last_mask.tolist() == [False, True]
+    # a fresh fixed module without the checkpoint would keep its own first group instead
+    fresh = _planted(True, rule)
+    _turn_to_source_1(fresh)
+    fresh()
+    assert fresh.last_mask.tolist() == dynamic.last_mask.tolist()
 
 
 def test_dtvg_unselected_source_alphas_get_zero_grad():

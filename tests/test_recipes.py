@@ -47,8 +47,10 @@ def test_recipe_loads_validates_and_names_itself(name: str) -> None:
     assert c.target_task in TASKS
     assert all(t in TASKS for t in c.source_tasks)
     assert all(t in TASKS for t in c.stage1.tasks)
-    assert c.target_task not in c.source_tasks
+    assert (c.target_task in c.source_tasks) == c.target_as_source
     assert c.bank_dir, "every paper recipe names its bank"
+    # The paper's numbers come from the released code's grouping rule.
+    assert c.grouping.rule == "prefix-argmax" and not c.grouping.fixed
     assert c.prompt.length == 100 and c.prompt.init_top_k == 5000
 
 
@@ -117,15 +119,53 @@ def test_table2_leaf_matches_appendix_c() -> None:
     assert c.optim.warmup_steps == 500 and c.optim.weight_decay == pytest.approx(1e-5)
     assert (c.optim.batch_size, c.optim.grad_accum) == (32, 1)
     assert c.optim.max_steps == 30_000 and c.stage1.source_max_steps == 300_000
-    assert c.eval.every_steps == 1000 and c.grouping.rule == "greedy"
+    assert c.eval.every_steps == 1000 and c.grouping.rule == "prefix-argmax"
     assert c.bank_dir == "runs/bank/t5-base"
 
 
 @pytest.mark.parametrize("task", SOURCES[:4])
-def test_a_source_as_target_uses_the_other_five(task: str) -> None:
+def test_a_source_as_full_data_target_keeps_all_six_as_the_authors_ran(task: str) -> None:
     c = cfg(f"t5-base-dtvg-{task}")
-    assert list(c.source_tasks) == [s for s in SOURCES if s != task]
+    assert list(c.source_tasks) == list(SOURCES) and c.target_as_source  # scripts/dtvg_nlu.sh
     assert c.optim.max_steps == 300_000  # section 4.1: high-resource tasks, both stages
+    other = load_recipe(f"t5-base-dtvg-{task}", [
+        "target_as_source=false", f"source_tasks=[{','.join(s for s in SOURCES if s != task)}]"])
+    assert task not in other.source_tasks
+
+
+def test_target_among_sources_needs_the_switch() -> None:
+    from dtvg_dist.config import RecipeError
+
+    with pytest.raises(RecipeError, match="target_as_source=true"):
+        load_recipe("t5-base-dtvg-mnli", ["target_as_source=false"])
+    with pytest.raises(RecipeError, match="not in source_tasks"):
+        load_recipe("t5-base-dtvg-rte", ["target_as_source=true"])
+    with pytest.raises(RecipeError, match="names a task twice"):
+        load_recipe("t5-base-dtvg-rte", ["source_tasks=[mnli,mnli]"])
+
+
+def test_grouping_fixed_is_a_switch_for_any_rule() -> None:
+    from dtvg_dist.config import RecipeError
+
+    for rule in ("greedy", "first-drop", "prefix-argmax", "exhaustive-kc"):
+        c = load_recipe("t5-base-dtvg-cb", [f"grouping.rule={rule}", "grouping.fixed=true"])
+        assert c.grouping.rule == rule and c.grouping.fixed
+    with pytest.raises(RecipeError, match="grouping.fixed=true"):
+        load_recipe("t5-base-dtvg-cb", ["grouping.rule=fixed"])
+
+
+def test_llama_recipes_use_the_released_input_format() -> None:
+    from dtvg_dist.config import RecipeError
+
+    for prefix in ("llama3.2-1b", "llama3.2-3b", "llama3-8b"):
+        for name in (f"{prefix}-stage1", *(f"{prefix}-{t}" for t in ("rte", "cola", "cb", "wsc"))):
+            c = cfg(name)
+            assert c.data.template == "dtvg-release" and c.eval.max_new_tokens == 20, name
+    assert cfg("t5-base-dtvg-rte").data.template == "default"
+    with pytest.raises(RecipeError, match="rank_classification"):
+        load_recipe("llama3-8b-cb", ["eval.rank_classification=true"])
+    with pytest.raises(RecipeError, match="data.template='chat' is not one of default, dtvg-release"):
+        load_recipe("llama3-8b-cb", ["data.template=chat"])
 
 
 def test_mrqa_uses_batch_16_with_accumulation_2() -> None:

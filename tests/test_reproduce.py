@@ -96,7 +96,7 @@ def test_every_paper_row_is_in_an_experiment() -> None:
     for exp in EXPERIMENTS.values():
         for row in exp.rows:
             if row.paper:
-                assert row.paper[1] in PAPER[row.paper[0]]["dtvg"], row
+                assert any(row.paper[1] in rows for rows in PAPER[row.paper[0]].values()), row
 
 
 # --------------------------------------------------------------------- reproduce
@@ -117,7 +117,7 @@ def _dry(capsys, *argv: str) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-def test_dry_run_prints_one_command_per_seed(workdir, capsys) -> None:
+def test_dry_run_prints_one_command_per_seed_with_its_own_bank(workdir, capsys) -> None:
     lines = _dry(capsys, "table2", "--seeds", "22,32", "--recipes", "t5-base-dtvg-rte",
                  "--no-stage1", "data.local_dir=/data")
     commands = [line for line in lines if TRAIN in line]
@@ -125,59 +125,147 @@ def test_dry_run_prints_one_command_per_seed(workdir, capsys) -> None:
     for seed, line in zip((22, 32), commands, strict=True):
         assert line.startswith(sys.executable)
         assert line.endswith(f"{TRAIN} recipe=t5-base-dtvg-rte seed={seed} "
-                             f"output_dir=runs/t5-base-dtvg-rte/{seed} data.local_dir=/data")
+                             f"output_dir=runs/t5-base-dtvg-rte/{seed} prompt.init_seed={seed} "
+                             f"bank_dir=runs/bank/t5-base/seed{seed} data.local_dir=/data")
+    assert "a stage-1 bank per seed" in lines[0]
 
 
-def test_dry_run_uses_the_experiment_seeds_and_stage1_first(workdir, capsys) -> None:
+def test_dry_run_trains_stage1_per_seed_before_that_seeds_runs(workdir, capsys) -> None:
     lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb")
-    commands = [line for line in lines if TRAIN in line]
-    stage1 = [f"recipe={b}-stage1 output_dir=runs/{b}-stage1/42" for b in
-              ("llama3.2-1b", "llama3.2-3b", "llama3-8b")]
-    for expected, line in zip(stage1, commands[:3], strict=True):
-        assert line.endswith(expected)
-    assert [c.split(TRAIN)[1].split()[1] for c in commands[3:]] == [
-        f"seed={s}" for s in (22, 32, 42, 52)
-    ]
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert len(commands) == 4 * 4  # per seed: three stage-1 recipes, then the row
+    for i, seed in enumerate((22, 32, 42, 52)):
+        block = commands[4 * i: 4 * i + 4]
+        for backbone, line in zip(("llama3.2-1b", "llama3.2-3b", "llama3-8b"), block, strict=False):
+            assert line == (f"recipe={backbone}-stage1 seed={seed} "
+                            f"output_dir=runs/{backbone}-stage1/{seed} prompt.init_seed={seed} "
+                            f"bank_dir=runs/bank/{backbone}/seed{seed}")
+        assert block[3].startswith(f"recipe=llama3-8b-cb seed={seed} ")
+        assert f"bank_dir=runs/bank/llama3-8b/seed{seed}" in block[3]
+
+
+def test_shared_bank_trains_stage1_once_at_the_recipe_seed(workdir, capsys) -> None:
+    lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb", "--shared-bank")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert commands[:3] == [f"recipe={b}-stage1 output_dir=runs/{b}-stage1/42"
+                            for b in ("llama3.2-1b", "llama3.2-3b", "llama3-8b")]
+    assert commands[3:] == [f"recipe=llama3-8b-cb seed={s} output_dir=runs/llama3-8b-cb/{s}"
+                            for s in (22, 32, 42, 52)]
+    assert "one shared stage-1 bank" in lines[0]
+
+
+def test_per_seed_banks_own_the_init_seed(workdir, capsys) -> None:
+    assert reproduce.main(["table2", "--dry-run", "--no-stage1", "prompt.init_seed=3"]) == 2
+    assert "--shared-bank" in capsys.readouterr().err
+    lines = _dry(capsys, "table2", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank", "prompt.init_seed=3")
+    assert [line for line in lines if TRAIN in line][0].endswith("prompt.init_seed=3")
 
 
 def test_dry_run_variants_write_apart(workdir, capsys) -> None:
     lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb", "--no-stage1", "--seeds", "42",
                  "--variants", "all")
     commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    bank = "prompt.init_seed=42 bank_dir=runs/bank/llama3-8b/seed42"
     assert commands == [
-        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb/42",
-        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@pt/42 method=pt",
-        "recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@spot/42 method=spot",
+        f"recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb/42 {bank}",
+        f"recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@pt/42 {bank} method=pt",
+        f"recipe=llama3-8b-cb seed=42 output_dir=runs/llama3-8b-cb@spot/42 {bank} method=spot",
     ]
+
+
+def test_the_three_grouping_readings_as_variants(workdir, capsys) -> None:
+    """prefix-argmax is the paper recipes' own rule: it shares their runs (a link)."""
+    lines = _dry(capsys, "table2", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank", "--variants", "greedy,first-drop,prefix-argmax")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert commands == [
+        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb@greedy/42 "
+        "grouping.rule=greedy",
+        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb@first-drop/42 "
+        "grouping.rule=first-drop",
+        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb/42 "
+        "grouping.rule=prefix-argmax",
+    ]
+    assert "# link runs/t5-base-dtvg-cb@prefix-argmax -> t5-base-dtvg-cb (the same configuration)" \
+        in lines
+    assert lines[-1].endswith("--variants dtvg,pt,spot,greedy,first-drop,prefix-argmax --std sample")
+    # Overrides win over a variant's: with grouping.rule=greedy for every run,
+    # greedy is the recipe's own rule and shares its runs, prefix-argmax too.
+    lines = _dry(capsys, "table2", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--variants", "dtvg,greedy", "grouping.rule=greedy")
+    assert len([line for line in lines if TRAIN in line]) == 1
+    assert "# link runs/t5-base-dtvg-cb@greedy -> t5-base-dtvg-cb (the same configuration)" in lines
+
+
+def test_figure4_runs_the_all_sources_baseline_and_figure5_keeps_the_recipe_rule(workdir, capsys):
+    lines = _dry(capsys, "figure4", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert [c.split()[2] for c in commands] == [
+        f"output_dir=runs/t5-base-dtvg-cb{v}/42" for v in ("", "@all", "@ts", "@kc")]
+    assert commands[1].endswith("grouping.rule=all")
+    lines = _dry(capsys, "figure5", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank")
+    fixed = [line for line in lines if "@fixed" in line and TRAIN in line]
+    assert fixed[0].endswith("grouping.fixed=true")  # the recipe's rule (prefix-argmax), kept
+
+
+def test_table1_runs_single_source_transfer_by_tpv_and_spot(workdir, capsys) -> None:
+    lines = _dry(capsys, "table1", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert [c.split()[-1] for c in commands] == ["method=tpv", "method=spot", "method=pt"]
+
+
+def test_lr_search_runs_the_c7_grid_on_the_dtvg_column(workdir, capsys) -> None:
+    lines = _dry(capsys, "table2", "--recipes", "t5-base-dtvg-cb", "--no-stage1", "--seeds", "42",
+                 "--shared-bank", "--lr-search", "--variants", "dtvg")
+    commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert len(commands) == 12  # 3 x 4 pairs; 0.3 / 0.4 is the recipe's own: its dtvg run
+    assert commands[0] == "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb/42"
+    pairs = {(c.split("optim.lr=")[1].split()[0], c.split("optim.source_lr=")[1])
+             for c in commands[1:]}
+    assert pairs == {(a, b) for a in ("0.3", "0.4", "0.5") for b in ("0.4", "0.6", "0.8", "1.0")} \
+        - {("0.3", "0.4")}
+    assert "# link runs/t5-base-dtvg-cb@lr0.3-0.4 -> t5-base-dtvg-cb (the same configuration)" in lines
+    assert "runs/t5-base-dtvg-cb@lr0.5-1/42" in " ".join(commands)
+    assert reproduce.main(["table1", "--dry-run", "--lr-search"]) == 2
 
 
 def test_dry_run_skips_finished_runs_and_banked_stage1(workdir, capsys) -> None:
     done = run_dir(Path("runs"), "llama3-8b-cb", "dtvg", 22)
     done.mkdir(parents=True)
     (done / "results.json").write_text("{}")
-    bank = workdir / "runs/bank/llama3-8b"
-    bank.mkdir(parents=True)
-    for task in ("mnli", "qnli", "qqp", "sst2", "record", "squad", "rte", "cola", "cb", "wsc"):
-        (bank / f"{task}.safetensors").write_bytes(b"")
+    for backbone in ("llama3.2-1b", "llama3.2-3b", "llama3-8b"):
+        bank = workdir / f"runs/bank/{backbone}/seed22"
+        bank.mkdir(parents=True)
+        for task in ("mnli", "qnli", "qqp", "sst2", "record", "squad", "rte", "cola", "cb", "wsc"):
+            (bank / f"{task}.safetensors").write_bytes(b"")
     lines = _dry(capsys, "table5", "--recipes", "llama3-8b-cb", "--seeds", "22,32")
-    commands = [line for line in lines if TRAIN in line]
-    assert any(line.startswith("# skip llama3-8b-stage1") for line in lines)
+    commands = [line.split(TRAIN)[1].split()[:2] for line in lines if TRAIN in line]
+    assert any(line.startswith("# skip llama3-8b-stage1 seed 22: bank runs/bank/llama3-8b/seed22")
+               for line in lines)
     assert any(line.startswith("# skip llama3-8b-cb seed 22") for line in lines)
-    assert [c.split(TRAIN)[1].split()[0] for c in commands] == [
-        "recipe=llama3.2-1b-stage1", "recipe=llama3.2-3b-stage1", "recipe=llama3-8b-cb"
-    ]
-    assert "seed=32" in commands[-1]
+    assert commands == [[f"recipe={b}-stage1", "seed=32"] for b in
+                        ("llama3.2-1b", "llama3.2-3b", "llama3-8b")] + [["recipe=llama3-8b-cb", "seed=32"]]
 
 
-def test_dry_run_fewshot_copies_the_sources_but_not_the_target(workdir, capsys) -> None:
+def test_dry_run_fewshot_copies_the_seeds_sources_but_not_the_target(workdir, capsys) -> None:
     lines = _dry(capsys, "table8", "--recipes", "t5-base-fewshot-k16-mnli", "--seeds", "32",
                  "--no-stage1")
     copies = [line for line in lines if line.startswith("# copy ")]
     bank = "runs/bank/t5-base-fewshot/k16/mnli/seed32"
     assert copies == [
-        f"# copy runs/bank/t5-base/{t}.safetensors -> {bank}/{t}.safetensors"
+        f"# copy runs/bank/t5-base/seed32/{t}.safetensors -> {bank}/{t}.safetensors"
         for t in ("qnli", "qqp", "sst2", "record", "squad")
     ]
+    command = next(line for line in lines if TRAIN in line)
+    assert command.endswith(f"prompt.init_seed=32 bank_dir={bank}")
+    lines = _dry(capsys, "table8", "--recipes", "t5-base-fewshot-k16-mnli", "--seeds", "32",
+                 "--no-stage1", "--shared-bank")
+    assert [line for line in lines if line.startswith("# copy ")][0] == (
+        f"# copy runs/bank/t5-base/qnli.safetensors -> {bank}/qnli.safetensors")
 
 
 def test_another_runs_dir_moves_the_banks_too(workdir, capsys) -> None:
@@ -185,14 +273,23 @@ def test_another_runs_dir_moves_the_banks_too(workdir, capsys) -> None:
     lines = _dry(capsys, "table3", "--recipes", "t5-base-fewshot-k4-cb", "--seeds", "22",
                  "--runs-dir", "smoke", "stage1.source_max_steps=10")
     commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
+    assert commands[0] == ("recipe=t5-base-stage1-mnli seed=22 output_dir=smoke/t5-base-stage1-mnli/22 "
+                           "prompt.init_seed=22 bank_dir=smoke/bank/t5-base/seed22 "
+                           "stage1.source_max_steps=10")
+    assert commands[-1] == ("recipe=t5-base-fewshot-k4-cb seed=22 output_dir=smoke/t5-base-fewshot-k4-cb/22 "
+                            "prompt.init_seed=22 bank_dir=smoke/bank/t5-base-fewshot/k4/cb/seed22 "
+                            "stage1.source_max_steps=10")
+    assert "# copy smoke/bank/t5-base/seed22/squad.safetensors -> " \
+        "smoke/bank/t5-base-fewshot/k4/cb/seed22/squad.safetensors" in lines
+    assert not any("runs/" in line for line in lines if not line.startswith("# then"))
+    shared = _dry(capsys, "table3", "--recipes", "t5-base-fewshot-k4-cb", "--seeds", "22",
+                  "--runs-dir", "smoke", "--shared-bank")
+    commands = [line.split(TRAIN)[1].strip() for line in shared if TRAIN in line]
     assert commands[0] == ("recipe=t5-base-stage1-mnli output_dir=smoke/t5-base-stage1-mnli/42 "
-                           "bank_dir=smoke/bank/t5-base stage1.source_max_steps=10")
+                           "bank_dir=smoke/bank/t5-base")
     assert commands[-1].startswith("recipe=t5-base-fewshot-k4-cb seed=22 "
                                    "output_dir=smoke/t5-base-fewshot-k4-cb/22 "
                                    "'bank_dir=smoke/bank/t5-base-fewshot/k${data.k_shot}/")
-    assert "# copy smoke/bank/t5-base/squad.safetensors -> " \
-        "smoke/bank/t5-base-fewshot/k4/cb/seed22/squad.safetensors" in lines
-    assert not any("runs/" in line for line in lines if not line.startswith("# then"))
 
 
 def test_dry_run_with_a_launcher(workdir, capsys) -> None:
@@ -201,7 +298,8 @@ def test_dry_run_with_a_launcher(workdir, capsys) -> None:
     commands = [line for line in lines if TRAIN in line]
     assert commands == [
         "accelerate launch --config_file launch_configs/x.yaml -m dtvg_dist.train "
-        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb/42"
+        "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb/42 "
+        "prompt.init_seed=42 bank_dir=runs/bank/t5-base/seed42"
     ]
 
 
@@ -220,7 +318,7 @@ out.mkdir(parents=True, exist_ok=True)
 score = {"22": 80.0, "32": 90.0}[args["seed"]]
 (out / "results.json").write_text(json.dumps(
     {"task": "cb", "primary_metric": "accuracy", "test": {"accuracy": score},
-     "best_validation": {"accuracy": 99.0}}))
+     "best_validation": {"accuracy": 99.0}, "p_init_seed": int(args["prompt.init_seed"])}))
 """
 
 
@@ -234,6 +332,7 @@ def test_run_then_report_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     assert reproduce.main(argv) == 0
     out = capsys.readouterr().out
     assert "| cb | accuracy | 85.0 ± 7.1 (2/2) | 97.6 ± 3.4 | -12.6 |" in out
+    assert "Stage-1 TPV banks: one stage-1 bank per seed" in out
     report = json.loads((tmp_path / "runs/reports/table2.json").read_text())
     cb = next(r for r in report["rows"] if r["task"] == "cb")
     assert cb["cells"]["dtvg"]["ours"]["values"] == {"22": 80.0, "32": 90.0}
@@ -318,3 +417,118 @@ def test_report_cli_writes_markdown_json_png(tmp_path, capsys) -> None:
     assert (runs / "reports/table5.md").is_file() and (runs / "reports/table5.json").is_file()
     paths = write_report("figure6", runs, tmp_path / "out", seeds=(42,), with_plot=False)
     assert "n/a" not in paths["markdown"].read_text()  # no paper value is shown as "–"
+
+
+def test_variant_links_are_made_and_read_through(tmp_path, monkeypatch, capsys) -> None:
+    """prefix-argmax on a paper recipe runs once (as dtvg); the report finds it
+    under both columns through the link."""
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAINER)
+    argv = ["table2", "--recipes", "t5-base-dtvg-cb", "--seeds", "22", "--no-stage1", "--no-plot",
+            "--variants", "dtvg,prefix-argmax", "--launcher", f"{sys.executable} {fake}"]
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"{TRAIN} recipe") == 1
+    link = tmp_path / "runs/t5-base-dtvg-cb@prefix-argmax"
+    assert link.is_symlink() and (link / "22/results.json").is_file()
+    report = json.loads((tmp_path / "runs/reports/table2.json").read_text())
+    cb = next(r for r in report["rows"] if r["task"] == "cb")["cells"]
+    assert cb["prefix-argmax"]["ours"]["values"] == {"22": 80.0} == cb["dtvg"]["ours"]["values"]
+    assert cb["prefix-argmax"]["paper"] == {"mean": 97.6, "std": 3.4}  # the released rule's numbers
+
+
+def test_report_std_conventions(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    values = {22: 100.0, 32: 100.0, 42: 92.857142857}  # the paper's CB 97.6 ± 3.4, three runs
+    for seed, value in values.items():
+        _write_results(runs, "t5-base-dtvg-cb", seed, test={"accuracy": value})
+    seeds = tuple(values)
+    cells = {std: next(r for r in collect("table2", runs, seeds, std=std)["rows"]
+                       if r["task"] == "cb")["cells"]["dtvg"]["ours"] for std in ("sample", "population")}
+    mean = statistics.mean(values.values())
+    assert cells["population"]["std"] == pytest.approx(statistics.pstdev(values.values()))
+    assert cells["sample"]["std"] == pytest.approx(statistics.stdev(values.values()))
+    assert (round(mean, 1), round(cells["population"]["std"], 1)) == (97.6, 3.4)
+    assert round(cells["sample"]["std"], 1) == 4.1
+    md = to_markdown(collect("table2", runs, seeds, std="population"))
+    assert "mean ± population std (n)" in md and "| 97.6 ± 3.4 (3/3) | 97.6 ± 3.4 | +0.0 |" in md
+    with pytest.raises(ValueError, match="std must be one of"):
+        collect("table2", runs, seeds, std="robust")
+
+
+def test_report_marks_quoted_and_own_paper_numbers(tmp_path) -> None:
+    md2 = to_markdown(collect("table2", tmp_path, (42,)))
+    assert "Paper numbers: DTVG: run by the authors; PT: quoted from Asai et al. (2022)" in md2
+    assert "SPoT: quoted from Asai et al. (2022)" in md2
+    md8 = to_markdown(collect("table8", tmp_path, (42,)))
+    assert "PT: quoted from Wang et al. (2023), MPT" in md8
+    md5 = to_markdown(collect("table5", tmp_path, (42,)))
+    assert "PT: run by the authors; SPoT: run by the authors" in md5
+
+
+def test_report_says_which_banks_the_runs_used(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    for seed in (22, 32):
+        _write_results(runs, "t5-base-dtvg-cb", seed, test={"accuracy": 90.0}, p_init_seed=seed)
+    assert collect("table2", runs, (22, 32))["banks"]["mode"] == "per-seed"
+    for seed in (22, 32):
+        _write_results(runs, "t5-base-dtvg-cb", seed, test={"accuracy": 90.0}, p_init_seed=0)
+    banks = collect("table2", runs, (22, 32))["banks"]
+    assert banks["mode"] == "shared" and "P_init seed 0" in banks["text"]
+    _write_results(runs, "t5-base-dtvg-cb", 22, test={"accuracy": 90.0})
+    assert collect("table2", runs, (22, 32))["banks"]["unrecorded_runs"] == 1
+
+
+def test_report_lr_search_picks_the_best_validation_pair_per_row(tmp_path) -> None:
+    from dtvg_dist.report import lr_variant
+
+    runs = tmp_path / "runs"
+    for lr in (0.3, 0.4, 0.5):
+        for slr in (0.4, 0.6, 0.8, 1.0):
+            for seed in (22, 32):
+                val = 80.0 + 10 * lr + slr  # at most 86.0 (0.5 / 1.0)
+                val += {(0.4, 0.8): 5.0, (0.5, 0.4): 4.3}.get((lr, slr), 0.0)  # 89.8 vs 89.7
+                _write_results(runs, "t5-base-dtvg-cb", seed, lr_variant(lr, slr),
+                               best_validation={"accuracy": val},
+                               test={"accuracy": 60.0 + seed / 2 + lr})
+    data = collect("table2", runs, (22, 32), lr_search=True)
+    cell = next(r for r in data["rows"] if r["task"] == "cb")["cells"]["dtvg"]["ours"]
+    assert cell["lr"] == [0.4, 0.8]
+    assert cell["values"] == {"22": 71.4, "32": 76.4}  # the winner's test scores
+    assert cell["lr_search"][lr_variant(0.4, 0.8)]["validation"] == pytest.approx(89.8)
+    assert len(cell["lr_search"]) == 12
+    line = next(x for x in to_markdown(data).splitlines() if x.startswith("| cb |"))
+    assert "73.9 ± 3.5 (2/2) [lr 0.4 / 0.8]" in line
+    rte = next(r for r in data["rows"] if r["task"] == "rte")["cells"]["dtvg"]["ours"]
+    assert rte["n"] == 0 and rte["lr"] is None
+
+
+def test_paper_averages_stated_in_the_text_for_figures_4_and_5(tmp_path) -> None:
+    fig4 = collect("figure4", tmp_path, (42,))
+    assert fig4["variants"] == ["dtvg", "all", "ts", "kc"]
+    avg = fig4["averages"][0]["cells"]
+    assert (avg["all"]["paper"], avg["ts"]["paper"], avg["kc"]["paper"]) == (74.8, 75.9, 75.1)
+    fig5 = collect("figure5", tmp_path, (42,))["averages"][0]["cells"]
+    assert (fig5["dtvg"]["paper"], fig5["fixed"]["paper"]) == (77.4, 75.2)
+    t1 = collect("table1", tmp_path, (42,))
+    cb = next(r for r in t1["rows"] if r["task"] == "cb")["cells"]
+    assert (cb["tpv"]["paper"]["mean"], cb["spot"]["paper"]["mean"], cb["pt"]["paper"]["mean"]) == (
+        92.9, 78.6, 82.1)
+    assert t1["averages"][0]["cells"]["tpv"]["paper"] == 76.4
+
+
+def test_table9_measures_pt_and_dtvg_throughput_on_tiny_t5(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["table9", "--recipes", "tiny-t5", "--runs-dir", "out", "--steps", "1", "--rounds", "2",
+            "logging.progress_bar=false"]
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "out/reports/table9.json").read_text())
+    ours = result["samples_per_s"]
+    assert all(len(result["per_round"][m]) == 2 and ours[m] > 0 for m in ("pt", "dtvg"))
+    assert result["dtvg_over_pt"] == pytest.approx(ours["dtvg"] / ours["pt"])
+    assert result["paper_dtvg_over_pt"] == pytest.approx(58.6 / 64.2)
+    assert f"| DTVG / PT | {result['dtvg_over_pt']:.3f} | 0.913 |" in out
+    assert result["batch_size"] == 8 and result["n_sources"] == 4
+    assert result["tpvs"].startswith("random TPVs")  # no bank in this folder

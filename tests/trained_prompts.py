@@ -39,6 +39,7 @@ def rebuilt_prompt(run_dir: Path) -> torch.nn.Module:
     module = DTVGPrompt(
         bank[cfg.target_task].p_init, bank[cfg.target_task].tpv,
         torch.stack([bank[n].tpv for n in names]), names, rule=cfg.grouping.rule,
+        fixed=cfg.grouping.fixed,
     )
     module.load_trainable_state(state)
     return module

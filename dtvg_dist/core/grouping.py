@@ -9,6 +9,15 @@ the rules compile with `torch.compile(fullgraph=True)`.
 Knowledge consistency (Eq. 4) of a group is the mean pairwise similarity,
 0 for fewer than two members. It is computed as an exact pair sum divided by
 the integer pair count, so equal KCs compare equal.
+
+The paper describes one grouping three ways, and they pick different groups:
+`greedy` (Algorithm 2 as printed: skip a source that lowers KC, go on),
+`first-drop` (section 3.2's text: stop at the first such source) and
+`prefix-argmax` (the released code, zpy2477/DTVG
+peft/soft_prompt_controller.py, `ablation == 0`: the ranking prefix of the
+sources with sim >= 0 whose KC is highest). With sims ranking sources 1..4
+and pairwise sims g12 = 1, g13 = g23 = 0.2, g14 = g24 = g34 = 2 they give
+{1, 2, 4}, {1, 2} and {1, 2, 3, 4}.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dtvg_dist.core.similarity import similarity_matrix, task_similarity
 
 GROUPING_RULES: tuple[str, ...] = (
     "greedy",
+    "first-drop",
     "prefix-argmax",
     "positive",
     "exhaustive-kc",
@@ -114,18 +124,42 @@ def _greedy_by_consistency(sims_r: Tensor, gram_r: Tensor) -> Tensor:
     return torch.index_select(subsets, 0, best.reshape(1)).squeeze(0) > 0
 
 
-def _prefix_argmax(sims: Tensor, gram: Tensor) -> Tensor:
-    """The authors' released code: among sources with sim >= 0, the ranking
-    prefix with the highest KC (KC of one source = 0; ties -> shorter prefix)."""
+def _ranked_prefix_kc(sims: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(ranking, sims in rank order, KC of every ranking prefix [n]).
+
+    Prefix k (0-based) holds the first k + 1 ranked sources; its pair sum is
+    a cumulative sum of the upper-triangle column sums in rank order."""
     n = sims.shape[0]
     order = _ranking(sims)
     sims_r = sims[order]
     gram_r = gram[order][:, order]
     pair_sum = torch.cumsum(torch.triu(gram_r, diagonal=1).sum(dim=0), dim=0)
     length = torch.arange(1, n + 1, device=sims.device, dtype=sims.dtype)
+    return order, sims_r, _kc(pair_sum, length)
+
+
+def _first_drop(sims: Tensor, gram: Tensor) -> Tensor:
+    """Section 3.2 as written: add sources "one by one in the order in Pi until
+    KC(S') is no longer increasing", i.e. stop at the first source whose
+    similarity is < 0 or whose addition lowers KC. The group is a leading
+    segment of the ranking. Ties: a KC change of exactly 0 continues (the
+    same >= 0 test as Algorithm 2, which also lets the first source in, KC
+    0 -> 0); ranking ties go to the lower index."""
+    order, sims_r, kc = _ranked_prefix_kc(sims, gram)
+    before = torch.cat([kc.new_zeros(1), kc[:-1]])  # KC of the group before position k
+    ok = (sims_r >= 0) & (kc - before >= 0)
+    chosen = torch.cumprod(ok.to(torch.int32), dim=0) > 0  # every position up to k passed
+    return _unpermute(chosen, order)
+
+
+def _prefix_argmax(sims: Tensor, gram: Tensor) -> Tensor:
+    """The authors' released code: among sources with sim >= 0, the ranking
+    prefix with the highest KC (KC of one source = 0; ties -> shorter prefix)."""
+    n = sims.shape[0]
+    order, sims_r, kc = _ranked_prefix_kc(sims, gram)
     valid = sims_r >= 0  # a prefix of the ranking, since it is sorted
-    score = torch.where(valid, _kc(pair_sum, length), torch.full_like(pair_sum, -torch.inf))
-    best = torch.argmax(score)
+    score = torch.where(valid, kc, torch.full_like(kc, -torch.inf))
+    best = torch.argmax(score)  # the first maximum: ties -> the shorter prefix
     chosen = (torch.arange(n, device=sims.device) <= best) & valid
     return _unpermute(chosen, order)
 
@@ -175,6 +209,8 @@ def select_from_similarities(sims: Tensor, gram: Tensor, rule: str = "greedy") -
     check_rule(rule, sims.shape[0])
     if rule == "greedy":
         return _greedy(sims, gram)
+    if rule == "first-drop":
+        return _first_drop(sims, gram)
     if rule == "prefix-argmax":
         return _prefix_argmax(sims, gram)
     if rule == "positive":

@@ -130,10 +130,10 @@ def _recipe_plan(name: str, overrides: list[str], want_tokenizer: bool) -> Plan:
 
     from dtvg_dist.config import load_recipe
     from dtvg_dist.data import DataSettings
-    from dtvg_dist.pipeline import _check_tasks
+    from dtvg_dist.pipeline import check_tasks
 
     cfg = load_recipe(name, overrides)
-    _check_tasks(cfg)  # registers the synthetic suite when the recipe uses it
+    check_tasks(cfg)  # registers the synthetic suite when the recipe uses it
     names = [*cfg.stage1.tasks, *cfg.source_tasks, cfg.target_task]
     plan = Plan(
         tasks=list(dict.fromkeys(names)),

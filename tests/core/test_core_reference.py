@@ -19,6 +19,7 @@ from dtvg_dist.core import (
     GROUPING_RULES,
     dtvg_prompt,
     merge_prompts,
+    select_from_similarities,
     select_group,
     similarity_matrix,
     task_similarity,
@@ -54,6 +55,17 @@ def ref_greedy(sims, gram):
     return group
 
 
+def ref_first_drop(sims, gram):
+    """Section 3.2's text: the greedy walk, but the first failing source ends it."""
+    group: list[int] = []
+    for i in ref_ranking(sims):
+        delta = ref_kc(group + [i], gram) - ref_kc(group, gram)
+        if not (sims[i] >= 0 and delta >= 0):
+            break
+        group.append(i)
+    return group
+
+
 def ref_prefix_argmax(sims, gram):
     ranked = [i for i in ref_ranking(sims) if sims[i] >= 0]
     best, best_kc = [], None
@@ -79,6 +91,8 @@ def ref_select(sims, gram, rule):
     n = len(sims)
     if rule == "greedy":
         group = ref_greedy(sims, gram)
+    elif rule == "first-drop":
+        group = ref_first_drop(sims, gram)
     elif rule == "prefix-argmax":
         group = ref_prefix_argmax(sims, gram)
     elif rule == "positive":
@@ -204,10 +218,76 @@ def test_greedy_and_prefix_argmax_differ_on_hand_built_case():
     assert select_group(target, sources, "prefix-argmax").tolist() == [True, False, False]
 
 
+def test_the_three_readings_of_the_grouping_differ_on_the_issue_example():
+    """Issue 9: sims rank 1, 2, 3, 4 (all >= 0); g12 = 1, g13 = g23 = 0.2,
+    g14 = g24 = g34 = 2. Algorithm 2 skips 3 and takes 4; the text of 3.2
+    stops at 3; the released code takes the prefix with the best KC,
+    KC(1..4) = 7.4 / 6 > KC(1, 2) = 1."""
+    sims = torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    gram = torch.tensor(
+        [[9.0, 1.0, 0.2, 2.0], [1.0, 9.0, 0.2, 2.0], [0.2, 0.2, 9.0, 2.0], [2.0, 2.0, 2.0, 9.0]],
+        dtype=torch.float64,
+    )
+    want = {
+        "greedy": [True, True, False, True],
+        "first-drop": [True, True, False, False],
+        "prefix-argmax": [True, True, True, True],
+    }
+    for rule, mask in want.items():
+        assert select_from_similarities(sims, gram, rule).tolist() == mask, rule
+        assert ref_select(sims.tolist(), gram.tolist(), rule) == mask, rule
+    # The same in float32 (0.2 is inexact there, the decisions are not close calls).
+    for rule, mask in want.items():
+        assert select_from_similarities(sims.float(), gram.float(), rule).tolist() == mask, rule
+    # The order of the sources does not matter, only the ranking: reverse the indices.
+    flip = torch.arange(3, -1, -1)
+    for rule, mask in want.items():
+        got = select_from_similarities(sims[flip], gram[flip][:, flip], rule)
+        assert got.tolist() == mask[::-1], rule
+
+
+def test_first_drop_ties_a_zero_kc_change_continues():
+    # Ranking 0..4 (sims tie in pairs: lower index first). KC: [0] 0 -> [0,1] 1
+    # -> [0,1,2] 1 (a change of exactly 0: go on) -> [0..3] 0.5 (drop: stop). 4
+    # would raise KC again; greedy takes it, first-drop never looks.
+    sims = torch.tensor([2.0, 2.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    gram = torch.full((5, 5), 1.0, dtype=torch.float64)
+    gram[3, :3] = gram[:3, 3] = 0.0
+    gram[4, :] = gram[:, 4] = 4.0
+    assert select_from_similarities(sims, gram, "first-drop").tolist() == [True, True, True, False, False]
+    assert select_from_similarities(sims, gram, "greedy").tolist() == [True, True, True, False, True]
+    # the first source always enters (KC 0 -> 0) when its sim is >= 0, even at sim = 0
+    zero = torch.zeros(1, dtype=torch.float64)
+    assert select_from_similarities(zero, zero.reshape(1, 1), "first-drop").tolist() == [True]
+    # a negative sim ends the walk even where KC would grow
+    sims = torch.tensor([1.0, -1.0, -2.0], dtype=torch.float64)
+    gram = torch.full((3, 3), 5.0, dtype=torch.float64)
+    assert select_from_similarities(sims, gram, "first-drop").tolist() == [True, False, False]
+
+
+def test_first_drop_is_the_leading_run_of_greedy_decisions():
+    """Property: first-drop keeps greedy's choices up to greedy's first skip."""
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(200):
+        n = int(torch.randint(1, 9, (1,), generator=gen))
+        sources = torch.randint(-2, 3, (n, 2, 2), generator=gen).double()
+        target = torch.randint(-2, 3, (2, 2), generator=gen).double()
+        sims = task_similarity(sources, target.unsqueeze(0))
+        order = sorted(range(n), key=lambda i: (-float(sims[i]), i))
+        greedy = select_group(target, sources, "greedy").tolist()
+        first = select_group(target, sources, "first-drop").tolist()
+        lead = []
+        for i in order:
+            if not greedy[i]:
+                break
+            lead.append(i)
+        assert first == [i in lead for i in range(n)]
+
+
 def test_no_source_with_nonnegative_sim_gives_empty_group():
     target = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     sources = _one_row([[-1.0, 0.0], [-2.0, 5.0], [-0.5, -1.0]])
-    for rule in ("greedy", "prefix-argmax", "positive", "none"):
+    for rule in ("greedy", "first-drop", "prefix-argmax", "positive", "none"):
         assert select_group(target, sources, rule).tolist() == [False, False, False]
 
 

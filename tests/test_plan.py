@@ -1,0 +1,184 @@
+"""dtvg_dist.plan: the fits / does-not-fit switch, the recommendation,
+the traffic per GPU, the launch lines and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dtvg_dist import plan
+from dtvg_dist.memory import GIB, ModelShape, find_model_config
+from dtvg_dist.plan import ModeEstimate, choose, make_plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------- modes and choices
+def mode(key: str, fits: bool, sends: int = 10, available: bool = True) -> ModeEstimate:
+    names = {"ddp": "DDP bf16", "ddp8": "DDP 8-bit", "zero3": "ZeRO-3 bf16"}
+    return ModeEstimate(key=key, name=names[key], available=available, fits=fits, sends=sends,
+                        weights=GIB)
+
+
+@pytest.mark.parametrize(
+    ("fits", "world", "expected"),
+    [
+        ({"ddp": True, "ddp8": True, "zero3": True}, 8, "ddp"),
+        ({"ddp": False, "ddp8": True, "zero3": True}, 8, "zero3"),  # keeps the bf16 backbone
+        ({"ddp": False, "ddp8": True, "zero3": False}, 8, "ddp8"),
+        ({"ddp": False, "ddp8": True, "zero3": True}, 1, "ddp8"),  # nothing to shard on one GPU
+        ({"ddp": False, "ddp8": False, "zero3": True}, 1, None),
+        ({"ddp": False, "ddp8": False, "zero3": False}, 4, None),
+    ],
+)
+def test_recommendation_order(fits: dict, world: int, expected: str | None) -> None:
+    key, why = choose([mode(k, f) for k, f in fits.items()], world, 10 * GIB)
+    assert key == expected
+    assert ("no launch mode fits" in why) == (expected is None)
+
+
+def test_unavailable_mode_is_never_recommended() -> None:
+    modes = [mode("ddp", False), mode("ddp8", True, available=False), mode("zero3", False)]
+    assert choose(modes, 1, GIB)[0] is None
+
+
+def test_fits_switches_at_the_computed_peak() -> None:
+    first = make_plan("tiny-llama", gpus=1, gpu_memory_gib=1000.0)
+    need = first.mode("ddp").total / GIB
+    above = make_plan("tiny-llama", gpus=1, gpu_memory_gib=need * (1 + 1e-9))
+    below = make_plan("tiny-llama", gpus=1, gpu_memory_gib=need * (1 - 1e-9))
+    assert above.mode("ddp").fits and above.recommended == "ddp"
+    assert not below.mode("ddp").fits and below.recommended is None
+    assert not below.mode("ddp8").available  # a config-built backbone cannot load in 8 bits
+    assert any("gradient_checkpointing" in n for n in below.launch_notes)
+
+
+def test_peak_is_the_sum_of_its_parts() -> None:
+    p = make_plan("tiny-llama", gpus=2, gpu_memory_gib=10.0)
+    for m in p.modes:
+        assert m.total == (m.weights + m.gathered + m.prompt + m.reserve
+                           + max(m.activations, m.evaluation))
+
+
+def test_llama3_8b_recommendations_follow_memory() -> None:
+    """Llama-3-8B (known shape): DDP on 80 GiB cards; on 16 GiB cards 8-bit
+    DDP with 2 GPUs, ZeRO-3 once it fits (4 GPUs)."""
+    roomy = make_plan("llama3-8b-cb", gpus=8, gpu_memory_gib=80)
+    assert roomy.recommended == "ddp"
+    assert "multi_gpu_ddp.yaml --num_processes 8" in roomy.mode("ddp").launch
+    two = make_plan("llama3-8b-cb", gpus=2, gpu_memory_gib=16)
+    assert (two.mode("ddp").fits, two.mode("zero3").fits, two.recommended) == (False, False, "ddp8")
+    assert two.mode("ddp8").launch.endswith("backbone.load_in_8bit=true")
+    four = make_plan("llama3-8b-cb", gpus=4, gpu_memory_gib=16)
+    assert four.recommended == "zero3"
+    assert "multi_gpu_zero3.yaml --num_processes 4" in four.mode("zero3").launch
+
+
+def test_traffic_per_gpu_by_hand() -> None:
+    """DDP: a ring all-reduce of the fp32 prompt gradients; ZeRO-3: the
+    partitioned backbone (bf16) gathered in forward and backward every
+    micro-step, plus the prompt's gradient reduce-scatter and update."""
+    world, accum = 4, 2
+    p = make_plan("tiny-llama", gpus=world, gpu_memory_gib=10.0, overrides=[f"optim.grad_accum={accum}"])
+    shape = ModelShape.from_config(make_cfg_backbone("tiny-llama"))
+    r, d, n = 8, shape.hidden, 4
+    trainable = r * d + r + n * r  # DTVG: target TPV, alpha_t, alpha_s
+    frac = (world - 1) / world
+    assert p.mode("ddp").sends == int(2 * frac * trainable * 4)
+    threshold = max(10 * d, r * d)
+    persistent = sum(n_ for _, n_, _ in shape.tensors() if n_ <= threshold)
+    gathers = 2 * accum * frac * (shape.parameters() - persistent) * 2
+    grads = accum * frac * trainable * 2 + frac * trainable * 2
+    assert p.mode("zero3").sends == int(gathers + grads)
+
+
+def make_cfg_backbone(recipe: str) -> dict:
+    from dtvg_dist.config import load_recipe
+
+    return find_model_config(load_recipe(recipe).backbone)[0]
+
+
+def test_batch_is_split_over_ranks_and_nodes() -> None:
+    p = make_plan("llama3.2-1b-stage1", gpus=4, gpu_memory_gib=80, nodes=2)
+    assert p.workload["global_batch"] == 16 and p.workload["batch_per_gpu"] == 2
+    one = make_plan("llama3.2-1b-stage1", gpus=1, gpu_memory_gib=80)
+    assert one.mode("ddp").activations > p.mode("ddp").activations
+
+
+def test_a_recipe_without_an_offline_config_is_an_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert plan.main(["recipe=t5-small-dtvg-boolq", "--gpus", "1", "--gpu-memory", "24"]) == 2
+    assert "error: backbone.name_or_path='t5-small'" in capsys.readouterr().err
+
+
+def test_launch_lines_are_accepted_by_accelerate() -> None:
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    parser = launch_command_parser()
+    cases = [(1, 1), (8, 1), (8, 2)]
+    for gpus, nodes in cases:
+        p = make_plan("llama3.2-1b-rte", gpus=gpus, gpu_memory_gib=80, nodes=nodes,
+                      overrides=["optim.lr=0.01"])
+        for m in p.modes:
+            argv = m.launch.replace("$MACHINE_RANK", "1").replace("$MAIN_IP", "10.0.0.1").split()
+            assert argv[:2] == ["accelerate", "launch"]
+            args = parser.parse_args(argv[2:])
+            assert (REPO / args.config_file).is_file()
+            cwd = os.getcwd()
+            os.chdir(REPO)
+            try:
+                args, _, _ = _validate_launch_command(args)
+            finally:
+                os.chdir(cwd)
+            assert args.num_processes == gpus * nodes and args.num_machines == nodes
+            assert args.use_deepspeed == (m.key == "zero3")
+            assert args.module and args.training_script == "dtvg_dist.train"
+            assert args.training_script_args[:2] == ["recipe=llama3.2-1b-rte", "optim.lr=0.01"]
+
+
+# ------------------------------------------------------------------- CLI
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["recipe=tiny-llama", "--gpu-memory", "10"], "--gpus is required"),
+        (["recipe=tiny-llama", "--gpus", "two", "--gpu-memory", "10"], "--gpus='two' is not a whole number"),
+        (["recipe=tiny-llama", "--gpus", "1", "--gpu-memory", "0"], "--gpu-memory must be a positive"),
+        (["recipe=tiny-llama", "--gpus", "0", "--gpu-memory", "8"], "--gpus and --nodes must be at least 1"),
+        (["recipe=tiny-llama", "--gpus", "1", "--gpu-memory", "8", "--fast"], "unknown option '--fast'"),
+        (["--gpus", "1", "--gpu-memory", "8"], "give exactly one recipe=NAME"),
+        (["recipe=no-such-recipe", "--gpus", "1", "--gpu-memory", "8"], "recipe 'no-such-recipe' not found"),
+        (["recipe=tiny-llama", "--gpus", "1", "--gpu-memory", "8", "optim.batchsize=4"],
+         "closest valid key is 'optim.batch_size'"),
+        (["recipe=tiny-llama", "--gpus", "1", "--gpu-memory"], "--gpu-memory needs a value"),
+    ],
+)
+def test_cli_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert plan.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_cli_json_and_equals_form(capsys: pytest.CaptureFixture) -> None:
+    assert plan.main(["recipe=tiny-llama", "--gpus=2", "--gpu-memory=4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["world"] == 2 and data["recommended"] == "ddp"
+    assert [m["key"] for m in data["modes"]] == ["ddp", "ddp8", "zero3"]
+
+
+def test_cli_module_prints_the_plan() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dtvg_dist.plan", "recipe=llama3-8b-cb", "--gpus", "8",
+         "--gpu-memory", "80"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "recommended: DDP bf16" in proc.stdout
+    assert "accelerate launch --config_file launch_configs/multi_gpu_ddp.yaml --num_processes 8" in proc.stdout
