@@ -19,7 +19,7 @@ offline mirror (dtvg_dist.tasks.cli).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from dtvg_dist.tasks import DataError, Task
 from dtvg_dist.tasks.base import SELECT_BY
+from dtvg_dist.tasks.rowtable import RowTable
 from dtvg_dist.tasks.sources import Source, read_original
 
 __all__ = [
@@ -78,7 +79,9 @@ class DataSettings:
     are chosen on validation ("primary" metric, or the "mean" of the task's
     metrics as the released DTVG code does). attempt_quirks: reproduce
     ATTEMPT's WinoGrande input bug. revisions: task -> hub revision (a
-    branch or a commit hash) to pin.
+    branch or a commit hash) to pin. cache_dir: where tokenized splits are
+    kept as Arrow files (default: $DTVG_DATA_CACHE, else runs/.cache/tokenized;
+    see dtvg_dist.tokenized).
     """
 
     local_dir: str | None = None
@@ -93,6 +96,7 @@ class DataSettings:
     select_by: str = "primary"
     attempt_quirks: bool = False
     revisions: dict[str, str] = field(default_factory=dict)
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +120,8 @@ class DataSettings:
 
         if self.local_dir is not None and not isinstance(self.local_dir, str):
             raise ValueError(f"data.local_dir must be a path string or null, got {self.local_dir!r}")
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, str) or not self.cache_dir.strip()):
+            raise ValueError(f"data.cache_dir must be a path string or null, got {self.cache_dir!r}")
         str_map("paths", "path strings")
         str_map("revisions", "hub revisions (branch names or commit hashes)")
         if self.on_bad_row not in ("error", "skip"):
@@ -162,26 +168,37 @@ def _permutation(n: int, seed: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def _halve(train: Rows, validation: Rows, seed: int) -> dict[str, Rows]:
+def _select(rows: Any, indices: Sequence[int]) -> Any:
+    """The rows at `indices`, in that order (a RowTable selects without copying)."""
+    if isinstance(rows, RowTable):
+        return rows.take(indices)
+    return [rows[i] for i in indices]
+
+
+def _whole(rows: Any) -> Any:
+    return rows if isinstance(rows, RowTable) else list(rows)
+
+
+def _halve(train: Any, validation: Any, seed: int) -> dict[str, Any]:
     # ATTEMPT get_split_indices(validation_size=len(dataset) // 2): validation =
     # the first half of the permutation, test = the rest.
     perm = _permutation(len(validation), seed)
     half = len(validation) // 2
     return {
-        "train": list(train),
-        "validation": [validation[i] for i in perm[:half]],
-        "test": [validation[i] for i in perm[half:]],
+        "train": _whole(train),
+        "validation": _select(validation, perm[:half]),
+        "test": _select(validation, perm[half:]),
     }
 
 
-def _hold_out(train: Rows, test: Rows, seed: int) -> dict[str, Rows]:
+def _hold_out(train: Any, test: Any, seed: int) -> dict[str, Any]:
     # ATTEMPT get_split_indices(validation_size=1000): validation = the first
     # 1,000 of the permutation, train = the rest (kept in permutation order).
     perm = _permutation(len(train), seed)
     return {
-        "train": [train[i] for i in perm[HELD_OUT_VALIDATION:]],
-        "validation": [train[i] for i in perm[:HELD_OUT_VALIDATION]],
-        "test": list(test),
+        "train": _select(train, perm[HELD_OUT_VALIDATION:]),
+        "validation": _select(train, perm[:HELD_OUT_VALIDATION]),
+        "test": _whole(test),
     }
 
 
@@ -191,12 +208,12 @@ def split_rows(original: Mapping[str, Rows], split_seed: int = 42) -> tuple[dict
     no validation split); otherwise fewer than 10k training rows halves the
     validation split, more holds out 1,000 training rows and tests on the
     original validation split (ATTEMPT's two lists, decided by size)."""
-    train = list(original["train"])
+    train = _whole(original["train"])
     validation = original.get("validation")
     test = original.get("test")
     if test is not None:
         if validation is not None:
-            return {"train": train, "validation": list(validation), "test": list(test)}, "original splits"
+            return {"train": train, "validation": _whole(validation), "test": _whole(test)}, "original splits"
         return (
             _hold_out(train, test, split_seed),
             f"{HELD_OUT_VALIDATION} training rows held out as validation; original test",
@@ -241,9 +258,9 @@ def apply_split_rule(task: Task, original: Mapping[str, Rows], split_seed: int =
     if rule == "hub":
         return (
             {
-                "train": list(train),
-                "validation": list(original[names["validation"]]),
-                "test": list(original[names["test"]]),
+                "train": _whole(train),
+                "validation": _whole(original[names["validation"]]),
+                "test": _whole(original[names["test"]]),
             },
             f"hub splits: validation = '{names['validation']}', test = '{names['test']}'",
         )
@@ -261,7 +278,7 @@ def _class_of(task: Task, row: dict) -> int:
     return task.label_index(row)
 
 
-def k_shot_sample(task: Task, rows: Sequence[dict], k: int, seed: int, how: str = "random") -> Rows:
+def k_shot_sample(task: Task, rows: Sequence[dict], k: int, seed: int, how: str = "random") -> Any:
     """k training rows, drawn with `seed`.
 
     random (default; ATTEMPT's `subsample`, which the released DTVG
@@ -278,26 +295,36 @@ def k_shot_sample(task: Task, rows: Sequence[dict], k: int, seed: int, how: str 
     if how not in K_SHOT_SAMPLING:
         raise ValueError(f"k_shot_sampling must be one of {K_SHOT_SAMPLING}, got {how!r}")
     if how == "random" or not (task.is_classification or task.kind == "regression"):
-        return [rows[i] for i in _permutation(len(rows), seed)[:k]]
+        return _select(rows, _permutation(len(rows), seed)[:k])
     import numpy as np
 
     n_classes = task.num_labels or 2
     per_class = k // n_classes
     counts = [0] * n_classes
     picked: list[int] = []
-    for i in np.random.default_rng(seed).permutation(len(rows)).tolist():
+    order = np.random.default_rng(seed).permutation(len(rows)).tolist()
+    chunk = 512  # rows are looked at a chunk at a time (a RowTable makes dicts per chunk)
+    for start in range(0, len(order), chunk):
+        ids = order[start : start + chunk]
+        for i, row in zip(ids, _rows_of(_select(rows, ids)), strict=True):
+            if len(picked) == k:
+                break
+            c = _class_of(task, row)
+            if counts[c] < per_class or len(picked) == k - 1:
+                counts[c] += 1
+                picked.append(i)
         if len(picked) == k:
             break
-        c = _class_of(task, rows[i])
-        if counts[c] < per_class or len(picked) == k - 1:
-            counts[c] += 1
-            picked.append(i)
     if len(picked) < k:
         log.warning("task %s: per_class k-shot found only %d of %d rows", task.name, len(picked), k)
-    return [rows[i] for i in picked]
+    return _select(rows, picked)
 
 
-def _cap_train(rows: Rows, limit: int | None, seed: int, permuted: bool) -> Rows:
+def _rows_of(rows: Any) -> Rows:
+    return rows.to_list() if isinstance(rows, RowTable) else rows
+
+
+def _cap_train(rows: Any, limit: int | None, seed: int, permuted: bool) -> Any:
     """ATTEMPT's `subsample(n_obs)`: the first `limit` rows of a permutation.
     Held-out training rows are already in permutation order, so they are cut
     as they are (DePT caps Yelp at the first 100,000 so)."""
@@ -305,25 +332,53 @@ def _cap_train(rows: Rows, limit: int | None, seed: int, permuted: bool) -> Rows
         return rows
     if permuted:
         return rows[:limit]
-    return [rows[i] for i in _permutation(len(rows), seed)[:limit]]
+    return _select(rows, _permutation(len(rows), seed)[:limit])
 
 
-def _cap(rows: Rows, limit: int | None, seed: int) -> Rows:
+def _cap(rows: Any, limit: int | None, seed: int) -> Any:
     """A seeded subset of `limit` rows, kept in their original order."""
     if limit is None or len(rows) <= limit:
         return rows
     keep = sorted(_permutation(len(rows), seed)[:limit])
-    return [rows[i] for i in keep]
+    return _select(rows, keep)
 
 
 @dataclass
 class Prepared:
-    """A task's splits under the protocol, and how they were made."""
+    """A task's splits under the protocol, and how they were made.
 
-    splits: dict[str, Rows]
+    With `prepare_splits(tables=True)` the splits may be RowTables, and
+    `row_fn` (when set) still has to be applied to each row (ATTEMPT's input
+    quirk, ReCoRD's one example per answer): the tokenized-split builder
+    does that a batch at a time.
+    """
+
+    splits: dict[str, Any]
     source: Source
     rule: str
     original_sizes: dict[str, int]
+    row_fn: Callable[[dict], list[dict]] | None = None
+
+
+def row_transform(task: Task, settings: DataSettings) -> Callable[[dict], list[dict]] | None:
+    """One row -> the examples it becomes after the split rule: ATTEMPT's input
+    quirk (data.attempt_quirks), then the task's expand_fn; None when neither applies."""
+    quirk = task.attempt_quirk_fn if settings.attempt_quirks else None
+    expand = task.expand_fn
+    if quirk is None and expand is None:
+        return None
+
+    def transform(row: dict) -> list[dict]:
+        if quirk is not None:
+            row = quirk(row)
+        return expand(row) if expand is not None else [row]
+
+    return transform
+
+
+def expansion_rule(before: Mapping[str, int], after: Mapping[str, int]) -> str:
+    """How expand_fn changed the split sizes, for the rule sentence."""
+    return "; rows expanded " + ", ".join(f"{k} {before[k]}->{after[k]}" for k in before)
 
 
 def prepare_splits(
@@ -331,16 +386,18 @@ def prepare_splits(
     settings: DataSettings | Mapping[str, Any] | None = None,
     seed: int | None = None,
     progress: bool = False,
+    tables: bool = False,
 ) -> Prepared:
     """Hub-schema rows for "train", "validation" and "test", and their source.
 
     `seed` draws the k-shot sample (default: settings.split_seed); the
     validation/test partition always uses settings.split_seed, so runs with
-    different seeds are scored on the same rows.
+    different seeds are scored on the same rows. `tables`: Parquet splits stay
+    Arrow (RowTable) and `row_fn` is left to the caller (see `Prepared`).
     """
     cfg = DataSettings.coerce(settings)
     original, source = read_original(
-        task, cfg.local_dir, cfg.paths, cfg.on_bad_row, cfg.revisions.get(task.name), progress
+        task, cfg.local_dir, cfg.paths, cfg.on_bad_row, cfg.revisions.get(task.name), progress, arrow=tables
     )
     sizes = {k: len(v) for k, v in original.items()}
     splits, rule = apply_split_rule(task, original, cfg.split_seed)
@@ -356,19 +413,22 @@ def prepare_splits(
         splits["train"] = _cap_train(splits["train"], train_cap, cfg.split_seed, permuted=held_out)
     for name in ("validation", "test"):
         splits[name] = _cap(splits[name], cfg.max_eval_examples, cfg.split_seed)
+    transform = row_transform(task, cfg)
     if cfg.attempt_quirks and task.attempt_quirk_fn is not None:
-        splits = {k: [task.attempt_quirk_fn(r) for r in v] for k, v in splits.items()}
         rule += "; ATTEMPT's input quirk reproduced (data.attempt_quirks)"
-    if task.expand_fn is not None:
+    if transform is not None and not tables:
         before = {k: len(v) for k, v in splits.items()}
-        splits = {k: [e for r in v for e in task.expand_fn(r)] for k, v in splits.items()}
-        rule += "; rows expanded " + ", ".join(f"{k} {before[k]}->{len(v)}" for k, v in splits.items())
+        splits = {k: [e for r in _rows_of(v) for e in transform(r)] for k, v in splits.items()}
+        if task.expand_fn is not None:
+            rule += expansion_rule(before, {k: len(v) for k, v in splits.items()})
+        transform = None
     log.info(
-        "task %s: train=%d validation=%d test=%d (%s; original %s; %s; split_seed %d)",
+        "task %s: train=%d validation=%d test=%d%s (%s; original %s; %s; split_seed %d)",
         task.name, len(splits["train"]), len(splits["validation"]), len(splits["test"]),
+        " before expansion" if transform is not None and task.expand_fn is not None else "",
         source.where, ", ".join(f"{k}={v}" for k, v in sizes.items()), rule, cfg.split_seed,
     )
-    return Prepared(splits=splits, source=source, rule=rule, original_sizes=sizes)
+    return Prepared(splits=splits, source=source, rule=rule, original_sizes=sizes, row_fn=transform)
 
 
 def load_splits(
@@ -396,18 +456,27 @@ def generation_padding_side(family: str) -> str:
     return "left" if family == "causal" else "right"
 
 
-def encode(
-    task: Task, rows: Sequence[dict], tokenizer: Any, family: str, template: str = "default"
-) -> list[dict[str, Any]]:
-    """Tokenise rows for training and generation; only the source is ever truncated.
+@dataclass(frozen=True)
+class Layout:
+    """The ids an example is built from besides its source and answer tokens,
+    shared by `encode` and the tokenized-split builder (dtvg_dist.tokenized).
 
-    seq2seq (T5): input_ids = source + EOS, labels = target + EOS.
-    causal (Llama): input_ids = [BOS] + source + "\\n" + answer + EOS, labels
-    -100 except answer + EOS; prompt_ids stop before the answer. Source and
-    answer are tokenised separately so the answer ids match what is generated.
-    template="dtvg-release" (causal only): [BOS] + source + " Label : " +
-    [BOS] + answer + EOS, as the authors' released code.
+    seq2seq: input_ids = prefix + source[:budget] + [eos]; labels =
+    answer_prefix + answer + [eos]. causal: prompt = prefix + source[:budget]
+    + sep, input_ids = prompt + answer_prefix + answer + [eos].
     """
+
+    family: str
+    eos: int
+    prefix: list[int]  # what the tokenizer puts before a text (Llama-3: BOS; T5: none)
+    sep: list[int]  # causal: between source and answer
+    answer_prefix: list[int]
+    budget: int  # source tokens kept
+
+
+def example_layout(task: Task, tokenizer: Any, family: str, template: str = "default") -> Layout:
+    """The layout of `task`'s examples for `tokenizer`, `family` and
+    `template` (data.template); errors name what is wrong."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if template not in TEMPLATES:
@@ -423,6 +492,25 @@ def encode(
     budget = task.max_source_length - len(prefix) - (len(sep) if family == "causal" else 1)
     if budget < 1:
         raise ValueError(f"task '{task.name}': max_source_length={task.max_source_length} leaves no room for text")
+    return Layout(family, int(eos), list(prefix), list(sep), answer_prefix, budget)
+
+
+def encode(
+    task: Task, rows: Sequence[dict], tokenizer: Any, family: str, template: str = "default"
+) -> list[dict[str, Any]]:
+    """Tokenise rows for training and generation; only the source is ever truncated.
+
+    seq2seq (T5): input_ids = source + EOS, labels = target + EOS.
+    causal (Llama): input_ids = [BOS] + source + "\\n" + answer + EOS, labels
+    -100 except answer + EOS; prompt_ids stop before the answer. Source and
+    answer are tokenised separately so the answer ids match what is generated.
+    template="dtvg-release" (causal only): [BOS] + source + " Label : " +
+    [BOS] + answer + EOS, as the authors' released code.
+    This is the reference; runs use the same examples from Arrow files
+    (dtvg_dist.tokenized, tested equal to this).
+    """
+    lay = example_layout(task, tokenizer, family, template)
+    eos, prefix, sep, budget = lay.eos, lay.prefix, lay.sep, lay.budget
     pairs = [task.format(row) for row in rows]
     if not pairs:
         return []
@@ -433,7 +521,7 @@ def encode(
     for row, src, tgt in zip(rows, sources, targets, strict=True):
         truncated += len(src) > budget
         long_answers += len(tgt) + 1 > task.max_target_length
-        answer = answer_prefix + list(tgt) + [eos]
+        answer = lay.answer_prefix + list(tgt) + [eos]
         if family == "seq2seq":
             input_ids = prefix + list(src[:budget]) + [eos]
             features.append(

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from dtvg_dist.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.config import RecipeError, resolved_yaml
-from dtvg_dist.data import DataSettings, encode, load_splits
+from dtvg_dist.data import DataSettings
 from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
 from dtvg_dist.prompt import (
     DTVGPrompt,
@@ -27,6 +27,7 @@ from dtvg_dist.prompt import (
 )
 from dtvg_dist.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
+from dtvg_dist.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.tracking import flat_config
 from dtvg_dist.trainer import RunResult, RunSpec, Trainer
 
@@ -116,7 +117,7 @@ class Pipeline:
             self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
         self.bank_dir = Path(cfg.bank_dir or f"runs/bank/{self.backbone.name}")
         self.data_settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
-        self._encoded: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._encoded: dict[str, dict[str, TokenizedSplit]] = {}
         log.info(
             "backbone %s (%s, %s, attention %s), bank %s, output %s",
             self.backbone.name, self.backbone.family, self.backbone.dtype,
@@ -131,15 +132,14 @@ class Pipeline:
             log.info("trackers %s (project %s)%s", list(cfg.logging.trackers), cfg.recipe, where)
 
     # -------------------------------------------------------------------- data
-    def splits(self, task_name: str) -> dict[str, list[dict[str, Any]]]:
+    def splits(self, task_name: str) -> dict[str, TokenizedSplit]:
+        """The task's tokenized train / validation / test examples: built once
+        into the data cache by the main process, memory-mapped by every rank."""
         if task_name not in self._encoded:
-            task = get_task(task_name)
-            raw = load_splits(task, self.data_settings, seed=self.cfg.seed)
-            tok, family = self.backbone.tokenizer, self.backbone.family
-            template = self.data_settings.template
-            self._encoded[task_name] = {
-                split: encode(task, rows, tok, family, template) for split, rows in raw.items()
-            }
+            self._encoded[task_name] = tokenized_splits(
+                get_task(task_name), self.data_settings, self.backbone.tokenizer, self.backbone.family,
+                seed=self.cfg.seed, accelerator=self.acc,
+            )
         return self._encoded[task_name]
 
     # ------------------------------------------------------------------ stage 1

@@ -6,6 +6,12 @@ hub's column names) make offline runs and tests possible; the hub is read
 as Parquet files (see `dtvg_dist.tasks.hub`). Every row is checked against
 the task's column schema as it is read, so errors name the file, row and
 column.
+
+`read_original` gives Python rows. `read_tables` keeps Parquet splits as
+Arrow (`RowTable`: checked a record batch at a time, rows made only when
+used), so the large stage-1 sources never exist as one dict per row.
+`locate_original` finds the files without reading them (the tokenized-split
+cache keys on them).
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ from typing import Any
 from dtvg_dist.tasks import hub
 from dtvg_dist.tasks.base import Task
 from dtvg_dist.tasks.manifest import MANIFEST, verify_task
+from dtvg_dist.tasks.rowtable import RowTable, clean_batch
 from dtvg_dist.tasks.schema import DataError, check_row
 
-__all__ = ["EXTENSIONS", "Source", "load_original", "read_original", "parquet_rows"]
+__all__ = [
+    "EXTENSIONS", "Part", "Source", "load_original", "locate_original", "read_original", "read_tables",
+    "parquet_rows",
+]
 
 log = logging.getLogger("dtvg_dist.data")
 
@@ -130,10 +140,11 @@ def _row_count(path: Path) -> int | None:
 
 
 # ---- validation ---------------------------------------------------------------
-def _validate(
+def _checked(
     task: Task, where: str, split: str, numbered: Numbered, on_bad_row: str, skipped: list
-) -> Rows:
-    out: Rows = []
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number, checked row) of the good rows; a bad row is an error
+    naming file, row and column, or (on_bad_row=skip) noted in `skipped`."""
     n_labels = task.num_labels
     for n, raw in numbered:
         if isinstance(raw, _Unreadable):
@@ -141,7 +152,7 @@ def _validate(
         else:
             row, column, problem = check_row(raw, task.columns, n_labels)
         if row is not None:
-            out.append(row)
+            yield n, row
             continue
         message = f"{where}: row {n}: column '{column}': {problem}"
         if on_bad_row != "skip":
@@ -149,7 +160,12 @@ def _validate(
                 f"{message} (task '{task.name}', split {split}; set data.on_bad_row=skip to drop such rows)"
             )
         skipped.append(message)
-    return out
+
+
+def _validate(
+    task: Task, where: str, split: str, numbered: Numbered, on_bad_row: str, skipped: list
+) -> Rows:
+    return [row for _, row in _checked(task, where, split, numbered, on_bad_row, skipped)]
 
 
 # ---- local files ----------------------------------------------------------------
@@ -185,8 +201,28 @@ def _local_source(task: Task, local_dir: str | None, paths: dict[str, str]) -> t
     return None
 
 
-def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[tuple[str, Numbered]]]:
-    parts: dict[str, list[tuple[str, Numbered]]] = {}
+@dataclass
+class Part:
+    """One file of a hub split, or rows already in memory (built-in rows, or a
+    single file's rows of that split); `where` names it in messages."""
+
+    where: str
+    path: Path | None = None
+    numbered: list[tuple[int, Any]] | None = None
+
+    def rows(self) -> Numbered:
+        if self.numbered is not None:
+            return iter(self.numbered)
+        assert self.path is not None
+        return _read_file(self.path)
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.numbered is None and self.path is not None and self.path.name.lower().endswith(".parquet")
+
+
+def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[Part]]:
+    parts: dict[str, list[Part]] = {}
     splits = list(dict.fromkeys(task.hub_splits().values()))
     if kind == "file":
         by_split: dict[str, list[tuple[int, Any]]] = {}
@@ -200,7 +236,7 @@ def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[tuple[str,
                     f"{path}: task '{task.name}' needs rows whose 'split' column is "
                     f"{' or '.join(map(repr, _names(task, split)))} (found: {sorted(by_split)})"
                 )
-            parts[split] = [(str(path), rows)]
+            parts[split] = [Part(str(path), path, rows)]
         return parts
     for split in splits:
         names = _names(task, split)
@@ -212,11 +248,11 @@ def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[tuple[str,
             tried = [f"{path}/{s}[-*].{{{','.join(EXTENSIONS)}}}" for s in names]
         if not files:
             raise DataError(f"task '{task.name}': no {split} split file; looked for {' or '.join(tried)}")
-        parts[split] = [(str(f), _read_file(f)) for f in files]
+        parts[split] = [Part(str(f), f) for f in files]
     return parts
 
 
-def _check_against_manifest(task: Task, folder: Path, parts: dict[str, list[tuple[str, Numbered]]]) -> str:
+def _check_against_manifest(task: Task, folder: Path, parts: dict[str, list[Part]]) -> str:
     """Verify a mirror folder's files (sha256, and nothing unlisted); describe the source."""
     root = folder.parent
     entry = verify_task(root, task.name)
@@ -224,10 +260,10 @@ def _check_against_manifest(task: Task, folder: Path, parts: dict[str, list[tupl
         return f"local {folder}"
     listed = {str((root / rel).resolve()) for rel in entry.get("files", {})}
     for files in parts.values():
-        for name, _ in files:
-            if str(Path(name).resolve()) not in listed:
+        for part in files:
+            if str(Path(part.where).resolve()) not in listed:
                 raise DataError(
-                    f"task '{task.name}': {name} is not in {root / MANIFEST}; remove it or download "
+                    f"task '{task.name}': {part.where} is not in {root / MANIFEST}; remove it or download "
                     "the task again"
                 )
     commit = entry.get("commit") or entry.get("revision")
@@ -238,7 +274,7 @@ def _check_against_manifest(task: Task, folder: Path, parts: dict[str, list[tupl
 def _hub_parts(task: Task, local_dir: str | None, revision: str | None) -> tuple[dict, hub.HubFiles]:
     looked = f"no folder {Path(local_dir).expanduser() / task.name}; " if local_dir else ""
     found = hub.fetch(task, revision, hint=(looked + _setting_hint(task)))
-    parts = {split: [(str(f), parquet_rows(f)) for f in files] for split, files in found.files.items()}
+    parts = {split: [Part(str(f), f) for f in files] for split, files in found.files.items()}
     return parts, found
 
 
@@ -248,6 +284,141 @@ def _progress(numbered: Numbered, total: int | None, desc: str) -> Numbered:
     return tqdm(numbered, total=total, desc=desc, unit="row", leave=False, mininterval=1.0)
 
 
+# ---- reading ----------------------------------------------------------------------
+def locate_original(
+    task: Task,
+    local_dir: str | None = None,
+    paths: dict[str, str] | None = None,
+    revision: str | None = None,
+) -> tuple[dict[str, list[Part]], Source]:
+    """Where the task's original splits are (built-in rows, then local files,
+    then the hub), keyed by hub split name; Parquet files are not read yet."""
+    if task.builtin_rows is not None:
+        splits = task.builtin_rows()
+        missing = {"train", "validation"} - set(splits)
+        if missing:
+            raise DataError(f"task '{task.name}': builtin_rows() gave no {sorted(missing)} split")
+        parts = {
+            s: [Part(f"builtin rows of task '{task.name}' [{s}]", numbered=list(enumerate(rows, start=1)))]
+            for s, rows in splits.items()
+        }
+        return parts, Source("builtin", f"builtin rows of task '{task.name}'")
+    local = _local_source(task, local_dir, paths or {})
+    if local:
+        parts = _local_parts(task, *local)
+        where = f"local {local[1]}"
+        if local[0] == "folder":
+            where = _check_against_manifest(task, local[1], parts)
+        source = Source("local", where)
+    else:
+        parts, found = _hub_parts(task, local_dir, revision)
+        source = Source("hub", found.describe(), commit=found.commit)
+    source.files = {split: [part.where for part in files] for split, files in parts.items()}
+    return parts, source
+
+
+def _read_parquet(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).read()
+    except Exception as err:  # not Parquet, truncated, ...
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+
+
+def _checked_table(
+    task: Task, where: str, split: str, table: Any, on_bad_row: str, skipped: list, progress: bool
+) -> tuple[Any, bool]:
+    """Positions of the good rows of an Arrow table, a record batch at a time:
+    a batch `clean_batch` clears makes no rows; any other is checked row by
+    row. Also: whether every batch was clean."""
+    import numpy as np
+
+    good, clean, offset = [], True, 0
+    bar = None
+    if progress and table.num_rows >= _PROGRESS_ROWS:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=table.num_rows, desc=f"{task.name} {split}", unit="row", leave=False, mininterval=1.0)
+    for batch in table.to_batches(max_chunksize=4096):
+        if clean_batch(batch, task.columns, task.num_labels):
+            good.append(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+        else:
+            clean = False
+            numbered = enumerate(batch.to_pylist(), start=offset + 1)
+            checked = _checked(task, where, split, numbered, on_bad_row, skipped)
+            good.append(np.fromiter((n - 1 for n, _ in checked), dtype=np.int64))
+        offset += batch.num_rows
+        if bar is not None:
+            bar.update(batch.num_rows)
+    if bar is not None:
+        bar.close()
+    return (np.concatenate(good) if good else np.zeros(0, dtype=np.int64)), clean
+
+
+def _parquet_split(
+    task: Task, split: str, files: list[Part], on_bad_row: str, skipped: list, progress: bool
+) -> RowTable | Rows:
+    """A split's Parquet files as one Arrow table with the positions of its good rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    tables, good, clean = [], [], True
+    for part in files:
+        assert part.path is not None
+        table = _read_parquet(part.path)
+        rows, ok = _checked_table(task, part.where, split, table, on_bad_row, skipped, progress)
+        tables.append(table)
+        good.append(rows)
+        clean = clean and ok
+    where = f"task '{task.name}' [{split}]"
+    if len(tables) == 1:
+        return RowTable(tables[0], good[0], task.columns, task.num_labels, where, clean)
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        log.info("task %s: the %s files' schemas differ; reading them as Python rows", task.name, split)
+        return [row for t, g in zip(tables, good, strict=True)
+                for row in RowTable(t, g, task.columns, task.num_labels, where)]
+    offsets = np.cumsum([0] + [t.num_rows for t in tables[:-1]])
+    index = np.concatenate([g + o for g, o in zip(good, offsets, strict=True)])
+    return RowTable(table, index, task.columns, task.num_labels, where, clean)
+
+
+def read_tables(
+    task: Task,
+    parts: dict[str, list[Part]],
+    on_bad_row: str = "error",
+    progress: bool = False,
+    arrow: bool = True,
+) -> dict[str, Rows | RowTable]:
+    """The checked rows of each located split: a `RowTable` for Parquet splits
+    (with `arrow`), else Python rows."""
+    out: dict[str, Rows | RowTable] = {}
+    for split, files in parts.items():
+        skipped: list[str] = []
+        rows: Rows | RowTable
+        if arrow and all(part.is_parquet for part in files):
+            rows = _parquet_split(task, split, files, on_bad_row, skipped, progress)
+        else:
+            rows = []
+            for part in files:
+                numbered = part.rows()
+                total = _row_count(part.path) if progress and part.path is not None else None
+                if total is not None and total >= _PROGRESS_ROWS:
+                    numbered = _progress(numbered, total, f"{task.name} {split}")
+                rows.extend(_validate(task, part.where, split, numbered, on_bad_row, skipped))
+        if skipped:
+            log.warning(
+                "task %s: skipped %d bad row(s) in %s (on_bad_row=skip); first: %s",
+                task.name, len(skipped), split, skipped[0],
+            )
+        if not len(rows):
+            raise DataError(f"task '{task.name}': the {split} split has no usable rows")
+        out[split] = rows
+    return out
+
+
 def read_original(
     task: Task,
     local_dir: str | None = None,
@@ -255,50 +426,13 @@ def read_original(
     on_bad_row: str = "error",
     revision: str | None = None,
     progress: bool = False,
-) -> tuple[dict[str, Rows], Source]:
+    arrow: bool = False,
+) -> tuple[dict[str, Any], Source]:
     """The task's original, validated splits keyed by hub split name (built-in
-    rows, then local files, then the hub), and where they came from."""
-    if task.builtin_rows is not None:
-        splits = task.builtin_rows()
-        missing = {"train", "validation"} - set(splits)
-        if missing:
-            raise DataError(f"task '{task.name}': builtin_rows() gave no {sorted(missing)} split")
-        parts = {
-            s: [(f"builtin rows of task '{task.name}' [{s}]", enumerate(rows, start=1))]
-            for s, rows in splits.items()
-        }
-        source = Source("builtin", f"builtin rows of task '{task.name}'")
-    else:
-        local = _local_source(task, local_dir, paths or {})
-        if local:
-            parts = _local_parts(task, *local)
-            where = f"local {local[1]}"
-            if local[0] == "folder":
-                where = _check_against_manifest(task, local[1], parts)
-            source = Source("local", where)
-        else:
-            parts, found = _hub_parts(task, local_dir, revision)
-            source = Source("hub", found.describe(), commit=found.commit)
-        source.files = {split: [name for name, _ in files] for split, files in parts.items()}
-
-    out: dict[str, Rows] = {}
-    for split, files in parts.items():
-        skipped: list[str] = []
-        rows: Rows = []
-        for where, numbered in files:
-            total = _row_count(Path(where)) if progress else None
-            if total is not None and total >= _PROGRESS_ROWS:
-                numbered = _progress(numbered, total, f"{task.name} {split}")
-            rows.extend(_validate(task, where, split, numbered, on_bad_row, skipped))
-        if skipped:
-            log.warning(
-                "task %s: skipped %d bad row(s) in %s (on_bad_row=skip); first: %s",
-                task.name, len(skipped), split, skipped[0],
-            )
-        if not rows:
-            raise DataError(f"task '{task.name}': the {split} split has no usable rows")
-        out[split] = rows
-    return out, source
+    rows, then local files, then the hub), and where they came from. Python
+    rows, or with `arrow` a `RowTable` per Parquet split (see `read_tables`)."""
+    parts, source = locate_original(task, local_dir, paths, revision)
+    return read_tables(task, parts, on_bad_row, progress, arrow), source
 
 
 def load_original(

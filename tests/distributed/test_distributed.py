@@ -83,10 +83,15 @@ def test_zero3_two_processes_match_one(references, recipe, tmp_path):
     ref = references[recipe]
     out = tmp_path / "run"
     log = tmp_path / "log.txt"
-    check(run(launch_cmd("cpu_zero3_2proc.yaml", *stage2_args(ref, out)), log), log)
+    cache = tmp_path / "data-cache"  # empty: the tokenized splits are built in this run
+    check(run(launch_cmd("cpu_zero3_2proc.yaml", *stage2_args(ref, out), f"data.cache_dir={cache}"), log), log)
     assert_same_training(ref.out, out)
     facts = assert_sharded(out, world=2, stage=3)
     assert facts["distributed_type"] == "DistributedType.DEEPSPEED"
+    # The main process built the target's tokenized splits; rank 1 waited and read them.
+    text = log.read_text()
+    assert text.count("cache miss, building") == 1 and "builds the tokenized splits" not in text
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["syn_target"]  # no temporary folder left
 
 
 def test_ddp_two_processes_match_one(references, tmp_path):
