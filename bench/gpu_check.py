@@ -211,13 +211,12 @@ def core_bench_ratio(device: torch.device, r: int = 100, d: int = 4096, n: int =
 
 
 def set_answer_only_logits(model: Any, on: bool) -> str | None:
-    """THE call site of the answer-only-logits switch (issue 11, section 1,
-    branch `perf`): None when the model now computes logits as asked, else
-    why it cannot. Off is the default behaviour of every checkout."""
-    if hasattr(model, "answer_only_logits"):
-        model.answer_only_logits = on
-        return None
-    return None if not on else "this checkout's PromptedModel has no answer-only-logits switch"
+    """THE call site of the answer-only-logits switch (`backbone.answer_only_logits`,
+    on by default in PromptedModel): the output head runs at answer positions
+    only when on, at every position when off. Returns None (kept as a hook
+    for a model that could not honour the switch)."""
+    model.answer_only_logits = on
+    return None
 
 
 def _batch(vocab: int, batch: int, text: int, answer: int, device: torch.device) -> dict:

@@ -53,6 +53,9 @@ class BackboneSettings:
     load_in_8bit: bool = False
     trust_remote_code: bool = False
     init_seed: int = 0
+    # Training loss and rank classification: apply the output head only at the
+    # answer positions (same loss); false = logits over the whole sequence.
+    answer_only_logits: bool = True
 
 
 @dataclass
@@ -266,6 +269,47 @@ def choose_attn_implementation(
     return requested
 
 
+def _cpu_flags() -> set[str]:
+    """The flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions that torch uses:
+    AVX512-BF16 or AMX on x86 (torch.cpu's cpuinfo probes, else the
+    /proc/cpuinfo flags avx512_bf16 / amx_bf16), BF16 on Arm (flag bf16)."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def warn_if_bf16_emulated(dtype: torch.dtype, device: torch.device) -> bool:
+    """Log a warning when bf16 will run on a CPU that emulates it; True if warned.
+
+    Measured (/work/shared/PLATFORM.md): one SmolLM2-135M training step took
+    251 s in bf16 and 8.4 s in fp32 on an AMD EPYC with AVX2 only.
+    """
+    if dtype != torch.bfloat16 or device.type != "cpu" or cpu_has_native_bf16():
+        return False
+    logger.warning(
+        "backbone.dtype=bf16 on a CPU without native bf16 matrix instructions "
+        "(no AVX512-BF16 / AMX; torch CPU capability %s): bf16 matmuls are emulated here "
+        "and run far slower than fp32 (one SmolLM2-135M training step: 251 s in bf16 vs "
+        "8.4 s in fp32 on an AVX2-only AMD EPYC). Set backbone.dtype=fp32 on this machine.",
+        torch.backends.cpu.get_cpu_capability(),
+    )
+    return True
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -401,6 +445,7 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
             settings.dtype,
             act_dtype,
         )
+    warn_if_bf16_emulated(act_dtype, dev)
     logger.info(
         "backbone %s: family=%s attn_implementation=%s dtype=%s 8bit=%s grad_ckpt=%s device=%s",
         name,

@@ -88,8 +88,9 @@ def answer_log_likelihood(
     device: torch.device,
 ) -> torch.Tensor:
     """Summed log-probability of `answer` (token ids, EOS included) after each
-    example's prompt, [B]. The prompted model puts its soft prompt before the
-    first real token, so with right padding the causal logits are shifted by r."""
+    example's prompt, [B]. Only the answer tokens are scored: the prompted
+    model's `answer_logits` gives the output-head rows at those positions
+    (computed there only when its `answer_only_logits` is on)."""
     if family == "seq2seq":
         rows = [{"input_ids": f["prompt_ids"], "labels": answer} for f in features]
     else:
@@ -98,16 +99,11 @@ def answer_log_likelihood(
             for f in features
         ]
     batch = {k: v.to(device) for k, v in collate_train(rows, pad_id).items()}
-    logits = model(**batch).logits.float()
-    labels = batch["labels"]
-    if family != "seq2seq":
-        r = logits.shape[1] - labels.shape[1]
-        labels = torch.cat([labels.new_full((labels.shape[0], r), -100), labels], 1)[:, 1:]
-        logits = logits[:, :-1]
-    logp = torch.log_softmax(logits, -1)
-    keep = labels != -100
-    picked = torch.gather(logp, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * keep).sum(-1)
+    out = model.answer_logits(**batch)
+    logits = out.logits if out.logits.dtype == torch.float64 else out.logits.float()
+    picked = torch.log_softmax(logits, -1).gather(-1, out.targets.unsqueeze(-1)).squeeze(-1)
+    example = out.keep.nonzero()[:, 0]  # the batch row of each answer token
+    return logits.new_zeros(len(features)).index_add_(0, example, picked)
 
 
 def rank_scores(

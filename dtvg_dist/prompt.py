@@ -9,12 +9,16 @@ immediately before the first real token (left or right padding).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.utils import ModelOutput
 
 from dtvg_dist.core import check_rule, dtvg_prompt, task_similarity
 
@@ -229,16 +233,74 @@ def _position_ids(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-class PromptedModel(nn.Module):
-    """A frozen backbone with a trainable soft prompt in front of its input."""
+@dataclass
+class AnswerOutput(ModelOutput):
+    """Output-head rows at the answer positions only, and their token-mean loss.
 
-    def __init__(self, backbone: Any, prompt: nn.Module) -> None:
+    ``logits`` [N, V]: one row per answer token of the batch, batch-major,
+    in the model's dtype; ``targets`` [N]: the token each row predicts;
+    ``keep`` [B, S]: where the rows sit (S = L + r for causal models, the
+    target length for seq2seq); ``loss``: mean cross-entropy over the N rows
+    (computed in at least float32), the definition of the backbone's own
+    loss with labels (the mean over tokens whose label is not -100).
+    """
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    targets: Tensor | None = None
+    keep: Tensor | None = None
+
+
+def token_mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logits`` [N, V] against ``targets`` [N]; half
+    precision is upcast to float32 first, as transformers' causal loss does."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, targets)
+
+
+@contextlib.contextmanager
+def _head_rows(head: nn.Module, keep: Tensor) -> Iterator[None]:
+    """While open, the output head sees only the ``keep`` rows of its input.
+
+    A forward pre-hook on the head *module*: the model's own forward runs as
+    written (any scaling before the head, softcapping after it), and under
+    ZeRO-3 DeepSpeed still gathers the head's weight in its own pre-hook.
+    """
+
+    def select(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0][keep], *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class PromptedModel(nn.Module):
+    """A frozen backbone with a trainable soft prompt in front of its input.
+
+    ``answer_only_logits`` (default on; recipe key ``backbone.answer_only_logits``):
+    with labels, apply the output head only where the loss reads it (the
+    positions whose next token is an answer token) instead of over the whole
+    [B, L + r] sequence. The loss is the same token mean; off, ``forward``
+    with labels returns the backbone's own output and loss as before.
+    """
+
+    def __init__(self, backbone: Any, prompt: nn.Module, answer_only_logits: bool = True) -> None:
         super().__init__()
         if backbone.family not in ("seq2seq", "causal"):
             raise ValueError(f"unknown backbone family {backbone.family!r}")
         self.model = backbone.model
         self.prompt = prompt
         self.family: str = backbone.family
+        self.answer_only_logits = answer_only_logits
+        # Causal answer-only logits need transformers' boolean logits_to_keep
+        # (5.x forwards that slice with slice_logits_to_keep).
+        self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(
+            self.model.forward
+        ).parameters
 
     @property
     def is_seq2seq(self) -> bool:
@@ -286,9 +348,14 @@ class PromptedModel(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None, **kwargs: Any
     ) -> Any:
-        """Run the backbone with the prompt; returns the HF output (``.loss`` with labels).
+        """Run the backbone with the prompt.
 
-        Causal logits are over the extended sequence (length L + r)."""
+        Without labels: the HF output, causal logits over the extended
+        sequence (length L + r). With labels: an :class:`AnswerOutput` (head
+        only at the answer positions) when ``answer_only_logits``, else the
+        HF output with its ``.loss``."""
+        if labels is not None and self.answer_only_logits:
+            return self.answer_logits(input_ids, attention_mask, labels, **kwargs)
         embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
         if self.is_seq2seq:
             if labels_ext is not None:
@@ -302,6 +369,61 @@ class PromptedModel(nn.Module):
             position_ids=_position_ids(mask),
             labels=labels_ext,
             **kwargs,
+        )
+
+    def answer_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **kwargs: Any
+    ) -> AnswerOutput:
+        """Logits at the answer positions and their token-mean loss (see AnswerOutput).
+
+        Causal: the rows are the positions whose *next* label is not -100,
+        selected before the head by transformers' boolean ``logits_to_keep``
+        (the model's own head, scaling and softcapping run on those rows
+        only). Seq2seq: the decoder runs over the target as before; the head
+        sees only the rows whose label is not -100. With
+        ``answer_only_logits`` off the same rows are cut from full logits
+        (a reference; same result, full cost)."""
+        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        assert labels_ext is not None
+        if self.is_seq2seq:
+            keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
+            if "decoder_input_ids" not in kwargs:  # what the model does with labels
+                kwargs["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(
+                    labels=labels_ext
+                )
+            call = {"inputs_embeds": embeds, "attention_mask": mask, **kwargs}
+            if self.answer_only_logits:
+                with _head_rows(self.model.get_output_embeddings(), keep):
+                    logits = self.model(**call).logits
+            else:
+                logits = self.model(**call).logits[keep]
+        else:
+            # Position j predicts token j + 1: keep j where label j + 1 is an answer token.
+            nxt = F.pad(labels_ext[:, 1:], (0, 1), value=IGNORE_INDEX)
+            keep = nxt != IGNORE_INDEX  # [B, L + r]
+            call = {
+                "inputs_embeds": embeds, "attention_mask": mask,
+                "position_ids": _position_ids(mask), **kwargs,
+            }
+            if self.answer_only_logits:
+                if not self._takes_logits_to_keep:
+                    raise RuntimeError(
+                        f"{type(self.model).__name__}.forward takes no logits_to_keep, so the "
+                        "output head cannot be limited to the answer positions; set "
+                        "backbone.answer_only_logits=false"
+                    )
+                logits = self.model(**call, logits_to_keep=keep).logits
+            else:
+                logits = self.model(**call).logits[keep]
+            labels_ext = nxt
+        if logits.dim() != 2:
+            raise RuntimeError(
+                f"{type(self.model).__name__} returned logits of shape {tuple(logits.shape)} for "
+                "answer rows, not [N, vocab]; set backbone.answer_only_logits=false"
+            )
+        targets = labels_ext[keep]
+        return AnswerOutput(
+            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep
         )
 
     @torch.no_grad()

@@ -141,7 +141,9 @@ class Trainer:
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(self.backbone, self.prompt)
+        model = PromptedModel(
+            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
+        )
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
         self.lr_names = [g["name"] for g in groups]
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)

@@ -9,10 +9,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from dtvg_dist import backbone as backbone_mod
 from dtvg_dist.backbone import (
     BackboneSettings,
     choose_attn_implementation,
     config_name,
+    cpu_has_native_bf16,
     load_backbone,
 )
 from dtvg_dist.toy_tokenizer import build_toy_tokenizer
@@ -80,6 +82,36 @@ def test_bf16_and_options(tiny_llama_config):
     assert bb.model.get_input_embeddings().weight.dtype == torch.bfloat16
     assert bb.attn_implementation == "eager"
     assert any(getattr(m, "gradient_checkpointing", False) for m in bb.model.modules())
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_bf16_on_cpu_that_emulates_it_warns(tiny_llama_config, monkeypatch, caplog, native, dtype):
+    monkeypatch.setattr(backbone_mod, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="dtvg_dist.backbone"):
+        load_backbone(BackboneSettings(config=tiny_llama_config, dtype=dtype), device="cpu")
+    warned = "bf16 matmuls are emulated" in caplog.text
+    assert warned == (dtype == "bf16" and not native)
+    if warned:
+        assert "251 s in bf16" in caplog.text and "Set backbone.dtype=fp32" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("probes", "flags", "expected"),
+    [
+        ((False, False), {"avx2", "fma"}, False),  # AVX2-only EPYC: emulated
+        ((False, False), {"avx512f", "avx512_bf16"}, True),
+        ((False, False), {"amx_bf16", "amx_tile"}, True),
+        ((False, False), {"asimd", "bf16"}, True),  # Arm with BF16
+        ((True, False), set(), True),  # torch's cpuinfo probe: AVX512-BF16
+        ((False, True), set(), True),  # torch's cpuinfo probe: AMX
+    ],
+)
+def test_cpu_has_native_bf16(monkeypatch, probes, flags, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: probes[0], raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: probes[1], raising=False)
+    monkeypatch.setattr(backbone_mod, "_cpu_flags", lambda: set(flags))
+    assert cpu_has_native_bf16() is expected
 
 
 def test_structured_config_node(tiny_llama_config):

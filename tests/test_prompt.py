@@ -91,13 +91,14 @@ def test_sample_p_init_small_vocab_and_dtype():
 def test_llama_left_and_right_padding_agree(tiny_checkpoints):
     bb = _backbone(tiny_checkpoints, "llama")
     model = PromptedModel(bb, _soft_prompt(bb))
-    outs = {}
+    outs, losses = {}, {}
     for side in ("right", "left"):
         enc = _batch(bb.tokenizer, side)
         labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
-        out = model(enc.input_ids, enc.attention_mask, labels)
+        out = model(enc.input_ids, enc.attention_mask)  # no labels: full logits
         assert out.logits.shape[1] == enc.input_ids.shape[1] + R
         outs[side] = (enc, out)
+        losses[side] = model(enc.input_ids, enc.attention_mask, labels).loss
     (enc_r, out_r), (enc_l, out_l) = outs["right"], outs["left"]
     length = enc_r.input_ids.shape[1]
     assert enc_l.attention_mask[:, 0].eq(0).any() and enc_r.attention_mask[:, -1].eq(0).any()
@@ -108,9 +109,9 @@ def test_llama_left_and_right_padding_agree(tiny_checkpoints):
         assert torch.allclose(real_r, real_l, atol=1e-5), b
         # ... and both equal the unpadded sequence alone.
         ids = enc_r.input_ids[b : b + 1, :n]
-        alone = model(ids, torch.ones_like(ids), ids).logits[0, R:]
+        alone = model(ids, torch.ones_like(ids)).logits[0, R:]
         assert torch.allclose(real_r, alone, atol=1e-5), b
-    assert torch.allclose(out_r.loss, out_l.loss, atol=1e-5)
+    assert torch.allclose(losses["right"], losses["left"], atol=1e-5)
 
 
 def test_llama_prompt_sits_before_first_real_token(tiny_checkpoints):
@@ -152,18 +153,27 @@ def test_t5_prompt_only_on_encoder(tiny_checkpoints):
 
     h1 = bb.model.encoder.register_forward_pre_hook(grab("enc"), with_kwargs=True)
     h2 = bb.model.decoder.register_forward_pre_hook(grab("dec"), with_kwargs=True)
+    outs = {}
     try:
-        out = model(enc.input_ids, enc.attention_mask, labels)
+        for answer_only in (False, True):
+            model.answer_only_logits = answer_only
+            outs[answer_only] = model(enc.input_ids, enc.attention_mask, labels)
+            enc_embeds = seen["enc"]["inputs_embeds"]
+            assert enc_embeds.shape[1] == enc.input_ids.shape[1] + R
+            assert torch.equal(
+                enc_embeds[:, :R], prompt.prompt.detach().expand(len(TEXTS), -1, -1)
+            )
+            assert seen["enc"]["attention_mask"][:, :R].eq(1).all()
+            assert seen["dec"].get("inputs_embeds") is None
+            assert seen["dec"]["input_ids"].shape == labels.shape  # decoder: labels only
     finally:
         h1.remove()
         h2.remove()
-    enc_embeds = seen["enc"]["inputs_embeds"]
-    assert enc_embeds.shape[1] == enc.input_ids.shape[1] + R
-    assert torch.equal(enc_embeds[:, :R], prompt.prompt.detach().expand(len(TEXTS), -1, -1))
-    assert seen["enc"]["attention_mask"][:, :R].eq(1).all()
-    assert seen["dec"].get("inputs_embeds") is None
-    assert seen["dec"]["input_ids"].shape == labels.shape  # decoder: labels only
+    out = outs[False]
     assert out.logits.shape[:2] == labels.shape
+    # Answer-only: one head row per label that is not -100.
+    assert outs[True].logits.shape == (int(labels.ne(-100).sum()), out.logits.shape[-1])
+    torch.testing.assert_close(outs[True].loss, out.loss, atol=1e-6, rtol=0)
     manual = bb.model(
         inputs_embeds=torch.cat(
             [
@@ -178,6 +188,135 @@ def test_t5_prompt_only_on_encoder(tiny_checkpoints):
         labels=labels.contiguous(),
     )
     assert torch.equal(out.loss, manual.loss)
+
+
+# ---------------------------------------------------------------- answer-only logits
+
+# Rows with different prompt and answer lengths: (prompt tokens, answer tokens).
+ANSWER_ROWS = [
+    ("the movie was good", "yes"),
+    ("a bad plot", "no the actor was terrible"),
+    ("it is not great and the actor was bad so", "negative film"),
+]
+
+
+def _f64_model(tiny_checkpoints, key: str) -> tuple[PromptedModel, SoftPrompt]:
+    bb = _backbone(tiny_checkpoints, key, roughen=True)
+    bb.model.double()
+    prompt = _soft_prompt(bb).double()
+    return PromptedModel(bb, prompt), prompt
+
+
+def _toy_tokenizer(tiny_checkpoints):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_checkpoints.tokenizer))
+
+
+def _pad_rows(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    pads = [[value] * (width - len(r)) for r in rows]
+    out = [p + r if side == "left" else r + p for r, p in zip(rows, pads, strict=True)]
+    return torch.tensor(out)
+
+
+def _causal_answer_batch(tok, side: str):
+    ids, labels = [], []
+    for text, answer in ANSWER_ROWS:
+        p = tok(text, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids.append(p + a)
+        labels.append([-100] * len(p) + a)
+    mask = [[1] * len(r) for r in ids]
+    return (
+        _pad_rows(ids, tok.pad_token_id, side),
+        _pad_rows(mask, 0, side),
+        _pad_rows(labels, -100, side),
+    )
+
+
+def _plain_causal_loss(logits: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+    """Token-mean NLL from full logits [B, L + r, V], written plainly: the
+    prompt's r rows sit before each row's first real token, and position j
+    predicts the label at j + 1 of the extended row."""
+    nll, count = logits.new_zeros(()), 0
+    for b in range(labels.shape[0]):
+        first = int(mask[b].tolist().index(1))
+        ext = labels[b, :first].tolist() + [-100] * R + labels[b, first:].tolist()
+        logp = torch.log_softmax(logits[b], dim=-1)
+        for j in range(len(ext) - 1):
+            if ext[j + 1] != -100:
+                nll = nll - logp[j, ext[j + 1]]
+                count += 1
+    return nll / count
+
+
+def _head_rows_seen(model: PromptedModel) -> tuple[list[tuple[int, ...]], object]:
+    shapes: list[tuple[int, ...]] = []
+    handle = model.model.get_output_embeddings().register_forward_hook(
+        lambda _m, _a, out: shapes.append(tuple(out.shape))
+    )
+    return shapes, handle
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_causal_answer_only_loss_and_grad_equal_full_logits_f64(tiny_checkpoints, side):
+    model, prompt = _f64_model(tiny_checkpoints, "llama")
+    ids, mask, labels = _causal_answer_batch(_toy_tokenizer(tiny_checkpoints), side)
+    assert mask.eq(0).any() and labels.ne(-100).sum(1).unique().numel() == 3  # 3 answer lengths
+    # Reference: full logits (no labels), loss written plainly, float64.
+    ref = _plain_causal_loss(model(ids, mask).logits, mask, labels)
+    (ref_grad,) = torch.autograd.grad(ref, prompt.prompt)
+    shapes, handle = _head_rows_seen(model)
+    try:
+        out = model(ids, mask, labels)
+    finally:
+        handle.remove()
+    n_answer = int(labels.ne(-100).sum())
+    assert shapes == [(n_answer, model.model.config.vocab_size)]  # the head saw answer rows only
+    assert out.logits.dtype == torch.float64
+    assert out.targets.tolist() == labels[labels.ne(-100)].tolist()
+    (grad,) = torch.autograd.grad(out.loss, prompt.prompt)
+    torch.testing.assert_close(out.loss, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-10, rtol=0)
+    assert ref_grad.abs().sum() > 0
+    # Switch off: rows cut from full logits give the same; the HF loss (which
+    # transformers computes in float32) agrees to float32 precision.
+    model.answer_only_logits = False
+    off = model.answer_logits(ids, mask, labels)
+    torch.testing.assert_close(off.loss, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(off.logits, out.logits, atol=1e-10, rtol=0)
+    hf = model(ids, mask, labels).loss
+    torch.testing.assert_close(hf.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_t5_answer_only_loss_and_grad_equal_full_logits_f64(tiny_checkpoints):
+    model, prompt = _f64_model(tiny_checkpoints, "t5")
+    tok = _toy_tokenizer(tiny_checkpoints)
+    enc = tok([t for t, _ in ANSWER_ROWS], padding=True, return_tensors="pt")
+    targets = [tok(a)["input_ids"] for _, a in ANSWER_ROWS]  # + EOS
+    labels = _pad_rows(targets, -100, "right")
+    assert len({len(t) for t in targets}) == 3
+    start = model.model.config.decoder_start_token_id
+    dec_in = _pad_rows([[start] + t[:-1] for t in targets], tok.pad_token_id, "right")
+    full = model(enc.input_ids, enc.attention_mask, decoder_input_ids=dec_in).logits
+    keep = labels.ne(-100)
+    logp = torch.log_softmax(full, -1)
+    ref = -torch.stack([logp[b, t, labels[b, t]] for b, t in keep.nonzero().tolist()]).mean()
+    (ref_grad,) = torch.autograd.grad(ref, prompt.prompt)
+    shapes, handle = _head_rows_seen(model)
+    try:
+        out = model(enc.input_ids, enc.attention_mask, labels)
+    finally:
+        handle.remove()
+    assert shapes == [(int(keep.sum()), model.model.config.vocab_size)]
+    (grad,) = torch.autograd.grad(out.loss, prompt.prompt)
+    torch.testing.assert_close(out.loss, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-10, rtol=0)
+    assert ref_grad.abs().sum() > 0
+    model.answer_only_logits = False
+    off = model(enc.input_ids, enc.attention_mask, labels).loss  # T5's own loss, float64
+    torch.testing.assert_close(off, ref, atol=1e-10, rtol=0)
 
 
 # ---------------------------------------------------------------- generation

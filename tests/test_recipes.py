@@ -51,6 +51,8 @@ def test_recipe_loads_validates_and_names_itself(name: str) -> None:
     assert c.bank_dir, "every paper recipe names its bank"
     # The paper's numbers come from the released code's grouping rule.
     assert c.grouping.rule == "prefix-argmax" and not c.grouping.fixed
+    # ... and its checkpoint choice: the mean of the task's metrics ("average_metric").
+    assert c.data.select_by == "mean"
     assert c.prompt.length == 100 and c.prompt.init_top_k == 5000
 
 
