@@ -210,15 +210,6 @@ def core_bench_ratio(device: torch.device, r: int = 100, d: int = 4096, n: int =
             "target": 10.0, "target_met": ratio >= 10.0, "r": r, "d": d, "n": n}
 
 
-def set_answer_only_logits(model: Any, on: bool) -> str | None:
-    """THE call site of the answer-only-logits switch (`backbone.answer_only_logits`,
-    on by default in PromptedModel): the output head runs at answer positions
-    only when on, at every position when off. Returns None (kept as a hook
-    for a model that could not honour the switch)."""
-    model.answer_only_logits = on
-    return None
-
-
 def _batch(vocab: int, batch: int, text: int, answer: int, device: torch.device) -> dict:
     """Right-padded rows of text - 8 * (i % 4) tokens, the last ``answer`` the answer."""
     gen = torch.Generator().manual_seed(1)
@@ -261,10 +252,10 @@ def llama_step(
     target = 0.01 * torch.randn(r, d, generator=gen)
     prompt = DTVGPrompt(p_init, target, target + 0.01 * torch.randn(n_sources, r, d, generator=gen),
                         [f"s{i}" for i in range(n_sources)]).to(device)
-    wrapped = PromptedModel(SimpleNamespace(model=model, family="causal"), prompt)
-    why_not = set_answer_only_logits(wrapped, answer_only)
-    if why_not is not None:
-        return {"status": "skipped", "reason": why_not}
+    # backbone.answer_only_logits: the output head at answer positions only, or everywhere
+    wrapped = PromptedModel(
+        SimpleNamespace(model=model, family="causal"), prompt, answer_only_logits=answer_only
+    )
     optimizer = torch.optim.AdamW(prompt.param_groups(1e-3, 1e-3, 0.0), lr=1e-3)
     data = _batch(model.config.vocab_size, batch, text, answer, device)
 

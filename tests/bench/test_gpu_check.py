@@ -58,11 +58,11 @@ def test_cpu_dry_run_runs_the_gpu_code_paths(gpu_check, tmp_path: Path) -> None:
     assert full["positions_per_s"] == pytest.approx(b * t / full["step_s_median"])
     assert full["mfu"] is None and "mfu_note" in full  # no peak figure for a CPU
     answer_only = checks["llama_step"]["runs"]["sdpa/answer_only_logits"]
-    if answer_only["status"] == "skipped":  # a checkout without the switch says so
-        assert "answer-only-logits switch" in answer_only["reason"]
-    else:
-        assert answer_only["status"] == "ok" and answer_only["answer_only_logits"] is True
-        assert answer_only["hardware_flops_per_step"] == full["model_flops_per_step"]
+    assert full["answer_only_logits"] is False
+    assert answer_only["status"] == "ok" and answer_only["answer_only_logits"] is True
+    assert answer_only["hardware_flops_per_step"] == full["model_flops_per_step"]
+    # the same prompt and batch: the two heads give the same loss
+    assert answer_only["loss_first_last"][0] == pytest.approx(full["loss_first_last"][0], rel=1e-5)
     assert checks["zero3_one_gpu"]["status"] == "skipped"
 
 
@@ -115,14 +115,3 @@ def test_peak_table(gpu_check, card: str, peak: float | None) -> None:
     value, note = gpu_check.peak_bf16_tflops(card)
     assert value == peak
     assert note
-
-
-def test_answer_only_switch_has_one_call_site(gpu_check) -> None:
-    with_switch = SimpleNamespace(answer_only_logits=False)
-    assert gpu_check.set_answer_only_logits(with_switch, True) is None
-    assert with_switch.answer_only_logits is True
-    without = SimpleNamespace()
-    assert gpu_check.set_answer_only_logits(without, False) is None
-    assert "no answer-only-logits switch" in gpu_check.set_answer_only_logits(without, True)
-    source = SCRIPT.read_text()
-    assert source.count("answer_only_logits = ") == 1
