@@ -205,6 +205,27 @@ def time_steps(fn: Callable[[], None], steps: int, device: torch.device) -> tupl
     return (time.perf_counter() - start) / steps, (time.process_time() - cpu_start) / steps
 
 
+def timed_rounds(
+    setups: list[Setup], batch: dict[str, torch.Tensor], rounds: int, steps: int,
+    device: torch.device,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds per step of every set-up, round by round; the
+    order rotates each round so that no set-up always runs first."""
+    times: dict[str, list[float]] = {s.name: [] for s in setups}
+    cpu_times: dict[str, list[float]] = {s.name: [] for s in setups}
+    for rnd in range(rounds):
+        k = rnd % len(setups)
+        for s in setups[k:] + setups[:k]:
+            wall, cpu = time_steps(lambda s=s: s.step(batch), steps, device)
+            times[s.name].append(wall)
+            cpu_times[s.name].append(cpu)
+        print(
+            f"round {rnd + 1}/{rounds}: "
+            + "  ".join(f"{n} {t[-1] * 1e3:.1f} ms" for n, t in times.items())
+        )
+    return times, cpu_times
+
+
 def prompt_paths(
     setups: list[Setup], batch: dict[str, torch.Tensor]
 ) -> dict[str, Callable[[], None]]:
@@ -327,18 +348,7 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
-    times: dict[str, list[float]] = {s.name: [] for s in setups}
-    cpu_times: dict[str, list[float]] = {s.name: [] for s in setups}
-    for rnd in range(args.rounds):
-        k = rnd % len(setups)
-        for s in setups[k:] + setups[:k]:  # rotate the order: no set-up always runs first
-            wall, cpu = time_steps(lambda s=s: s.step(batch), args.steps, device)
-            times[s.name].append(wall)
-            cpu_times[s.name].append(cpu)
-        print(
-            f"round {rnd + 1}/{args.rounds}: "
-            + "  ".join(f"{n} {t[-1] * 1e3:.1f} ms" for n, t in times.items())
-        )
+    times, cpu_times = timed_rounds(setups, batch, args.rounds, args.steps, device)
     med = {n: statistics.median(t) for n, t in times.items()}
     print(
         f"median step time ({args.rounds} rounds x {args.steps} steps): "
@@ -544,18 +554,7 @@ def logits_main(args: argparse.Namespace) -> None:
     for s in setups:
         for _ in range(args.warmup):
             s.step(batch)
-    times: dict[str, list[float]] = {s.name: [] for s in setups}
-    cpu_times: dict[str, list[float]] = {s.name: [] for s in setups}
-    for rnd in range(args.rounds):
-        order = setups if rnd % 2 == 0 else setups[::-1]  # alternate who runs first
-        for s in order:
-            wall, cpu = time_steps(lambda s=s: s.step(batch), args.steps, device)
-            times[s.name].append(wall)
-            cpu_times[s.name].append(cpu)
-        print(
-            f"round {rnd + 1}/{args.rounds}: "
-            + "  ".join(f"{n} {t[-1] * 1e3:.1f} ms" for n, t in times.items())
-        )
+    times, cpu_times = timed_rounds(setups, batch, args.rounds, args.steps, device)
     med = {n: statistics.median(t) for n, t in times.items()}
     paired = statistics.median(
         a / b for a, b in zip(times["full"], times["answer-only"], strict=True)

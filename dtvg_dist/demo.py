@@ -273,19 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("demo: %d runs (%s), seeds %s, output %s", len(planned),
              ", ".join(dict.fromkeys(w.split(": ", 1)[1] for w, _, _ in planned)),
              ",".join(map(str, seeds)), out)
-    from dtvg_dist.backbone import BackboneUnavailable
-    from dtvg_dist.bank import BankError
-    from dtvg_dist.tasks import DataError
-    from dtvg_dist.trainer import TrainingDiverged
+    from dtvg_dist.train import run_job
 
-    try:
-        run_all(planned)
-    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+    code, _ = run_job(lambda: run_all(planned))
+    if code:
+        return code
     table = collect(out, seeds, methods)
     table["wall_time_s"] = round(time.time() - start, 1)
     paths = write_outputs(out, table)

@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from omegaconf import OmegaConf
 
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe, recipe_path
+
+T = TypeVar("T")
 
 USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]
        accelerate launch [--config_file launch_configs/X.yaml] -m dtvg_dist.train recipe=NAME ...
@@ -43,6 +47,25 @@ def _setup_logging(is_main: bool) -> None:
     )
 
 
+def run_job(job: Callable[[], T]) -> tuple[int, T | None]:
+    """Run a training job as every command does: a failure the user can fix
+    is one `error:` line and exit 2 (recipe, bank, data, backbone), a
+    diverged loss exit 3; returns (exit code, the job's result)."""
+    from dtvg_dist.backbone import BackboneUnavailable
+    from dtvg_dist.bank import BankError
+    from dtvg_dist.tasks import DataError
+    from dtvg_dist.trainer import TrainingDiverged
+
+    try:
+        return 0, job()
+    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2, None
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3, None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or "-h" in args or "--help" in args:
@@ -66,26 +89,20 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
-    from dtvg_dist.backbone import BackboneUnavailable
-    from dtvg_dist.bank import BankError
     from dtvg_dist.pipeline import Pipeline, output_dir
     from dtvg_dist.report import summary_table
-    from dtvg_dist.tasks import DataError
-    from dtvg_dist.trainer import TrainingDiverged
 
-    try:
+    def train() -> Pipeline:
         pipeline = Pipeline(cfg)
         pipeline.run()
-    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+        return pipeline
+
+    code, pipeline = run_job(train)
+    if code:
+        return code
     if pipeline.acc.is_main_process and cfg.stage in ("2", "all"):
         print(summary_table(output_dir(cfg), cfg.target_task))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
