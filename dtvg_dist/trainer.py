@@ -322,9 +322,11 @@ class Trainer:
                 state=state,
             )
         self.acc.wait_for_everyone()
+        chosen_by = primary if self.cfg.data.select_by == "primary" else "mean of the metrics"
         log.info(
-            "%s step %d: validation %s = %s (best %s at step %s)",
-            self.spec.name, state.step, primary, score, state.best_score, state.best_step,
+            "%s step %d: validation %s = %s, %s = %s (best %s at step %s)",
+            self.spec.name, state.step, primary, metrics.get(primary), chosen_by, score,
+            state.best_score, state.best_step,
         )
         return best_state
 
