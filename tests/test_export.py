@@ -59,6 +59,13 @@ def _ours(checkpoint: Path, prompt: torch.nn.Module) -> PromptedModel:
     return PromptedModel(backbone, prompt).eval()
 
 
+def _exported_pair(tmp_path: Path, family: str, checkpoint: Path) -> tuple[PeftModel, PromptedModel]:
+    """A run's prompt exported and loaded by PEFT, and our model with the same prompt."""
+    run, soft = _fake_run(tmp_path, family, checkpoint)
+    _export(run, tmp_path / "adapter")
+    return _peft(checkpoint, tmp_path / "adapter", family), _ours(checkpoint, SoftPrompt(soft))
+
+
 def _batch(pad: int, lengths: list[int], seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded random ids (no special tokens) of the given lengths."""
     gen = torch.Generator().manual_seed(seed)
@@ -112,10 +119,7 @@ def lively(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
 
 def test_t5_logits_and_generation_match(lively, tmp_path):
     ckpt = lively["seq2seq"]
-    run, soft = _fake_run(tmp_path, "seq2seq", ckpt)
-    _export(run, tmp_path / "adapter")
-    peft_model = _peft(ckpt, tmp_path / "adapter", "seq2seq")
-    ours = _ours(ckpt, SoftPrompt(soft))
+    peft_model, ours = _exported_pair(tmp_path, "seq2seq", ckpt)
     ids, mask = _batch(ours.model.config.pad_token_id, [7, 5, 3])  # right padding, as T5 batches
     decoder = torch.randint(5, 64, (3, 4), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -132,10 +136,7 @@ def test_t5_logits_and_generation_match(lively, tmp_path):
 def test_llama_logits_match_on_right_padding(lively, tmp_path):
     """No padding or right padding: the same logits at every real token."""
     ckpt = lively["causal"]
-    run, soft = _fake_run(tmp_path, "causal", ckpt)
-    _export(run, tmp_path / "adapter")
-    peft_model = _peft(ckpt, tmp_path / "adapter", "causal")
-    ours = _ours(ckpt, SoftPrompt(soft))
+    peft_model, ours = _exported_pair(tmp_path, "causal", ckpt)
     ids, mask = _batch(ours.model.config.pad_token_id, [7, 5, 3])
     with torch.no_grad():
         expected = ours(ids, mask).logits
@@ -149,10 +150,7 @@ def test_llama_greedy_tokens_match_row_by_row(lively, tmp_path):
     PEFT gives it unpadded. PEFT decodes here without the KV cache: see the
     xfail below for its cached path."""
     ckpt = lively["causal"]
-    run, soft = _fake_run(tmp_path, "causal", ckpt)
-    _export(run, tmp_path / "adapter")
-    peft_model = _peft(ckpt, tmp_path / "adapter", "causal")
-    ours = _ours(ckpt, SoftPrompt(soft))
+    peft_model, ours = _exported_pair(tmp_path, "causal", ckpt)
     ids, mask = _batch(ours.model.config.pad_token_id, [7, 5, 3])
     with torch.no_grad():
         tokens = ours.generate(ids, mask, max_new_tokens=5, eos_token_id=None)
@@ -173,10 +171,7 @@ def test_llama_greedy_tokens_match_row_by_row(lively, tmp_path):
 )
 def test_llama_peft_cached_generation_matches(lively, tmp_path):
     ckpt = lively["causal"]
-    run, soft = _fake_run(tmp_path, "causal", ckpt)
-    _export(run, tmp_path / "adapter")
-    peft_model = _peft(ckpt, tmp_path / "adapter", "causal")
-    ours = _ours(ckpt, SoftPrompt(soft))
+    peft_model, ours = _exported_pair(tmp_path, "causal", ckpt)
     ids, mask = _batch(ours.model.config.pad_token_id, [7])
     with torch.no_grad():
         tokens = ours.generate(ids, mask, max_new_tokens=5, eos_token_id=None)
@@ -191,10 +186,7 @@ def test_llama_left_padding_is_where_peft_differs(lively, tmp_path):
     token with positions from the mask. Left-padded, PEFT's last-token logits move
     away from its own unpadded ones; ours do not."""
     ckpt = lively["causal"]
-    run, soft = _fake_run(tmp_path, "causal", ckpt)
-    _export(run, tmp_path / "adapter")
-    peft_model = _peft(ckpt, tmp_path / "adapter", "causal")
-    ours = _ours(ckpt, SoftPrompt(soft))
+    peft_model, ours = _exported_pair(tmp_path, "causal", ckpt)
     ids, mask = _batch(ours.model.config.pad_token_id, [7, 4])
     left_ids, left_mask = _left(ids, mask)
     with torch.no_grad():
