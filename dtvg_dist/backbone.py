@@ -111,15 +111,6 @@ _CONFIG_FILES = ("config.json",)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model")
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or any(
-        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def _fetch_from_hub(key: str, repo_id: str, filenames: tuple[str, ...]) -> str:
     """Where one of `filenames` of a model repo is: the hub cache, or the hub
     (the small file is downloaded); BackboneUnavailable otherwise."""
@@ -134,7 +125,9 @@ def _fetch_from_hub(key: str, repo_id: str, filenames: tuple[str, ...]) -> str:
         f"(or `hf download {repo_id} --local-dir DIR`), copy DIR to this machine and set "
         f"backbone.{key}=DIR"
     )
-    if _hub_offline():
+    from dtvg_dist.tasks.hub import offline
+
+    if offline("TRANSFORMERS_OFFLINE"):
         raise BackboneUnavailable(
             f"backbone.{key}={repo_id!r} is a hub id that is not in the local hub cache and the hub "
             f"is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE). {hint}"

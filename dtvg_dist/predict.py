@@ -38,10 +38,7 @@ from tqdm.auto import tqdm
 from dtvg_dist.config import RecipeError
 from dtvg_dist.tasks import DataError, Task, get_task
 from dtvg_dist.tasks.schema import Column, check_row
-
-# The readers that load local split files (every row numbered, unreadable
-# lines marked); they are private to tasks/sources.py, which owns the formats.
-from dtvg_dist.tasks.sources import _read_file, _Unreadable
+from dtvg_dist.tasks.sources import Unreadable, read_file  # the split-file readers
 from dtvg_dist.trained_run import TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.predict")
@@ -85,8 +82,8 @@ def read_rows(task: Task, path: Path, on_bad_row: str = "error") -> InputRows:
     answers = answer_columns(task)
     inputs: tuple[Column, ...] = tuple(c for c in task.columns if c.name not in answers)
     out = InputRows([], [], [])
-    for n, raw in _read_file(path):
-        if isinstance(raw, _Unreadable):
+    for n, raw in read_file(path):
+        if isinstance(raw, Unreadable):
             row, column, problem = None, "-", str(raw)
         else:
             has_answer = isinstance(raw, dict) and answers <= set(raw)

@@ -77,15 +77,17 @@ def _split_files(root: Path, folder: str, split: str) -> list[Path]:
     return []
 
 
-def offline() -> bool:
-    """True when hub downloads are switched off (read by huggingface_hub at import, or now)."""
+def offline(library_flag: str = "HF_DATASETS_OFFLINE") -> bool:
+    """True when hub downloads are switched off: huggingface_hub's HF_HUB_OFFLINE
+    (read at its import, or set now) or the calling library's own flag
+    (datasets' HF_DATASETS_OFFLINE, transformers' TRANSFORMERS_OFFLINE)."""
     import os
 
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or any(
         os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+        for v in ("HF_HUB_OFFLINE", library_flag)
     )
 
 

@@ -32,7 +32,7 @@ from dtvg_dist.tasks.schema import DataError, check_row
 
 __all__ = [
     "EXTENSIONS", "Part", "Source", "load_original", "locate_original", "read_original", "read_tables",
-    "parquet_rows",
+    "parquet_rows", "read_file", "Unreadable",
 ]
 
 log = logging.getLogger("dtvg_dist.data")
@@ -71,7 +71,7 @@ def _names(task: Task, hub_split: str) -> list[str]:
 
 
 # ---- readers ------------------------------------------------------------------
-class _Unreadable(str):
+class Unreadable(str):
     """A row that could not be parsed; the text says why."""
 
 
@@ -83,7 +83,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as err:
-                yield n, _Unreadable(f"invalid JSON ({err.msg})")
+                yield n, Unreadable(f"invalid JSON ({err.msg})")
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
@@ -121,7 +121,9 @@ def parquet_rows(path: Path, batch_size: int = 4096) -> Iterator[tuple[int, Any]
 _READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": parquet_rows}
 
 
-def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
+def read_file(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based row number, row) of a .jsonl/.json/.csv/.parquet file; a row
+    that cannot be parsed comes as an `Unreadable` saying why."""
     ext = path.name.rsplit(".", 1)[-1].lower()
     if ext not in _READERS:
         raise DataError(f"{path}: unsupported file type; use one of {', '.join(EXTENSIONS)}")
@@ -147,7 +149,7 @@ def _checked(
     naming file, row and column, or (on_bad_row=skip) noted in `skipped`."""
     n_labels = task.num_labels
     for n, raw in numbered:
-        if isinstance(raw, _Unreadable):
+        if isinstance(raw, Unreadable):
             row, column, problem = None, "-", str(raw)
         else:
             row, column, problem = check_row(raw, task.columns, n_labels)
@@ -214,7 +216,7 @@ class Part:
         if self.numbered is not None:
             return iter(self.numbered)
         assert self.path is not None
-        return _read_file(self.path)
+        return read_file(self.path)
 
     @property
     def is_parquet(self) -> bool:
@@ -226,7 +228,7 @@ def _local_parts(task: Task, kind: str, path: Path) -> dict[str, list[Part]]:
     splits = list(dict.fromkeys(task.hub_splits().values()))
     if kind == "file":
         by_split: dict[str, list[tuple[int, Any]]] = {}
-        for n, row in _read_file(path):
+        for n, row in read_file(path):
             key = row.get("split") if isinstance(row, dict) else None
             by_split.setdefault(str(key), []).append((n, row))
         for split in splits:
