@@ -116,8 +116,8 @@ def measure(mode: str, settings: dict, tokenizer_dir: str, family: str) -> dict:
     from transformers import AutoTokenizer
 
     from dtvg_dist.data import encode, load_splits
+    from dtvg_dist.data.tokenized import tokenized_splits
     from dtvg_dist.tasks import get_task
-    from dtvg_dist.tokenized import tokenized_splits
 
     if mode != "reference":
         import datasets  # noqa: F401 - imported by a build; not part of its time

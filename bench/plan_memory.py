@@ -26,7 +26,7 @@ its resident set (VmRSS, /proc/self/status) after imports, builds the model
 kernel caches), resets its high-water mark (`5` written to
 /proc/self/clear_refs, Linux >= 4.0), runs the measured step and reads the
 high-water mark (VmHWM). Measured peak = VmHWM - RSS after imports; the
-step's own part = VmHWM - RSS just before it. Predicted = `dtvg_dist.memory`
+step's own part = VmHWM - RSS just before it. Predicted = `dtvg_dist.analysis.memory`
 for the same shapes (weights, prompt state, `activations(...).peak`;
 for generation `eval_bytes`). Target: measured / predicted within 0.85-1.15.
 """
@@ -73,8 +73,8 @@ def _load_code_paths(case: str) -> str | None:
     import torch
     from gpu_check import set_answer_only_logits
 
-    from dtvg_dist.backbone import BackboneSettings, load_backbone
-    from dtvg_dist.prompt import PromptedModel, SoftPrompt
+    from dtvg_dist.model.backbone import BackboneSettings, load_backbone
+    from dtvg_dist.model.prompt import PromptedModel, SoftPrompt
 
     tiny = {"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
             "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -98,9 +98,9 @@ def _load_code_paths(case: str) -> str | None:
 def child(case: str) -> dict:
     import torch
 
-    from dtvg_dist.backbone import BackboneSettings, load_backbone
-    from dtvg_dist.memory import KNOWN_CONFIGS
-    from dtvg_dist.prompt import DTVGPrompt, PromptedModel, sample_p_init
+    from dtvg_dist.analysis.memory import KNOWN_CONFIGS
+    from dtvg_dist.model.backbone import BackboneSettings, load_backbone
+    from dtvg_dist.model.prompt import DTVGPrompt, PromptedModel, sample_p_init
 
     why_not = _load_code_paths(case)
     if why_not is not None:
@@ -171,7 +171,7 @@ def child(case: str) -> dict:
 
 # ----------------------------------------------------------------- parent
 def predicted(case: str) -> dict:
-    from dtvg_dist.memory import (
+    from dtvg_dist.analysis.memory import (
         KNOWN_CONFIGS,
         ModelShape,
         PromptState,

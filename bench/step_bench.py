@@ -59,7 +59,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from dtvg_dist.prompt import (
+from dtvg_dist.model.prompt import (
     DTVGPrompt,
     PromptedModel,
     SoftPrompt,
@@ -443,7 +443,7 @@ def head_paths(
     """The output head and loss of each mode on fixed final hidden states
     [B, L + r, d], backward to those states: the backbone's head and its own
     loss over every row ("full"), or the rows before an answer token only."""
-    from dtvg_dist.prompt import token_mean_loss
+    from dtvg_dist.model.prompt import token_mean_loss
 
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 3)
     ext = args.seq + args.r

@@ -18,10 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from dtvg_dist.backbone import BackboneSettings
 from dtvg_dist.core import GROUPING_RULES
 from dtvg_dist.data import TEMPLATES, DataSettings
-from dtvg_dist.tracking import missing_tracker_package
+from dtvg_dist.errors import RecipeError
+from dtvg_dist.model.backbone import BackboneSettings
+from dtvg_dist.training.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STAGES = ("1", "2", "all")
@@ -115,10 +116,6 @@ class Recipe:
     eval: EvalSettings = field(default_factory=EvalSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
-
-
-class RecipeError(ValueError):
-    """A recipe or an override that does not fit the schema."""
 
 
 def list_recipes() -> list[str]:

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist.analysis.paper_results import VARIANTS
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
-from dtvg_dist.paper_results import VARIANTS
-from dtvg_dist.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
+from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
 log = logging.getLogger("dtvg_dist.demo")
 
@@ -82,8 +82,8 @@ def jobs(recipe: str, overrides: list[str], seeds: tuple[int, ...], out: Path,
 
 def run_all(planned: list[tuple[str, str, list[str]]]) -> None:
     """Every job in this process, on one accelerator."""
-    from dtvg_dist.distributed import accelerator_for_recipe
     from dtvg_dist.pipeline import Pipeline
+    from dtvg_dist.training.distributed import accelerator_for_recipe
 
     accelerator = None
     for what, recipe, overrides in planned:
@@ -102,7 +102,7 @@ def _score(results: dict[str, Any], split: str) -> float | None:
 
 def _groups(path: Path) -> dict[str, Any]:
     """The grouping history of a run: runs of one group, steps per source."""
-    from dtvg_dist.report import group_history
+    from dtvg_dist.analysis.report import group_history
 
     rows = read_jsonl(path)
     sources = list(rows[0]["sims"]) if rows else []
@@ -115,7 +115,7 @@ def _groups(path: Path) -> dict[str, Any]:
 
 def collect(out: Path, seeds: tuple[int, ...], methods: tuple[str, ...]) -> dict[str, Any]:
     """The demo's table, read back from the runs' own files."""
-    from dtvg_dist.report import aggregate
+    from dtvg_dist.analysis.report import aggregate
 
     rows, first = [], None
     for method in methods:
@@ -204,7 +204,7 @@ def to_text(table: dict[str, Any]) -> str:
 
 def write_outputs(out: Path, table: dict[str, Any]) -> dict[str, Path]:
     """demo.json, demo.txt and the two figures (each with its data)."""
-    from dtvg_dist.figures import bank_figure, grouping_figure
+    from dtvg_dist.analysis.figures import bank_figure, grouping_figure
 
     out = Path(out)
     seeds = table["seeds"]

@@ -53,7 +53,7 @@ def base_model_of(run: TrainedRun, override: str | None = None) -> tuple[str, st
         raise RunDirError(
             f"{run.run_dir} was trained on a backbone built from backbone.config with random "
             f"weights ({run.results.get('backbone', 'config-built')}), which no PEFT user can load "
-            "by name. Save that model with save_pretrained (dtvg_dist.backbone.load_backbone "
+            "by name. Save that model with save_pretrained (dtvg_dist.model.backbone.load_backbone "
             "builds it from the run's config.yaml) and pass its folder as --base-model DIR"
         )
     settings = backbone_settings(run.cfg, run.root)

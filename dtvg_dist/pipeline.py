@@ -13,23 +13,23 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.backbone import Backbone, BackboneSettings, load_backbone
-from dtvg_dist.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings
-from dtvg_dist.distributed import accelerator_for_recipe, gathered, zero_init
-from dtvg_dist.prompt import (
+from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
+from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
+from dtvg_dist.model.prompt import (
     DTVGPrompt,
     SoftPrompt,
     sample_p_init,
     spot_pick_source,
     tpv_pick_source,
 )
-from dtvg_dist.run_files import RunFiles
+from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
+from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
-from dtvg_dist.tokenized import TokenizedSplit, tokenized_splits
-from dtvg_dist.tracking import flat_config
-from dtvg_dist.trainer import RunResult, RunSpec, Trainer
+from dtvg_dist.training.distributed import accelerator_for_recipe, gathered, zero_init
+from dtvg_dist.training.tracking import flat_config
+from dtvg_dist.training.trainer import RunResult, RunSpec, Trainer
 
 log = logging.getLogger("dtvg_dist.pipeline")
 SYNTHETIC_TOKENIZER = "synthetic"
@@ -50,7 +50,7 @@ def output_dir(cfg: DictConfig) -> Path:
 def check_tasks(cfg: DictConfig) -> None:
     """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
     if any(name.startswith("syn_") for name in [cfg.target_task, *cfg.source_tasks]):
-        from dtvg_dist.synthetic import register_synthetic_tasks
+        from dtvg_dist.model.synthetic import register_synthetic_tasks
 
         register_synthetic_tasks()
     names = list(TASKS)
@@ -69,7 +69,7 @@ def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
     if settings.tokenizer == SYNTHETIC_TOKENIZER:
-        from dtvg_dist.synthetic import ensure_tokenizer, vocabulary_hash
+        from dtvg_dist.model.synthetic import ensure_tokenizer, vocabulary_hash
 
         settings.tokenizer = str(ensure_tokenizer(out / f"tokenizer-{vocabulary_hash()}"))
     if settings.name_or_path == SYNTHETIC_PRETRAINED:
@@ -84,11 +84,11 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
     import hashlib
     import json
 
-    from dtvg_dist.synthetic import ensure_pretrained_backbone
+    from dtvg_dist.model.synthetic import ensure_pretrained_backbone
 
     if settings.config is None:
         raise RecipeError("backbone.name_or_path=synthetic-pretrained needs backbone.config")
-    from dtvg_dist.synthetic import PRETRAINING_VERSION, vocabulary_hash
+    from dtvg_dist.model.synthetic import PRETRAINING_VERSION, vocabulary_hash
 
     key = json.dumps(
         {"config": settings.config, "seed": settings.init_seed, "vocab": vocabulary_hash(),

@@ -4,7 +4,7 @@ Which launch mode fits a recipe on the GPUs at hand, and why. Per GPU, for
 DDP in the recipe's dtype, DDP with an 8-bit backbone and ZeRO-3 in bf16:
 the memory of the weights, of one training step's activations at the
 recipe's batch and the longest lengths its tasks allow, of evaluation, and
-of the prompt and its optimizer state (arithmetic in :mod:`dtvg_dist.memory`,
+of the prompt and its optimizer state (arithmetic in :mod:`dtvg_dist.analysis.memory`,
 from the backbone's config alone); the bytes every GPU sends per optimizer
 step; whether it fits; and the ``accelerate launch`` line to use.
 
@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtvg_dist.config import RecipeError, list_recipes, load_recipe
-from dtvg_dist.memory import (
+from dtvg_dist.analysis.memory import (
     GIB,
     ModelShape,
     PlanError,
@@ -38,6 +37,7 @@ from dtvg_dist.memory import (
     weight_bytes,
     zero3_elements_per_rank,
 )
+from dtvg_dist.config import RecipeError, list_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIGS = REPO / "launch_configs"
@@ -117,7 +117,7 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
     from dtvg_dist.tasks import get_task
 
     if any(str(t).startswith("syn_") for t in [cfg.target_task, *cfg.source_tasks, *cfg.stage1.tasks]):
-        from dtvg_dist.synthetic import register_synthetic_tasks
+        from dtvg_dist.model.synthetic import register_synthetic_tasks
 
         register_synthetic_tasks()
     stage_desc, names = _tasks_of(cfg)

@@ -36,9 +36,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dtvg_dist.config import RecipeError
+from dtvg_dist.data.sources import Unreadable, read_file  # the split-file readers
 from dtvg_dist.tasks import DataError, Task, get_task
 from dtvg_dist.tasks.schema import Column, check_row
-from dtvg_dist.tasks.sources import Unreadable, read_file  # the split-file readers
 from dtvg_dist.trained_run import TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.predict")
@@ -118,7 +118,7 @@ def _scores(acc: Any, model: Any, features: list[dict[str, Any]], words: list[st
             batch_size: int) -> list[list[float]]:
     """Every label word's log-probability per example, sharded over ranks and gathered in order."""
     from dtvg_dist.data import padding_id
-    from dtvg_dist.evaluation import gather_objects, rank_scores, shard_indices
+    from dtvg_dist.training.evaluation import gather_objects, rank_scores, shard_indices
 
     indices = shard_indices(len(features), acc.process_index, acc.num_processes)
     pad_id = padding_id(backbone.tokenizer)
@@ -145,13 +145,13 @@ def predict_file(
     writes `output_path`. Returns counts (rows, skipped)."""
     from accelerate.utils import DistributedType
 
-    from dtvg_dist.backbone import load_backbone
     from dtvg_dist.data import encode
-    from dtvg_dist.distributed import LaunchError, build_accelerator
-    from dtvg_dist.evaluation import predict
+    from dtvg_dist.model.backbone import load_backbone
+    from dtvg_dist.model.prompt import PromptedModel, SoftPrompt
     from dtvg_dist.pipeline import backbone_settings, check_tasks
-    from dtvg_dist.prompt import PromptedModel, SoftPrompt
-    from dtvg_dist.run_files import atomic_write_text
+    from dtvg_dist.store.run_files import atomic_write_text
+    from dtvg_dist.training.distributed import LaunchError, build_accelerator
+    from dtvg_dist.training.evaluation import predict
 
     cfg = run.cfg
     check_tasks(cfg)

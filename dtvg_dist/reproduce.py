@@ -32,11 +32,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.bank import entry_path
+from dtvg_dist.analysis.paper_results import EXPERIMENTS, LR_GRID, TABLE9, VARIANTS, Experiment
+from dtvg_dist.analysis.report import lr_variant, run_dir, write_report
 from dtvg_dist.config import RecipeError, load_recipe
-from dtvg_dist.paper_results import EXPERIMENTS, LR_GRID, TABLE9, VARIANTS, Experiment
-from dtvg_dist.report import lr_variant, run_dir, write_report
-from dtvg_dist.run_files import RESULTS
+from dtvg_dist.store.bank import entry_path
+from dtvg_dist.store.run_files import RESULTS
 
 RESERVED = ("seed", "output_dir")  # set per run by this script
 PER_SEED_RESERVED = ("prompt.init_seed",)  # set per seed unless --shared-bank

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from dtvg_dist.bank import entry_path
-from dtvg_dist.distributed import release
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt
+from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
+from dtvg_dist.store.bank import entry_path
 from dtvg_dist.tasks import get_task
-from dtvg_dist.trainer import RunSpec, Trainer
+from dtvg_dist.training.distributed import release
+from dtvg_dist.training.trainer import RunSpec, Trainer
 
 log = logging.getLogger("dtvg_dist.throughput")
 METHODS = ("pt", "dtvg")

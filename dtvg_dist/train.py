@@ -51,10 +51,10 @@ def run_job(job: Callable[[], T]) -> tuple[int, T | None]:
     """Run a training job as every command does: a failure the user can fix
     is one `error:` line and exit 2 (recipe, bank, data, backbone), a
     diverged loss exit 3; returns (exit code, the job's result)."""
-    from dtvg_dist.backbone import BackboneUnavailable
-    from dtvg_dist.bank import BankError
+    from dtvg_dist.model.backbone import BackboneUnavailable
+    from dtvg_dist.store.bank import BankError
     from dtvg_dist.tasks import DataError
-    from dtvg_dist.trainer import TrainingDiverged
+    from dtvg_dist.training.trainer import TrainingDiverged
 
     try:
         return 0, job()
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
+    from dtvg_dist.analysis.report import summary_table
     from dtvg_dist.pipeline import Pipeline, output_dir
-    from dtvg_dist.report import summary_table
 
     def train() -> Pipeline:
         pipeline = Pipeline(cfg)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from dtvg_dist.config import RecipeError, load_run_config
-from dtvg_dist.run_files import CONFIG, PROMPT, RESULTS, load_tensors
+from dtvg_dist.store.run_files import CONFIG, PROMPT, RESULTS, load_tensors
 
 SOFT_PROMPT = "soft_prompt"
 

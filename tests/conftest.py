@@ -20,6 +20,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+from dtvg_dist.tasks import registry  # noqa: E402
+
 TOY_WORDS: list[str] = (  # noqa: SIM905 - one readable block, not 42 lines
     "the a an is was not and or of to in on it this that good bad great terrible "
     "movie film story actor plot yes no true false entailment neutral contradiction "
@@ -84,8 +86,8 @@ def tiny_llama_config() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
     """Build, once per session, a toy tokenizer and tiny T5 / Llama checkpoints on disk."""
-    from dtvg_dist.backbone import BackboneSettings, load_backbone
-    from dtvg_dist.toy_tokenizer import build_toy_tokenizer
+    from dtvg_dist.model.backbone import BackboneSettings, load_backbone
+    from dtvg_dist.model.toy_tokenizer import build_toy_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_models")
     tok_dir = root / "toy-tokenizer"
@@ -139,3 +141,65 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{output[-6000:]}"
     return {recipe: out for recipe, (out, _) in procs.items()}
+
+
+# ---- task/data fixtures: offline hub, a clean registry, the real tokenizers ----
+
+# The workspace's shared/fixtures next to the checkout (or a worktree of it).
+FIXTURES = next(
+    (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[1:] if (p / "shared" / "fixtures").is_dir()),
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures",
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach the hub from these tests."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def clean_registry():
+    """Undo any task a test registers."""
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+
+
+def _load_tokenizer(name: str):
+    folder = FIXTURES / name
+    if not (folder / "tokenizer.json").is_file():
+        pytest.skip(f"real tokenizer fixture absent: {folder} (only in the dtvg workspace)")
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer():
+    return _load_tokenizer("t5-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    return _load_tokenizer("llama3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 26 tasks' fixture repositories, written once per session."""
+    from hub_fixtures import write_hub
+
+    return write_hub(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, hub_root: Path, tmp_path: Path) -> list:
+    """Replace huggingface_hub.snapshot_download by the fixture hub; returns its call log."""
+    import huggingface_hub
+    from hub_fixtures import fake_snapshot
+
+    calls: list = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot(hub_root, tmp_path / "hf-cache", calls))
+    return calls

@@ -15,7 +15,7 @@ import pytest
 
 from dtvg_dist import demo
 from dtvg_dist.config import load_recipe
-from dtvg_dist.run_files import read_jsonl
+from dtvg_dist.store.run_files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2)

@@ -9,13 +9,13 @@ import torch
 from cli_runs import jsonl, results
 from omegaconf import OmegaConf
 
-from dtvg_dist.backbone import config_name
-from dtvg_dist.bank import save_entry
-from dtvg_dist.checkpoint import find_checkpoint, load_checkpoint
 from dtvg_dist.config import load_recipe
 from dtvg_dist.core import select_group
+from dtvg_dist.model.backbone import config_name
+from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.pipeline import Pipeline
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt
+from dtvg_dist.store.bank import save_entry
+from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
 
 SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
 TARGET = "syn_target"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import plan
-from dtvg_dist.memory import GIB, ModelShape, find_model_config
+from dtvg_dist.analysis.memory import GIB, ModelShape, find_model_config
 from dtvg_dist.plan import ModeEstimate, choose, make_plan
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 from trained_prompts import rebuilt_prompt, run_backbone, run_config
 
 from dtvg_dist.data import encode, load_splits
-from dtvg_dist.evaluation import evaluate, rank_scores
+from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.predict import main
-from dtvg_dist.prompt import PromptedModel
 from dtvg_dist.tasks import get_task
+from dtvg_dist.training.evaluation import evaluate, rank_scores
 
 TARGET = "syn_target"
 

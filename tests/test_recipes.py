@@ -8,8 +8,8 @@ from functools import cache
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from dtvg_dist.analysis.paper_results import EXPERIMENTS, GLUE, MRQA, NLG, OTHER, SOURCES, SUPERGLUE
 from dtvg_dist.config import list_recipes, load_recipe, recipe_path
-from dtvg_dist.paper_results import EXPERIMENTS, GLUE, MRQA, NLG, OTHER, SOURCES, SUPERGLUE
 from dtvg_dist.tasks import TASKS, get_task
 
 TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1"}  # offline recipes owned elsewhere

@@ -11,7 +11,7 @@ import pytest
 import torch
 from cli_runs import check_ok, jsonl, losses, prompt_tensors, results, run_cli
 
-from dtvg_dist.bank import entry_path, load_bank, load_entry, save_entry
+from dtvg_dist.store.bank import entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.train import main
 
 SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
@@ -118,7 +118,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(t5_bank, tmp_path):
                    env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "nan"})
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "loss is nan at step 5" in proc.stderr
-    from dtvg_dist.checkpoint import find_checkpoint, load_checkpoint
+    from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(find_checkpoint(out))
     assert ckpt.state.step == 3

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from dtvg_dist.bank import load_bank
 from dtvg_dist.config import load_run_config
+from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.pipeline import backbone_settings, check_tasks
-from dtvg_dist.prompt import DTVGPrompt, SoftPrompt
+from dtvg_dist.store.bank import load_bank
 
 
 def run_root(run_dir: Path) -> Path:
@@ -46,6 +46,6 @@ def rebuilt_prompt(run_dir: Path) -> torch.nn.Module:
 
 
 def run_backbone(run_dir: Path) -> Any:
-    from dtvg_dist.backbone import load_backbone
+    from dtvg_dist.model.backbone import load_backbone
 
     return load_backbone(backbone_settings(run_config(run_dir), run_root(run_dir)), device="cpu")

@@ -13,7 +13,6 @@ from dtvg_dist.tasks.mrqa import MRQA_TASKS
 from dtvg_dist.tasks.other import OTHER_TASKS
 from dtvg_dist.tasks.registry import TASKS, get_task, register_task, unregister_task
 from dtvg_dist.tasks.schema import Column, DataError
-from dtvg_dist.tasks.sources import load_original
 from dtvg_dist.tasks.superglue import SUPERGLUE_TASKS
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "get_task",
     "register_task",
     "unregister_task",
-    "load_original",
     "pad_punctuation",
     "remove_markup",
 ]

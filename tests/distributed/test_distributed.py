@@ -129,7 +129,7 @@ def test_failing_rank_ends_job_and_resume_completes(references, tmp_path):
     """Rank 1 raises before step 4 (the checkpoint of step 3 is on disk): the
     whole job exits non-zero within 60 s of it, the checkpoint is intact, and
     a resumed ZeRO-3 run finishes with the uninterrupted run's losses."""
-    from dtvg_dist.checkpoint import find_checkpoint, load_checkpoint
+    from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
 
     ref = references["tiny-llama"]
     out = tmp_path / "run"
@@ -158,9 +158,9 @@ def llama_checkpoint(tmp_path_factory) -> Path:
     (8-bit loading needs one), with the synthetic tokenizer."""
     from omegaconf import OmegaConf
 
-    from dtvg_dist.backbone import BackboneSettings, load_backbone
     from dtvg_dist.config import load_recipe
-    from dtvg_dist.synthetic import ensure_tokenizer
+    from dtvg_dist.model.backbone import BackboneSettings, load_backbone
+    from dtvg_dist.model.synthetic import ensure_tokenizer
 
     root = tmp_path_factory.mktemp("ckpt")
     cfg = load_recipe("tiny-llama")
@@ -184,7 +184,7 @@ def checkpoint_args(path: Path) -> list[str]:
 def bank_8bit(references, llama_checkpoint, tmp_path_factory) -> Path:
     """The reference bank re-keyed to the checkpoint's backbone name (same
     weights as the reference's config-built model, so its TPVs are valid)."""
-    from dtvg_dist.bank import load_entry, save_entry
+    from dtvg_dist.store.bank import load_entry, save_entry
 
     bank = tmp_path_factory.mktemp("bank8")
     for entry_file in sorted(references["tiny-llama"].bank.glob("*.safetensors")):
@@ -241,5 +241,5 @@ def test_8bit_refused_under_zero3(llama_checkpoint, tmp_path):
     assert "backbone.load_in_8bit=true is refused under DeepSpeed ZeRO-3" in text
     assert "not supported by ZeRO-3's zero.Init" in text
     assert "single_gpu_8bit.yaml" in text and "multi_gpu_zero3.yaml" in text
-    assert "dtvg_dist.backbone: backbone" not in text  # refused before anything loaded
+    assert "dtvg_dist.model.backbone: backbone" not in text  # refused before anything loaded
     assert not os.path.exists(out / "results.json")

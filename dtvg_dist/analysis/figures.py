@@ -1,0 +1,388 @@
+"""The analysis figures, each a PNG plus the data behind it (JSON), drawn
+from finished runs and TPV banks:
+
+- `grouping_figure` (paper Figures 7 and 9): for one run or several, each
+  source's similarity to the target and its group membership over the
+  steps (from `grouping.jsonl`), and the validation score (from
+  `metrics.jsonl`), optionally next to a baseline run's (PT).
+- `bank_figure` (Figures 10 and 11): the pairwise TPV similarity (Eq. 2) of
+  a bank's tasks, min-max normalised as the paper's figures are, ordered by
+  hierarchical clustering (scipy) with its dendrogram; several banks (one
+  per seed) side by side.
+- `table_bars`: a table report's bars, ours vs the paper per row, with the
+  standard deviations as error bars (the report writes the data as JSON).
+
+    python -m dtvg_dist.report grouping RUN_DIR [RUN_DIR ...] [--compare PT_RUN ...] [--out F.png]
+    python -m dtvg_dist.report bank BANK_DIR [BANK_DIR ...] [--tasks a,b,c] [--out F.png]
+    python -m dtvg_dist.report figure7|figure9|figure10|figure11 [--runs-dir runs] [--seeds ...]
+
+Matplotlib runs on the Agg backend: no display is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dtvg_dist.store.run_files import GROUPING, METRICS, RESULTS, atomic_write_text, read_jsonl
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, png: Path, data: Any) -> dict[str, Path]:
+    """Write the PNG and, next to it, `<stem>.json` with the data drawn."""
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    _pyplot().close(fig)
+    data_path = png.with_suffix(".json")
+    atomic_write_text(data_path, json.dumps(data, indent=1) + "\n")
+    return {"png": png, "data": data_path}
+
+
+# ------------------------------------------------------------- Figures 7 / 9
+def _validation_curve(run: Path) -> dict[str, Any]:
+    """The primary metric at each validation of a run (metrics.jsonl)."""
+    results = Path(run) / RESULTS
+    primary = json.loads(results.read_text()).get("primary_metric") if results.is_file() else None
+    metrics = Path(run) / METRICS
+    rows = [r for r in read_jsonl(metrics) if r.get("split") == "validation"] if metrics.is_file() else []
+    return {"metric": primary, "steps": [r["step"] for r in rows],
+            "scores": [r.get(primary) for r in rows] if primary else []}
+
+
+def grouping_data(run: Path) -> dict[str, Any]:
+    """One run's grouping history as matrices over `steps`: `sims[i][k]` is
+    source i's similarity to the target at step k, `membership[i][k]` is 1
+    when source i is in the group then (0 otherwise)."""
+    path = Path(run) / GROUPING
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no grouping history (grouping.jsonl is written by DTVG "
+                                "stage-2 runs)")
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    sources = list(rows[0]["sims"])
+    for row in rows:
+        if list(row["sims"]) != sources:
+            raise ValueError(f"{path}: step {row['step']} names the sources {list(row['sims'])}, "
+                             f"the first row {sources}")
+        unknown = set(row["group"]) - set(sources)
+        if unknown:
+            raise ValueError(f"{path}: step {row['step']} groups unknown sources {sorted(unknown)}")
+    return {
+        "run": str(run),
+        "sources": sources,
+        "steps": [row["step"] for row in rows],
+        "sims": [[row["sims"][s] for row in rows] for s in sources],
+        "membership": [[int(s in row["group"]) for row in rows] for s in sources],
+        "validation": _validation_curve(Path(run)),
+    }
+
+
+def _spans(steps: list[int], member: list[int]) -> list[tuple[float, float]]:
+    """Member steps as (start, width) bars; step k covers [k - 1, k]."""
+    spans: list[tuple[float, float]] = []
+    for step, m in zip(steps, member, strict=True):
+        if not m:
+            continue
+        if spans and spans[-1][0] + spans[-1][1] == step - 1:
+            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
+        else:
+            spans.append((step - 1, 1))
+    return spans
+
+
+def grouping_figure(runs: dict[str, Path], png: Path, title: str | None = None,
+                    compare: dict[str, Path] | None = None, compare_label: str = "PT") -> dict[str, Path]:
+    """One column per run: each source's similarity to the target over the
+    steps (top), group membership (middle), validation score (bottom, with
+    the `compare` run of the same label, e.g. PT, when given). Writes `png`
+    and `<png stem>.json` (per run: sources, steps, sims, membership, the
+    validation curves)."""
+    data = {label: grouping_data(path) for label, path in runs.items()}
+    for label, path in (compare or {}).items():
+        data[label]["compare"] = {"label": compare_label, "run": str(path), **_validation_curve(Path(path))}
+    plt = _pyplot()
+    cols = len(data)
+    fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols + 1.2, 7.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2, 2]}, sharex="col")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for col, (label, d) in enumerate(data.items()):
+        top, mid, bottom = axes[0][col], axes[1][col], axes[2][col]
+        n = len(d["sources"])
+        for i, source in enumerate(d["sources"]):
+            color = colors[i % len(colors)]
+            top.plot(d["steps"], d["sims"][i], color=color, label=source, lw=1.5)
+            mid.broken_barh(_spans(d["steps"], d["membership"][i]), (n - 1 - i + 0.15, 0.7), color=color)
+        top.axhline(0.0, color="grey", lw=0.7, ls="--")
+        top.set_title(label, fontsize=10)
+        mid.set_yticks([n - 1 - i + 0.5 for i in range(n)])
+        mid.set_yticklabels(d["sources"], fontsize=8)
+        mid.set_ylim(0, n)
+        mid.grid(axis="x", lw=0.3)
+        val = d["validation"]
+        if val["steps"]:
+            bottom.plot(val["steps"], val["scores"], marker="o", color="black", lw=1.3, label=label.split()[0])
+        cmp_ = d.get("compare")
+        if cmp_ and cmp_["steps"]:
+            bottom.plot(cmp_["steps"], cmp_["scores"], marker="s", color="grey", ls="--", lw=1.1,
+                        label=cmp_["label"])
+            bottom.legend(fontsize=7, loc="lower right")
+        if val["scores"]:
+            bottom.set_ylim(-2, 102)
+        bottom.set_xlabel("step")
+        if col == 0:
+            top.set_ylabel("similarity to the target\n(Eq. 2, α-scaled TPVs)", fontsize=9)
+            mid.set_ylabel("in the group", fontsize=9)
+            bottom.set_ylabel(f"validation {val['metric'] or ''} (%)", fontsize=9)
+            top.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, png, data)
+
+
+# ---------------------------------------------------------- Figures 10 / 11
+def bank_tasks(bank_dir: Path) -> list[str]:
+    """The tasks of a bank folder, in file-name order."""
+    tasks = sorted(p.stem for p in Path(bank_dir).glob("*.safetensors"))
+    if not tasks:
+        raise FileNotFoundError(f"{bank_dir}: no bank entries (*.safetensors)")
+    return tasks
+
+
+def bank_similarity(bank_dir: Path, tasks: list[str] | None = None) -> dict[str, Any]:
+    """Pairwise Eq. 2 similarity of a bank's TPVs (float64), its min-max
+    normalisation (the paper's Figures 10 and 11 plot that), and the
+    hierarchical clustering that orders it: average linkage on the
+    Euclidean distance between normalised rows, seaborn clustermap's default
+    (method='average', metric='euclidean')."""
+    import numpy as np
+    import torch
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    from dtvg_dist.core import similarity_matrix
+    from dtvg_dist.store.bank import load_bank
+
+    tasks = list(tasks or bank_tasks(bank_dir))
+    entries = load_bank(bank_dir, tasks)  # one P_init, backbone and shape, or a BankError
+    tpvs = torch.stack([entries[t].tpv.to(torch.float64) for t in tasks])
+    sim = similarity_matrix(tpvs).numpy()
+    low, high = float(sim.min()), float(sim.max())
+    norm = (sim - low) / (high - low) if high > low else np.zeros_like(sim)
+    if len(tasks) > 1:
+        link = linkage(norm, method="average", metric="euclidean")
+        order = [int(i) for i in leaves_list(link)]
+    else:
+        link, order = np.zeros((0, 4)), [0]
+    return {
+        "bank": str(bank_dir), "tasks": tasks, "similarity": sim.tolist(),
+        "normalized": norm.tolist(), "min": low, "max": high,
+        "linkage": link.tolist(), "order": order, "ordered_tasks": [tasks[i] for i in order],
+    }
+
+
+def bank_figure(banks: dict[str, Path], png: Path, tasks: list[str] | None = None,
+                title: str | None = None) -> dict[str, Path]:
+    """A clustered heatmap per bank (one: Figure 10; one per seed: Figure 11),
+    side by side, each in its own clustering order with its dendrogram on
+    top. Writes `png` and `<png stem>.json` (per bank: tasks, similarity,
+    normalized, linkage, order)."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    data = {label: bank_similarity(path, tasks) for label, path in banks.items()}
+    plt = _pyplot()
+    cols = len(data)
+    size = max(3.2, 0.42 * max(len(d["tasks"]) for d in data.values()) + 1.6)
+    fig, axes = plt.subplots(2, cols, figsize=(size * cols + 1.6, size + 1.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 4]}, layout="constrained")
+    image = None
+    for col, (label, d) in enumerate(data.items()):
+        top, ax = axes[0][col], axes[1][col]
+        order, n = d["order"], len(d["tasks"])
+        if n > 1:
+            import numpy as np
+
+            dendrogram(np.array(d["linkage"]), ax=top, no_labels=True, color_threshold=0,
+                       above_threshold_color="black")
+            top.set_xlim(0, 10 * n)  # scipy puts leaf k at 10 k + 5: one leaf above each column
+        top.set_axis_off()
+        top.set_title(label, fontsize=10)
+        matrix = [[d["normalized"][i][j] for j in order] for i in order]
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        names = d["ordered_tasks"]
+        ax.set_xticks(range(n))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(names, fontsize=8)
+        if n <= 12:
+            for i in range(n):
+                for j in range(n):
+                    value = matrix[i][j]
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if value < 0.5 else "black")
+    if image is not None:
+        fig.colorbar(image, ax=[axes[1][c] for c in range(cols)], shrink=0.9,
+                     label="task similarity (Eq. 2), min-max normalised")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, png, data)
+
+
+# ------------------------------------------------------------- table reports
+def table_bars(data: dict[str, Any], path: Path) -> Path:
+    """Grouped bars per row of a table report: ours (error bar = our std over
+    seeds) and the paper (error bar = its printed ±), per variant."""
+    plt = _pyplot()
+    rows = data["rows"]
+    main = data["variants"][0]
+
+    def has(variant: str, kind: str) -> bool:
+        return any((r["cells"][variant][kind] or {}).get("mean") is not None for r in rows)
+
+    # A series with no value at all is left out; the main variant's "ours" always stays,
+    # so its missing runs are marked.
+    series = [(v, k) for v in data["variants"] for k in ("ours", "paper")
+              if has(v, k) or (v, k) == (main, "ours")]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(min(24.0, 0.35 * len(rows) * len(series) ** 0.5 + 3), 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (variant, kind) in enumerate(series):
+        xs, ys, errs = [], [], []
+        for j, row in enumerate(rows):
+            cell = row["cells"][variant][kind] or {}
+            x = j - 0.4 + width * (i + 0.5)
+            if cell.get("mean") is None:
+                if kind == "ours":
+                    ax.text(x, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=6,
+                            color="red")
+                continue
+            xs.append(x)
+            ys.append(cell["mean"])
+            errs.append(cell.get("std") or 0.0)
+        color = colors[data["variants"].index(variant) % len(colors)]
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, color=color,
+               alpha=1.0 if kind == "ours" else 0.45, hatch=None if kind == "ours" else "//",
+               label=f"{variant} {kind}")
+    labels = [r["label"] if len(data["rows"]) == len({r["label"] for r in rows})
+              else f"{r['label']} {r['metric']}" for r in rows]
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"{data['split']} score (%)")
+    ax.set_title(f"{data['table']}: ours vs paper")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------- the paper's figures
+# Figure 7: RTE; Figure 9: MRPC, SciTail, NQ (appendix H), DTVG next to PT.
+# Figure 10: 5 source and 6 target tasks (appendix I names SQuAD, ReCoRD,
+# QNLI, QQP, MNLI and NQ, HotpotQA, MRPC, PAWS, WSC, WinoGrande); Figure 11:
+# the same for the seeds 22, 32, 42, 52.
+PAPER_FIGURES: dict[str, dict[str, Any]] = {
+    "figure7": {"kind": "grouping", "targets": ("rte",), "seeds": (42,)},
+    "figure9": {"kind": "grouping", "targets": ("mrpc", "scitail", "nq"), "seeds": (42,)},
+    "figure10": {"kind": "bank", "seeds": (42,)},
+    "figure11": {"kind": "bank", "seeds": (22, 32, 42, 52)},
+}
+FIGURE_TASKS = ("squad", "record", "qnli", "qqp", "mnli", "nq", "hotpotqa", "mrpc", "paws", "wsc",
+                "winogrande")
+BANK = "bank/t5-base"
+
+
+def paper_bank(runs_dir: Path, seed: int) -> Path:
+    """The T5-base bank of a seed: `<runs>/bank/t5-base/seed<S>` (reproduce's
+    per-seed banks), else the shared `<runs>/bank/t5-base`."""
+    per_seed = Path(runs_dir) / BANK / f"seed{seed}"
+    return per_seed if per_seed.is_dir() else Path(runs_dir) / BANK
+
+
+def paper_figure(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...] | None = None,
+                 out_dir: Path | str | None = None) -> dict[str, Path]:
+    """Figure 7, 9, 10 or 11 from the runs and banks that `reproduce` writes."""
+    spec = PAPER_FIGURES[name]
+    runs_dir = Path(runs_dir)
+    seeds = tuple(seeds or spec["seeds"])
+    png = (Path(out_dir) if out_dir is not None else runs_dir / "reports") / f"{name}.png"
+    if spec["kind"] == "grouping":
+        runs, compare = {}, {}
+        for target in spec["targets"]:
+            for seed in seeds:
+                label = f"{target} seed {seed}"
+                runs[label] = runs_dir / f"t5-base-dtvg-{target}" / str(seed)
+                pt = runs_dir / f"t5-base-dtvg-{target}@pt" / str(seed)
+                if (pt / METRICS).is_file():
+                    compare[label] = pt
+        return grouping_figure(runs, png, title=f"{name}: source task grouping (DTVG)", compare=compare)
+    banks = {f"seed {seed}": paper_bank(runs_dir, seed) for seed in seeds}
+    return bank_figure(banks, png, tasks=list(FIGURE_TASKS), title=f"{name}: TPV task similarity")
+
+
+# ---------------------------------------------------------------- command
+COMMANDS = ("grouping", "bank", *PAPER_FIGURES)
+
+
+def _csv(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m dtvg_dist.report grouping|bank|figure7|figure9|figure10|figure11 ...`"""
+    parser = argparse.ArgumentParser(prog="python -m dtvg_dist.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    grouping = sub.add_parser("grouping", help="Figures 7/9 from DTVG run folders")
+    grouping.add_argument("runs", nargs="+", help="stage-2 DTVG run folders (with grouping.jsonl)")
+    grouping.add_argument("--labels", help="comma-separated column titles (default: the folders)")
+    grouping.add_argument("--compare", nargs="*", default=[],
+                          help="one baseline run (e.g. PT) per run, validation curves drawn alongside")
+    grouping.add_argument("--out", default="runs/reports/grouping.png", help="the PNG (data: .json beside)")
+    bank = sub.add_parser("bank", help="Figures 10/11 from TPV bank folders")
+    bank.add_argument("banks", nargs="+", help="bank folders (one: Figure 10; one per seed: Figure 11)")
+    bank.add_argument("--labels", help="comma-separated panel titles (default: the folders)")
+    bank.add_argument("--tasks", help="comma-separated subset of the tasks (default: every entry)")
+    bank.add_argument("--out", default="runs/reports/bank.png", help="the PNG (data: .json beside)")
+    for name in PAPER_FIGURES:
+        paper = sub.add_parser(name, help=f"the paper's {name} from reproduce's runs")
+        paper.add_argument("--runs-dir", default="runs")
+        paper.add_argument("--seeds", help=f"comma-separated (default: {PAPER_FIGURES[name]['seeds']})")
+        paper.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command in PAPER_FIGURES:
+            seeds = tuple(int(s) for s in _csv(args.seeds)) or None
+            paths = paper_figure(args.command, args.runs_dir, seeds, args.out)
+        elif args.command == "grouping":
+            labels = _csv(args.labels) or list(args.runs)
+            if len(labels) != len(args.runs) or (args.compare and len(args.compare) != len(args.runs)):
+                parser.error("--labels and --compare need one entry per run")
+            runs = {label: Path(p) for label, p in zip(labels, args.runs, strict=True)}
+            compare = {label: Path(p) for label, p in zip(labels, args.compare, strict=False)}
+            paths = grouping_figure(runs, Path(args.out), compare=compare)
+        else:
+            labels = _csv(args.labels) or list(args.banks)
+            if len(labels) != len(args.banks):
+                parser.error("--labels needs one entry per bank")
+            banks = {label: Path(p) for label, p in zip(labels, args.banks, strict=True)}
+            paths = bank_figure(banks, Path(args.out), tasks=_csv(args.tasks) or None)
+    except (FileNotFoundError, ValueError) as err:  # BankError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

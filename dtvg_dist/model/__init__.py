@@ -1,0 +1,1 @@
+"""The model layer: backbone loading and the prompt methods that feed it."""

@@ -1,0 +1,240 @@
+"""A small multi-task suite built in code, for the offline demo and the tiny
+recipes: nothing to download, and grouping has something to find.
+
+Every task asks a yes/no question about a short sentence holding one key
+word; the tasks differ only in their rule, so their prompts differ only in
+what they steer the backbone to decide:
+- `syn_target` (the target, few examples): "yes" iff the key word is positive;
+- `syn_same`, `syn_same_b`: the target's rule, on other sentences (share it);
+- `syn_flip`, `syn_flip_b`: "yes" iff the key word is negative (conflict
+  with the target);
+- `syn_topic`: "yes" iff the key word is an animal, on sentences about
+  animals and food (unrelated).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dtvg_dist.tasks import Task, get_task, register_task
+
+log = logging.getLogger("dtvg_dist.model.synthetic")
+
+POSITIVE = ("good", "great", "fine", "nice", "happy", "lovely", "superb", "bright")
+NEGATIVE = ("bad", "awful", "poor", "sad", "ugly", "nasty", "grim", "dull")
+ANIMALS = ("cat", "dog", "horse", "bird", "fish", "mouse", "cow", "sheep")
+FOODS = ("bread", "rice", "soup", "cake", "apple", "cheese", "pasta", "salad")
+FILLER = ("the", "a", "it", "was", "and", "very", "so", "this", "that", "is", "day",
+          "film", "meal", "place", "time", "we", "saw", "one", "really", "quite")
+LABEL_WORDS = ("yes", "no")  # every task: label 0 = "yes", 1 = "no"
+
+TARGET = "syn_target"
+SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic")
+RULES = ("sentiment", "flipped", "topic")
+# the key words a rule answers "yes" / "no" for
+KEY_WORDS = {
+    "sentiment": (POSITIVE, NEGATIVE),
+    "flipped": (NEGATIVE, POSITIVE),
+    "topic": (ANIMALS, FOODS),
+}
+
+
+def _sentence(rng: random.Random, key_word: str, n_filler: int) -> str:
+    words = [rng.choice(FILLER) for _ in range(n_filler)]
+    words.insert(rng.randrange(len(words) + 1), key_word)
+    return " ".join(words)
+
+
+def _rows(rule: str, n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        word = rng.choice(KEY_WORDS[rule][label])
+        rows.append({"sentence": _sentence(rng, word, rng.randint(3, 7)), "label": label})
+    return rows
+
+
+def _builder(rule: str, n_train: int, n_val: int, seed: int) -> Callable[[], dict[str, list[dict]]]:
+    def build() -> dict[str, list[dict]]:
+        return {"train": _rows(rule, n_train, seed), "validation": _rows(rule, n_val, seed + 1)}
+
+    return build
+
+
+# name: (rule, training rows, validation rows (halved into validation and
+# test by the split convention), data seed)
+SPECS = {
+    TARGET: ("sentiment", 48, 96, 100),
+    "syn_same": ("sentiment", 512, 96, 200),
+    "syn_same_b": ("sentiment", 512, 96, 300),
+    "syn_flip": ("flipped", 512, 96, 400),
+    "syn_flip_b": ("flipped", 512, 96, 600),
+    "syn_topic": ("topic", 512, 96, 500),
+}
+
+
+def synthetic_tasks() -> list[Task]:
+    return [
+        Task(
+            name=name,
+            benchmark="synthetic",
+            kind="classification",
+            fields=(("sentence", "sentence"),),
+            label_words=LABEL_WORDS,
+            primary_metric="accuracy",
+            metrics=("accuracy",),
+            max_source_length=32,
+            builtin_rows=_builder(rule, n_train, n_val, seed),
+        )
+        for name, (rule, n_train, n_val, seed) in SPECS.items()
+    ]
+
+
+def register_synthetic_tasks() -> None:
+    """Idempotent: the demo, the tiny recipes and tests may all call it."""
+    for task in synthetic_tasks():
+        try:
+            get_task(task.name)
+        except (KeyError, ValueError):
+            register_task(task)
+
+
+def vocabulary() -> list[str]:
+    """Every text the suite can produce (prefixes, field names, words, labels)."""
+    texts = [*SPECS, "sentence :", *LABEL_WORDS, *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *FILLER]
+    return [t for text in texts for t in text.split()]
+
+
+def vocabulary_hash() -> str:
+    """Names cached tokenizers and backbones, so a changed suite never reuses them."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(vocabulary()).encode()).hexdigest()[:10]
+
+
+def ensure_tokenizer(folder: Path) -> Path:
+    """Build (once) and save the suite's word-level tokenizer; returns its folder."""
+    from dtvg_dist.model.toy_tokenizer import build_toy_tokenizer
+
+    if not (folder / "tokenizer.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        build_toy_tokenizer(vocabulary(), str(folder))
+    return folder
+
+
+# ---------------------------------------------------------------- backbone
+# A frozen random network gives a soft prompt almost nothing to steer, so the
+# demo's backbone is first taught the suite's rules (as a real LM is
+# pretrained before prompt tuning). A rule is asked for by a direction in
+# embedding space, added to a PREFIX_ROWS-row prefix that sits where the soft
+# prompt will: +v asks for the sentiment rule, -v for the flipped one, +u
+# (orthogonal to v) for topic. The prefix otherwise holds word embeddings at
+# a random scale plus noise, which carry no information, and the instruction
+# is spread over its rows with random weights, so what counts is the
+# instruction's sum over the rows: the mean row that Eq. 2 compares. With no
+# instruction (such as P_init) the answer is a coin flip. Prompt tuning thus
+# has to walk the prompt towards an instruction: tasks that share a rule walk
+# the same way (similar TPVs), the conflicting rule the opposite way
+# (negative similarity) and the unrelated one sideways. A prompt that holds
+# two instructions at once (a merge of conflicting TPVs) is outside what the
+# backbone was taught.
+INSTRUCTIONS = {"sentiment": ("sentiment", 1.0), "flipped": ("sentiment", -1.0), "topic": ("topic", 1.0)}
+PREFIX_ROWS = 10  # the demo's prompt length
+STRENGTH = (6.0, 24.0)  # range of the instruction's norm in the mean prefix row
+NO_INSTRUCTION = 0.25  # share of pretraining examples with no instruction (random answer)
+NOISE = 1.5  # largest std of the noise added to the prefix rows
+WORD_SCALE = 1.5  # the prefix's word rows are scaled by a random factor below this
+PRETRAINING_VERSION = 2  # bump when the pretraining below changes (names the cache)
+
+
+def instruction_directions(d: int, seed: int) -> dict[str, torch.Tensor]:
+    """Orthonormal directions (float32 [d]) for the two rule families."""
+    gen = torch.Generator().manual_seed(seed + 7919)
+    q, _ = torch.linalg.qr(torch.randn(d, 2, generator=gen, dtype=torch.float64))
+    return {"sentiment": q[:, 0].float(), "topic": q[:, 1].float()}
+
+
+def _pretraining_rows(n: int, seed: int) -> list[tuple[str | None, str, str]]:
+    """(rule or None, input text, answer) for n pretraining examples; with no
+    rule the answer is a coin flip. The task name in front is random, so it
+    tells the backbone nothing."""
+    rng = random.Random(seed)
+    names = list(SPECS)
+    out = []
+    for _ in range(n):
+        rule = rng.choice(RULES) if rng.random() >= NO_INSTRUCTION else None
+        row = _rows(rule or rng.choice(RULES), 1, rng.randrange(1 << 30))[0]
+        label = row["label"] if rule is not None else rng.randrange(2)
+        out.append((rule, f"{rng.choice(names)} sentence: {row['sentence']}", LABEL_WORDS[label]))
+    return out
+
+
+def _pretraining_prefix(
+    embed: torch.nn.Embedding, rules: list[str | None], dirs: dict[str, torch.Tensor], gen: torch.Generator
+) -> torch.Tensor:
+    """[B, PREFIX_ROWS, d] prefixes like a soft prompt: random word rows at a
+    random scale plus random noise, which carry no information, plus the
+    instruction, spread over the rows with random weights so that only its
+    sum over rows (the mean row that Eq. 2 compares) matters."""
+    b, r, d = len(rules), PREFIX_ROWS, embed.weight.shape[1]
+    ids = torch.randint(0, embed.weight.shape[0], (b, r), generator=gen)
+    words = embed(ids) * torch.rand(b, 1, 1, generator=gen) * WORD_SCALE
+    noise = torch.randn(b, r, d, generator=gen) * torch.rand(b, 1, 1, generator=gen) * NOISE
+    weights = -torch.log(torch.rand(b, r, generator=gen))  # Dirichlet(1) after normalising
+    weights = weights / weights.sum(dim=1, keepdim=True) * r
+    strength = torch.empty(b, 1).uniform_(*STRENGTH, generator=gen)
+    direction = torch.stack([
+        dirs[INSTRUCTIONS[rule][0]] * INSTRUCTIONS[rule][1] if rule else torch.zeros(d) for rule in rules
+    ])
+    return words + noise + (weights * strength)[..., None] * direction[:, None, :]
+
+
+def ensure_pretrained_backbone(
+    folder: Path, config: dict, steps: int = 600, batch_size: int = 32, seed: int = 0, lr: float = 2e-3
+) -> Path:
+    """Build (once) a small seq2seq model from `config`, teach it the rules
+    behind their instruction directions, and save it with its tokenizer as a
+    local checkpoint that `from_pretrained` loads."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("teaching the synthetic backbone its rules (%d steps, once; cached in %s)", steps, folder)
+    ensure_tokenizer(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    params = dict(config)
+    model_type = params.pop("model_type")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(model_type, **params))
+        embed = model.get_input_embeddings()
+        dirs = instruction_directions(embed.weight.shape[1], seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        examples = _pretraining_rows(steps * batch_size, seed)
+        model.train()
+        for step in tqdm(range(steps), desc="teaching the synthetic backbone", leave=False):
+            batch = examples[step * batch_size : (step + 1) * batch_size]
+            enc = tokenizer([t for _, t, _ in batch], return_tensors="pt", padding=True)
+            labels = tokenizer([a for _, _, a in batch], return_tensors="pt", padding=True).input_ids
+            labels[labels == tokenizer.pad_token_id] = -100
+            prefix = _pretraining_prefix(embed, [r for r, _, _ in batch], dirs, gen)
+            inputs = torch.cat([prefix, embed(enc.input_ids)], dim=1)
+            mask = torch.cat([torch.ones(len(batch), PREFIX_ROWS, dtype=torch.long), enc.attention_mask], 1)
+            loss = model(inputs_embeds=inputs, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(str(tmp))
+    for name in tmp.iterdir():
+        name.replace(folder / name.name)
+    tmp.rmdir()
+    return folder

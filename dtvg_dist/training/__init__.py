@@ -1,0 +1,1 @@
+"""The training layer: the trainer loop, evaluation, distributed setup and tracking."""

@@ -1,0 +1,382 @@
+"""The training loop of one run: one task, one prompt module, one output dir.
+
+Data order is a pure function of (seed, step): the global batch of every
+micro-step is a slice of a seeded stream of epoch permutations, and each rank
+takes every world-size-th example of it. So a resumed run needs only the
+step to find its place, and N ranks see exactly the examples one process
+would. The loss is the mean over all answer tokens of the global batch
+(summed per rank, divided by the global token count), so it does not depend
+on how the batch is split over ranks or micro-steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.model.prompt import PromptedModel
+from dtvg_dist.store.checkpoint import (
+    TrainingState,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dtvg_dist.store.run_files import RunFiles
+from dtvg_dist.training import faults
+from dtvg_dist.training.distributed import (
+    all_reduce_sum,
+    checkpoint_optimizer,
+    full_trainable_state,
+    keep_prompt_whole,
+    load_trainable_state,
+    mask_broadcaster,
+    optimizer_for_save,
+    release,
+    run_facts,
+    zero_stage,
+)
+from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.tracking import scalars
+
+log = logging.getLogger("dtvg_dist.training.trainer")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class RunSpec:
+    """What one run trains and where it writes."""
+
+    name: str
+    task: Any
+    method: str
+    prompt: nn.Module
+    run_dir: Path
+    max_steps: int
+    lr: float
+    source_lr: float
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    extra_results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    best_score: float | None
+    best_step: int | None
+    best_metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    best_state: dict[str, torch.Tensor]
+    steps: int
+    wall_time_s: float
+    results: dict[str, Any]
+
+
+@lru_cache(maxsize=64)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return tuple(torch.randperm(n, generator=gen).tolist())
+
+
+def micro_batch_indices(micro_step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Example indices of global micro-batch `micro_step` (0-based)."""
+    start = micro_step * batch_size
+    out = []
+    for pos in range(start, start + batch_size):
+        epoch, offset = divmod(pos, n)
+        out.append(_epoch_permutation(n, seed, epoch)[offset])
+    return out
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
+    """Linear warm-up to the base rate, then linear decay to 0 at `total`
+    (transformers' `get_linear_schedule_with_warmup`, without importing the
+    transformers trainer stack and its optional extras at start-up)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return LambdaLR(optimizer, factor)
+
+
+def answer_tokens(feature: dict[str, Any]) -> int:
+    return sum(1 for label in feature["labels"] if label != -100)
+
+
+class Trainer:
+    """Trains one RunSpec on a prepared backbone under an Accelerator."""
+
+    def __init__(self, cfg: Any, spec: RunSpec, backbone: Any, accelerator: Accelerator) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.backbone = backbone
+        self.acc = accelerator
+        self.files = RunFiles(spec.run_dir, enabled=accelerator.is_main_process)
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        opt = cfg.optim
+        if opt.batch_size < self.world:
+            raise ValueError(
+                f"optim.batch_size={opt.batch_size} is smaller than the {self.world} processes"
+            )
+        if not spec.train:
+            raise ValueError(f"task {spec.task.name!r} has no training examples")
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self) -> None:
+        opt = self.cfg.optim
+        self.prompt = self.spec.prompt
+        if hasattr(self.prompt, "mask_sync"):
+            self.prompt.mask_sync = mask_broadcaster(self.acc)
+        model = PromptedModel(
+            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
+        )
+        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        self.lr_names = [g["name"] for g in groups]
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
+        warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
+        scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
+        keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
+        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        self.synced_gpus = zero_stage(self.acc) == 3
+        self.pad_id = padding_id(self.backbone.tokenizer)
+
+    def _track(self, step: int, values: dict[str, Any]) -> None:
+        """The numbers of `values` to the experiment trackers as `<run name>/<key>`
+        (main process only; nothing when logging.trackers is empty)."""
+        if self.acc.trackers and self.acc.is_main_process:
+            self.acc.log(scalars(self.spec.name, values), step=step)
+
+    def _trainable_params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.prompt.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------- steps
+    def _step(self, step: int) -> float:
+        """One optimizer step (0-based `step`); returns the global mean loss."""
+        opt = self.cfg.optim
+        n = len(self.spec.train)
+        micro = [
+            micro_batch_indices(step * opt.grad_accum + m, opt.batch_size, n, self.cfg.seed)
+            for m in range(opt.grad_accum)
+        ]
+        total_tokens = sum(answer_tokens(self.spec.train[i]) for batch in micro for i in batch)
+        faults.before_step(step + 1, self.rank)
+        loss_sum = torch.zeros((), device=self.acc.device)
+        self.model.train()
+        for batch_indices in micro:
+            mine = [self.spec.train[i] for i in batch_indices[self.rank :: self.world]]
+            local_tokens = sum(answer_tokens(f) for f in mine)
+            batch = {k: v.to(self.acc.device) for k, v in collate_train(mine, self.pad_id).items()}
+            with self.acc.accumulate(self.model):
+                out = self.model(**batch)
+                share = faults.poison_loss(out.loss, step + 1, self.rank) * (
+                    local_tokens / total_tokens
+                )
+                # accelerate/DeepSpeed divide by grad_accum, DDP averages ranks
+                self.acc.backward(share * (self.world * opt.grad_accum))
+                loss_sum = loss_sum + share.detach().float()
+        loss = all_reduce_sum(self.acc, loss_sum).item()
+        if not math.isfinite(loss):
+            last = find_checkpoint(self.spec.run_dir)
+            raise TrainingDiverged(
+                f"{self.spec.name}: loss is {loss} at step {step + 1}; stopped before the "
+                f"optimizer step. Last good checkpoint: {last or 'none written yet'}"
+            )
+        if self.acc.sync_gradients and opt.max_grad_norm:
+            self.acc.clip_grad_norm_(self._trainable_params(), opt.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _grouping_row(self, step: int) -> dict[str, Any] | None:
+        mask = getattr(self.prompt, "last_mask", None)
+        if mask is None:
+            return None
+        return {"step": step, "mask": mask, "sims": self.prompt.last_sims}
+
+    def _flush_grouping(self, pending: list[dict[str, Any]]) -> None:
+        if not pending:
+            return
+        names = self.prompt.source_names
+        masks = torch.stack([p["mask"] for p in pending]).cpu().tolist()
+        sims = torch.stack([p["sims"] for p in pending]).float().cpu().tolist()
+        rows = [
+            {
+                "step": p["step"],
+                "group": [name for name, keep in zip(names, m, strict=True) if keep],
+                "sims": dict(zip(names, s, strict=True)),
+            }
+            for p, m, s in zip(pending, masks, sims, strict=True)
+        ]
+        self.files.log_grouping(rows)
+        for row in rows:
+            sims = {f"similarity/{name}": sim for name, sim in row["sims"].items()}
+            self._track(row["step"], {"group_size": len(row["group"]), **sims})
+        pending.clear()
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate(self, split: str) -> dict[str, Any]:
+        features = self.spec.validation if split == "validation" else self.spec.test
+        if not features:
+            return {}
+        metrics, _ = evaluate(
+            self.acc,
+            self.acc.unwrap_model(self.model),
+            self.spec.task,
+            features,
+            self.backbone.tokenizer,
+            self.backbone.family,
+            self.cfg.eval.batch_size,
+            self.cfg.eval.max_new_tokens,
+            synced_gpus=self.synced_gpus,
+            desc=f"{self.spec.name} {split}",
+            rank_classification=self.cfg.eval.rank_classification,
+        )
+        return metrics
+
+    # --------------------------------------------------------------------- run
+    def run(self) -> RunResult:
+        set_seed(self.cfg.seed)
+        self._build()
+        state = TrainingState()
+        best_state: dict[str, torch.Tensor] | None = None
+        ckpt = find_checkpoint(self.spec.run_dir) if self.cfg.resume else None
+        if ckpt is not None:
+            loaded = load_checkpoint(ckpt)
+            load_trainable_state(self.acc, self.prompt, loaded.trainable)
+            loaded.restore(checkpoint_optimizer(self.acc, self.optimizer, self.prompt), self.scheduler)
+            state, best_state = loaded.state, loaded.best_trainable
+            self.files.truncate_after(state.step)
+            log.info("%s: resumed from %s at step %d", self.spec.name, ckpt, state.step)
+        elif self.acc.is_main_process:
+            for stale in ("metrics.jsonl", "grouping.jsonl"):
+                (self.spec.run_dir / stale).unlink(missing_ok=True)
+        self.acc.wait_for_everyone()
+        start_time = time.time()
+        pending: list[dict[str, Any]] = []
+        every_eval, every_log = self.cfg.eval.every_steps, self.cfg.logging.every_steps
+        bar = tqdm(
+            total=self.spec.max_steps, initial=state.step, desc=self.spec.name,
+            disable=not (self.acc.is_main_process and self.cfg.logging.progress_bar),
+        )
+        while state.step < self.spec.max_steps:
+            loss = self._step(state.step)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            row = self._grouping_row(state.step)
+            if row is not None:
+                pending.append(row)
+            lrs = self.scheduler.get_last_lr()
+            self._track(state.step, {"loss": loss, **{
+                f"lr/{name}": lr for name, lr in zip(self.lr_names, lrs, strict=True)
+            }})
+            if state.step % every_log == 0 or state.step == self.spec.max_steps:
+                self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
+                self._flush_grouping(pending)
+            else:
+                self.files.log_metrics({"step": state.step, "loss": loss})
+            if state.step % every_eval == 0 or state.step == self.spec.max_steps:
+                self._flush_grouping(pending)
+                best_state = self._eval_and_checkpoint(state, best_state)
+        bar.close()
+        self._flush_grouping(pending)
+        result = self._finish(state, best_state, time.time() - start_time)
+        release(self.acc)  # a fresh engine for the next run of this process
+        return result
+
+    def _eval_and_checkpoint(
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor] | None:
+        metrics = self._evaluate("validation")
+        primary = self.spec.task.primary_metric
+        score = self.spec.task.selection_score(metrics, self.cfg.data.select_by)  # data.select_by
+        self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
+        self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
+        trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
+        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
+        if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
+            state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
+            best_state = trainable
+        if self.acc.is_main_process:
+            save_checkpoint(
+                self.spec.run_dir,
+                trainable=trainable,
+                best_trainable=best_state,
+                optimizer=optimizer,
+                scheduler=self.scheduler,
+                state=state,
+            )
+        self.acc.wait_for_everyone()
+        chosen_by = primary if self.cfg.data.select_by == "primary" else "mean of the metrics"
+        log.info(
+            "%s step %d: validation %s = %s, %s = %s (best %s at step %s)",
+            self.spec.name, state.step, primary, metrics.get(primary), chosen_by, score,
+            state.best_score, state.best_step,
+        )
+        return best_state
+
+    def _finish(
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float
+    ) -> RunResult:
+        assert best_state is not None
+        load_trainable_state(self.acc, self.prompt, best_state)
+        with torch.no_grad():
+            soft_prompt = self.prompt().detach().float()
+        test_metrics = self._evaluate("test")
+        self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
+        self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
+        prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
+        self.files.write_prompt(
+            prompt_tensors,
+            {"task": self.spec.task.name, "method": self.spec.method, "best_step": str(state.best_step)},
+        )
+        results = {
+            "run": self.spec.name,
+            "task": self.spec.task.name,
+            "method": self.spec.method,
+            "primary_metric": self.spec.task.primary_metric,
+            "best_validation": state.best_metrics,
+            "best_step": state.best_step,
+            "test": test_metrics,
+            "steps": state.step,
+            "wall_time_s": round(wall, 3),
+            "attn_implementation": self.backbone.attn_implementation,
+            "backbone": self.backbone.name,
+            "dtype": str(self.backbone.dtype).replace("torch.", ""),
+            "train_examples": len(self.spec.train),
+            "validation_examples": len(self.spec.validation),
+            "test_examples": len(self.spec.test),
+            **run_facts(self.acc, self.backbone.model, self.prompt),
+            **self.spec.extra_results,
+        }
+        self.files.write_results(results)
+        return RunResult(
+            best_score=state.best_score,
+            best_step=state.best_step,
+            best_metrics=state.best_metrics,
+            test_metrics=test_metrics,
+            best_state=best_state,
+            steps=state.step,
+            wall_time_s=wall,
+            results=results,
+        )

@@ -1,0 +1,79 @@
+"""The synthetic suite: each task follows its rule, the conflicting tasks
+disagree with the target on every sentence, and the taught backbone's
+prefixes carry their instruction only in the mean row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dtvg_dist.model import synthetic as syn
+
+
+@pytest.mark.parametrize("name", list(syn.SPECS))
+def test_every_row_follows_its_task_rule(name: str) -> None:
+    rule, n_train, n_val, _ = syn.SPECS[name]
+    rows = syn.synthetic_tasks()[list(syn.SPECS).index(name)].builtin_rows()
+    assert len(rows["train"]) == n_train and len(rows["validation"]) == n_val
+    yes, no = syn.KEY_WORDS[rule]
+    for row in rows["train"] + rows["validation"]:
+        words = set(row["sentence"].split())
+        keys = words & set(syn.POSITIVE + syn.NEGATIVE + syn.ANIMALS + syn.FOODS)
+        assert len(keys) == 1, row  # one key word per sentence, the rest filler
+        assert (keys <= set(yes)) == (row["label"] == 0) and (keys <= set(no)) == (row["label"] == 1)
+
+
+def test_the_roles_of_the_sources() -> None:
+    rules = {name: spec[0] for name, spec in syn.SPECS.items()}
+    assert rules[syn.TARGET] == "sentiment"
+    assert [s for s in syn.SOURCES if rules[s] == "sentiment"] == ["syn_same", "syn_same_b"]
+    assert [s for s in syn.SOURCES if rules[s] == "flipped"] == ["syn_flip", "syn_flip_b"]
+    # the conflicting rule answers the opposite on every sentence the target's rule answers
+    assert syn.KEY_WORDS["flipped"] == syn.KEY_WORDS["sentiment"][::-1]
+    # the unrelated rule shares no key word with the target's
+    topic = set(syn.KEY_WORDS["topic"][0] + syn.KEY_WORDS["topic"][1])
+    assert not topic & set(syn.POSITIVE + syn.NEGATIVE)
+    assert syn.SPECS[syn.TARGET][1] < min(syn.SPECS[s][1] for s in syn.SOURCES)  # low-resource
+
+
+def test_instruction_lives_in_the_mean_prefix_row(monkeypatch) -> None:
+    """With the uninformative parts switched off, the mean row of every
+    prefix is exactly sign * strength * direction (float64 reference), while
+    single rows differ from it (the instruction is spread at random)."""
+    monkeypatch.setattr(syn, "WORD_SCALE", 0.0)
+    monkeypatch.setattr(syn, "NOISE", 0.0)
+    embed = torch.nn.Embedding(20, 16)
+    dirs = syn.instruction_directions(16, seed=0)
+    d64 = {k: v.double() for k, v in dirs.items()}
+    assert abs(float(d64["sentiment"] @ d64["topic"])) < 1e-6
+    assert all(abs(float(v.norm()) - 1.0) < 1e-6 for v in d64.values())
+    rules = ["sentiment", "flipped", "topic", None]
+    prefix = syn._pretraining_prefix(embed, rules, dirs, torch.Generator().manual_seed(3)).detach().double()
+    assert prefix.shape == (4, syn.PREFIX_ROWS, 16)
+    mean = prefix.mean(dim=1)
+    for i, rule in enumerate(rules):
+        if rule is None:
+            assert torch.count_nonzero(prefix[i]) == 0
+            continue
+        family, sign = syn.INSTRUCTIONS[rule]
+        strength = float(mean[i] @ d64[family]) * sign
+        assert syn.STRENGTH[0] <= strength <= syn.STRENGTH[1]
+        torch.testing.assert_close(mean[i], sign * strength * d64[family], atol=1e-5, rtol=0)
+        assert float((prefix[i] @ d64[family]).std()) > 0.1  # rows differ
+
+
+def test_pretrained_backbone_is_built_once_and_loads(tmp_path) -> None:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    config = {"model_type": "t5", "vocab_size": 96, "d_model": 16, "d_kv": 4, "d_ff": 32,
+              "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "decoder_start_token_id": 0,
+              "pad_token_id": 0, "eos_token_id": 1}
+    folder = syn.ensure_pretrained_backbone(tmp_path / "bb", config, steps=3, batch_size=4)
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    assert tokenizer.convert_tokens_to_ids("yes") != tokenizer.unk_token_id
+    assert model.config.d_model == 16
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    syn.ensure_pretrained_backbone(folder, config, steps=3, batch_size=4)  # cached: not rebuilt
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not (tmp_path / "bb.tmp").exists()
