@@ -29,6 +29,7 @@ from dtvg_dist.grid.executors import (
     make_executor,
 )
 from dtvg_dist.grid.jobs import Job, Launch, check, dependents, link_stage1
+from dtvg_dist.store.locks import run_lock
 from dtvg_dist.store.run_files import RESULTS
 
 FAKE = """
@@ -199,24 +200,7 @@ def test_rerunning_starts_only_what_is_missing_or_failed(tmp_path, fake, executo
 
 
 def _hold(folder: Path):
-    """Hold a run folder's lock as a live trainer would: the trainer's own
-    lock once it exists (store/locks.py), else its holder file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        from dtvg_dist.store.locks import run_lock
-    except ImportError:
-        import contextlib
-        import socket
-
-        @contextlib.contextmanager
-        def run_lock(path: Path):
-            info = path / grid_status.LOCK_INFO
-            info.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                        "started": "now"}))
-            try:
-                yield
-            finally:
-                info.unlink()
+    """Hold a run folder's lock as a live trainer does."""
     return run_lock(folder)
 
 
@@ -322,3 +306,28 @@ def test_unknown_executor_and_bad_gpus_per_run_are_refused(capsys) -> None:
     assert "give auto or a number of GPUs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         reproduce.main(["demo", "--executor", "nosuch"])
+
+
+def test_a_run_refused_because_another_took_its_folder_first_is_waited_for(tmp_path, fake) -> None:
+    """Both saw the folder free; the other process locked it first, so ours
+    exited 2 (RunLocked). The executor waits for the holder, then finds the
+    run done: not a failure, and not started a second time."""
+    job = _job(tmp_path, fake, "pt/1", fail="RunLocked: run folder in use", sleep=0.5)
+    release = threading.Event()
+
+    def other_process() -> None:
+        while not job.log.is_file():  # our run has started
+            time.sleep(0.01)
+        with _hold(job.run_dir):
+            release.wait(10)
+            (job.run_dir / RESULTS).write_text("{}")
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    threading.Timer(1.5, release.set).start()
+    ex = SerialExecutor()
+    ex.poll_s = 0.1
+    result = ex.run([job])["pt/1"]
+    thread.join()
+    assert result.state == SKIPPED and "finished elsewhere" in result.detail
+    assert len(_records(tmp_path)) == 1  # ours ran once and was refused
