@@ -186,6 +186,15 @@ def save_checkpoint(
     return final
 
 
+def signal_stopped(output_dir: Path) -> list[Path]:
+    """The runs of a pipeline's output_dir (stage 2 there, stage 1 under
+    stage1/) whose newest checkpoint a stop signal wrote: for a job wrapper
+    that must tell a requeue request from a failure when a launcher (torchrun
+    reports any non-zero worker as failed) hides the workers' exit 75."""
+    runs = [output_dir, *sorted(p for p in (output_dir / "stage1").glob("*") if p.is_dir())]
+    return [run for run in runs if stopped_by_signal(run)]
+
+
 def mark_stopped(run_dir: Path, stopped_by: str) -> None:
     """Record in the newest checkpoint that a signal stopped the run there."""
     state_file = run_dir / CHECKPOINT_DIR / "state.json"

@@ -204,7 +204,7 @@ class Trainer:
                 loss_sum = loss_sum + share.detach().float()
         # The stop flag rides in the loss's all-reduce: every rank learns of a
         # signal any rank received, at the same step, with no extra collective.
-        flag = torch.tensor(float(self._stop.requested), device=loss_sum.device)
+        flag = torch.full_like(loss_sum, float(self._stop.requested))  # a fill, no host copy
         loss, self._stop_votes = all_reduce_sum(self.acc, torch.stack([loss_sum, flag])).tolist()
         if not math.isfinite(loss):
             last = find_checkpoint(self.spec.run_dir)
