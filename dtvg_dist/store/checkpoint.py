@@ -143,12 +143,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     state: TrainingState,
-    bank: dict[str, str] | None = None,
+    bank: dict[str, str] | None = None,  # entry -> store.bank.entry_digest
     stopped_by: str | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoint` atomically (tmp folder, then rename),
     keeping the one before as `checkpoint.prev`. `bank`: entry -> sha256 of
-    the bank files the run uses; `stopped_by`: the signal that stopped it."""
+    the bank entries the run uses; `stopped_by`: the signal that stopped it."""
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
     if tmp.exists():

@@ -28,11 +28,10 @@ from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
 from dtvg_dist.model.prompt import PromptedModel
-from dtvg_dist.store.bank import BankError
+from dtvg_dist.store.bank import BankError, entry_digest
 from dtvg_dist.store.checkpoint import (
     LoadedCheckpoint,
     TrainingState,
-    file_sha256,
     find_checkpoint,
     load_latest,
     mark_stopped,
@@ -148,6 +147,7 @@ class Trainer:
             )
         if not spec.train:
             raise ValueError(f"task {spec.task.name!r} has no training examples")
+        self._stop, self._stop_votes = stop_request(install=False), 0.0
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
@@ -271,8 +271,8 @@ class Trainer:
         self._build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
-        self._stop, self._stop_votes = stop_request(), 0.0
-        self.bank_sha = {task: file_sha256(path) for task, path in self.spec.bank_entries.items()}
+        self._stop = stop_request()  # catch SIGTERM / SIGUSR1 from here on
+        self.bank_sha = {task: entry_digest(path) for task, path in self.spec.bank_entries.items()}
         # A run a signal stopped resumes when rerun, resume=true or not.
         stopped = stopped_by_signal(self.spec.run_dir)
         loaded = load_latest(self.spec.run_dir) if self.cfg.resume or stopped else None

@@ -57,6 +57,15 @@ def test_second_holder_is_refused_naming_folder_and_holder(tmp_path):
         assert lock_holder(folder)["pid"] == os.getpid()
 
 
+def test_one_process_may_take_its_own_folder_twice(tmp_path):
+    folder = tmp_path / "run"
+    with run_lock(folder):
+        with run_lock(folder):  # e.g. two pipelines of one demo process
+            assert lock_holder(folder)["pid"] == os.getpid()
+        assert lock_holder(folder)["pid"] == os.getpid()  # the outer hold remains
+    assert lock_holder(folder) is None and not (folder / ".lock.json").exists()
+
+
 def test_stale_lock_of_a_dead_holder_is_taken_over_with_a_warning(tmp_path, caplog):
     folder = tmp_path / "run"
     proc = _holder(tmp_path, "run_lock", f"Path({str(folder)!r})",
