@@ -116,7 +116,6 @@ class Pipeline:
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
-        stop_request()  # from here on SIGTERM / SIGUSR1 stop training cleanly
         self._locks = contextlib.ExitStack()
         self._entry_claims = self._locks.enter_context(contextlib.ExitStack())
         self._lock_output_dir()
@@ -352,6 +351,7 @@ class Pipeline:
 
     def run(self) -> PipelineResult:
         result = PipelineResult(self.out)
+        stop_request()  # from here on SIGTERM / SIGUSR1 stop training cleanly
         try:
             if self.cfg.stage in ("1", "all"):
                 result.stage1 = self.run_stage1()

@@ -14,7 +14,7 @@ from dtvg_dist.core import select_group
 from dtvg_dist.model.backbone import config_name
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.pipeline import Pipeline
-from dtvg_dist.store.bank import save_entry
+from dtvg_dist.store.bank import BankError, save_entry
 from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
 
 SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
@@ -84,9 +84,10 @@ def test_a_target_among_its_sources_brings_its_own_tpv(pipeline_for):
     assert torch.equal(module.target_tpv.detach().cpu(), tpvs[TARGET])
 
 
-def test_fixed_group_survives_a_resume_against_a_changed_bank(tmp_path):
+def test_fixed_group_survives_a_resume_and_a_changed_bank_is_refused(tmp_path):
     """Train 3 steps with grouping.fixed (first-drop), then swap the bank's
-    sources so that the rule would now pick another group, and resume: the
+    sources so that the rule would now pick another group: the resume is
+    refused naming the changed entry. With the bank rewritten as it was, the
     resumed steps keep the checkpointed step-0 group."""
     bank, out = tmp_path / "bank", tmp_path / "run"
     cfg = load_recipe("tiny-t5", [
@@ -111,10 +112,12 @@ def test_fixed_group_survives_a_resume_against_a_changed_bank(tmp_path):
         [(0.5 if s == "syn_topic" else -1.0) * target for s in SOURCES]), "first-drop")
     assert moved.tolist() == [False, False, False, True]  # what the rule picks now
     cfg.optim.max_steps, cfg.resume = 6, True
+    with pytest.raises(BankError, match=f"bank entry {bank / 'syn_same.safetensors'} changed since"):
+        Pipeline(cfg).run()
+    bank_with("syn_same")  # the same entries again (the files' bytes may differ)
     Pipeline(cfg).run()
     rows = jsonl(out / "grouping.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert all(r["group"] == ["syn_same"] for r in rows)
-    assert all(r["sims"]["syn_same"] < 0 < r["sims"]["syn_topic"] for r in rows[3:])  # bank swapped
     res = results(out)
     assert (res["grouping_rule"], res["grouping_fixed"], res["p_init_seed"]) == ("first-drop", True, 7)

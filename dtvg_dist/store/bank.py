@@ -123,6 +123,15 @@ def save_entry(
     return path
 
 
+def entry_digest(path: str | os.PathLike) -> str:
+    """sha256 of what an entry holds (task, backbone, TPV and P_init
+    checksums), not of its file: the file's metadata order varies between
+    writes of the same entry."""
+    entry = load_entry(path)
+    key = json.dumps([entry.task, entry.backbone, tensor_sha256(entry.tpv), entry.p_init_sha256])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 

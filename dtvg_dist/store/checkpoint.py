@@ -143,12 +143,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     state: TrainingState,
-    bank: dict[str, str] | None = None,
+    bank: dict[str, str] | None = None,  # entry -> store.bank.entry_digest
     stopped_by: str | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoint` atomically (tmp folder, then rename),
     keeping the one before as `checkpoint.prev`. `bank`: entry -> sha256 of
-    the bank files the run uses; `stopped_by`: the signal that stopped it."""
+    the bank entries the run uses; `stopped_by`: the signal that stopped it."""
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
     if tmp.exists():
@@ -184,6 +184,15 @@ def save_checkpoint(
     if legacy.exists():
         shutil.rmtree(legacy)
     return final
+
+
+def signal_stopped(output_dir: Path) -> list[Path]:
+    """The runs of a pipeline's output_dir (stage 2 there, stage 1 under
+    stage1/) whose newest checkpoint a stop signal wrote: for a job wrapper
+    that must tell a requeue request from a failure when a launcher (torchrun
+    reports any non-zero worker as failed) hides the workers' exit 75."""
+    runs = [output_dir, *sorted(p for p in (output_dir / "stage1").glob("*") if p.is_dir())]
+    return [run for run in runs if stopped_by_signal(run)]
 
 
 def mark_stopped(run_dir: Path, stopped_by: str) -> None:

@@ -101,8 +101,13 @@ def lock_holder(folder: Path) -> dict[str, Any] | None:
 
 def _take(lock_file: Path, what: str) -> FileLock:
     """Acquire `lock_file` without waiting, write the holder file, and warn
-    when it replaces the record of a holder that is gone."""
-    lock = FileLock(str(lock_file))
+    when it replaces the record of a holder that is gone. Reentrant within
+    one process (one lock object per path, counted), so a process that
+    builds two pipelines on one folder does not lock itself out."""
+    lock = FileLock(str(lock_file), is_singleton=True)
+    if lock.is_locked:  # this process holds it already
+        lock.acquire(timeout=0)
+        return lock
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -130,7 +135,7 @@ def _claimed(lock_file: Path, what: str) -> None:
 
 def _give_back(lock: FileLock, lock_file: Path) -> None:
     holder = _read_holder(_holder_file(lock_file))
-    if holder and holder.get("pid") == os.getpid():
+    if lock.lock_counter <= 1 and holder and holder.get("pid") == os.getpid():
         _holder_file(lock_file).unlink(missing_ok=True)
     lock.release()
 

@@ -58,7 +58,9 @@ class StopRequest:
 _REQUEST = StopRequest()
 
 
-def stop_request() -> StopRequest:
-    """The process's StopRequest, its handlers installed on first use."""
-    _REQUEST.install()
+def stop_request(install: bool = True) -> StopRequest:
+    """The process's StopRequest, its handlers installed on first use
+    (`install=False`: read it without changing how signals are handled)."""
+    if install:
+        _REQUEST.install()
     return _REQUEST

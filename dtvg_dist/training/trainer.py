@@ -28,11 +28,10 @@ from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
 from dtvg_dist.model.prompt import PromptedModel
-from dtvg_dist.store.bank import BankError
+from dtvg_dist.store.bank import BankError, entry_digest
 from dtvg_dist.store.checkpoint import (
     LoadedCheckpoint,
     TrainingState,
-    file_sha256,
     find_checkpoint,
     load_latest,
     mark_stopped,
@@ -148,6 +147,7 @@ class Trainer:
             )
         if not spec.train:
             raise ValueError(f"task {spec.task.name!r} has no training examples")
+        self._stop, self._stop_votes = stop_request(install=False), 0.0
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
@@ -204,7 +204,7 @@ class Trainer:
                 loss_sum = loss_sum + share.detach().float()
         # The stop flag rides in the loss's all-reduce: every rank learns of a
         # signal any rank received, at the same step, with no extra collective.
-        flag = torch.tensor(float(self._stop.requested), device=loss_sum.device)
+        flag = torch.full_like(loss_sum, float(self._stop.requested))  # a fill, no host copy
         loss, self._stop_votes = all_reduce_sum(self.acc, torch.stack([loss_sum, flag])).tolist()
         if not math.isfinite(loss):
             last = find_checkpoint(self.spec.run_dir)
@@ -271,8 +271,8 @@ class Trainer:
         self._build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
-        self._stop, self._stop_votes = stop_request(), 0.0
-        self.bank_sha = {task: file_sha256(path) for task, path in self.spec.bank_entries.items()}
+        self._stop = stop_request()  # catch SIGTERM / SIGUSR1 from here on
+        self.bank_sha = {task: entry_digest(path) for task, path in self.spec.bank_entries.items()}
         # A run a signal stopped resumes when rerun, resume=true or not.
         stopped = stopped_by_signal(self.spec.run_dir)
         loaded = load_latest(self.spec.run_dir) if self.cfg.resume or stopped else None
