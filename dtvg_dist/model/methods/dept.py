@@ -69,7 +69,7 @@ class LowRankEmbeddingUpdate(nn.Module):
                 "(the rows of its embedding update A); raise dept.max_length or shorten the inputs"
             )
         rows = self.lora_a[positions.clamp(min=0)]  # [B, S, k]
-        delta = (rows @ self.lora_b) * (self.scaling * (positions >= 0).unsqueeze(-1))
+        delta = ((rows @ self.lora_b) * self.scaling).masked_fill((positions < 0).unsqueeze(-1), 0.0)
         return inputs_embeds + delta.to(inputs_embeds.dtype)
 
 
