@@ -249,6 +249,11 @@ class AnswerOutput(ModelOutput):
     logits: Tensor | None = None
     targets: Tensor | None = None
     keep: Tensor | None = None
+    # With return_hidden: the last hidden states (T5: encoder, decoder; causal:
+    # the one stack), the prompted attention mask and the (shifted) labels.
+    hidden: tuple[Tensor, ...] | None = None
+    mask_ext: Tensor | None = None
+    labels_ext: Tensor | None = None
 
 
 def token_mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -306,18 +311,27 @@ class PromptedModel(nn.Module):
     def is_seq2seq(self) -> bool:
         return self.family == "seq2seq"
 
+    def _prompt(self, task_ids: Tensor | None, prompt: Tensor | None) -> Tensor:
+        """The prompt to insert: given, else the module's ([r, d]; with task ids,
+        one per row [B, r, d] for multi-task modules such as MPT's)."""
+        if prompt is not None:
+            return prompt
+        return self.prompt() if task_ids is None else self.prompt(task_ids)
+
     def _insert(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
-        put the prompt in. Returns (embeds, mask, labels) extended by r."""
+        put the prompt in ([r, d] for every row or [B, r, d], one per row).
+        Returns (embeds, mask, labels) extended by r."""
         bsz, length = input_ids.shape
         attention_mask = attention_mask.to(torch.long)
         if self.is_seq2seq:  # encoder side only; decoder labels untouched
             emb = self.model.get_input_embeddings()(input_ids)
-            prompt = self.prompt().to(emb.dtype)  # fp32 master -> activation dtype
-            prompt_b = prompt.unsqueeze(0).expand(bsz, -1, -1)
-            ones = attention_mask.new_ones(bsz, prompt.shape[0])
+            prompt = self._prompt(task_ids, prompt).to(emb.dtype)  # fp32 master -> activation dtype
+            prompt_b = prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)
+            ones = attention_mask.new_ones(bsz, prompt.shape[-2])
             return torch.cat([prompt_b, emb], 1), torch.cat([ones, attention_mask], 1), labels
         # Causal: output position j takes token j before the first real token f,
         # prompt row j - f inside [f, f + r), token j - r after. Right padding
@@ -326,8 +340,8 @@ class PromptedModel(nn.Module):
         # goes in by whole rows (index_copy: row copies forward, a row gather
         # backward): no element-wise gather/scatter over [B, L + r, d], which
         # costs ~10 ms a step on CPU. No host reads of tensor values.
-        prompt = self.prompt()
-        r = prompt.shape[0]
+        prompt = self._prompt(task_ids, prompt)
+        r = prompt.shape[-2]
         dev = input_ids.device
         first = attention_mask.argmax(dim=1, keepdim=True)  # [B, 1]
         j = torch.arange(length + r, device=dev).unsqueeze(0)
@@ -337,7 +351,8 @@ class PromptedModel(nn.Module):
         d = emb.shape[-1]
         rows = torch.arange(bsz, device=dev).unsqueeze(1) * (length + r) + first
         rows = (rows + torch.arange(r, device=dev)).reshape(-1)  # [B * r] flat rows
-        src = prompt.to(emb.dtype).unsqueeze(0).expand(bsz, -1, -1).reshape(bsz * r, d)
+        rows_prompt = prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)
+        src = rows_prompt.to(emb.dtype).reshape(bsz * r, d)
         emb_ext = emb.reshape(-1, d).index_copy(0, rows, src).view(bsz, length + r, d)
         mask_ext = torch.gather(attention_mask, 1, tok).masked_fill(in_prompt, 1)
         labels_ext = None
@@ -372,7 +387,9 @@ class PromptedModel(nn.Module):
         )
 
     def answer_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **kwargs: Any
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
+        return_hidden: bool = False, **kwargs: Any,
     ) -> AnswerOutput:
         """Logits at the answer positions and their token-mean loss (see AnswerOutput).
 
@@ -382,9 +399,13 @@ class PromptedModel(nn.Module):
         only). Seq2seq: the decoder runs over the target as before; the head
         sees only the rows whose label is not -100. With
         ``answer_only_logits`` off the same rows are cut from full logits
-        (a reference; same result, full cost)."""
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        (a reference; same result, full cost). ``task_ids`` / ``prompt``: see
+        ``_insert``; ``return_hidden`` adds the last hidden states (MPT's
+        distillation reads them)."""
+        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels, task_ids, prompt)
         assert labels_ext is not None
+        if return_hidden:
+            kwargs["output_hidden_states"] = True
         if self.is_seq2seq:
             keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
             if "decoder_input_ids" not in kwargs:  # what the model does with labels
@@ -394,9 +415,14 @@ class PromptedModel(nn.Module):
             call = {"inputs_embeds": embeds, "attention_mask": mask, **kwargs}
             if self.answer_only_logits:
                 with _head_rows(self.model.get_output_embeddings(), keep):
-                    logits = self.model(**call).logits
+                    out = self.model(**call)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (
+                (out.encoder_last_hidden_state, out.decoder_hidden_states[-1]) if return_hidden else None
+            )
         else:
             # Position j predicts token j + 1: keep j where label j + 1 is an answer token.
             nxt = F.pad(labels_ext[:, 1:], (0, 1), value=IGNORE_INDEX)
@@ -412,9 +438,12 @@ class PromptedModel(nn.Module):
                         "output head cannot be limited to the answer positions; set "
                         "backbone.answer_only_logits=false"
                     )
-                logits = self.model(**call, logits_to_keep=keep).logits
+                out = self.model(**call, logits_to_keep=keep)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (out.hidden_states[-1],) if return_hidden else None
             labels_ext = nxt
         if logits.dim() != 2:
             raise RuntimeError(
@@ -423,7 +452,9 @@ class PromptedModel(nn.Module):
             )
         targets = labels_ext[keep]
         return AnswerOutput(
-            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep
+            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep,
+            hidden=hidden, mask_ext=mask if return_hidden else None,
+            labels_ext=labels_ext if return_hidden else None,
         )
 
     @torch.no_grad()
