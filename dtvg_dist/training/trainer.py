@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.checkpoint import (
     TrainingState,
@@ -74,6 +76,13 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    # The model the loss comes from, built as factory(backbone, prompt,
+    # answer_only_logits); default PromptedModel. MPT's source training gives
+    # its distillation model (a loss over student and teacher prompts).
+    model_factory: Callable[[Any, nn.Module, bool], nn.Module] | None = None
+    # Keep the last checkpoint's state rather than the best validation score
+    # (a run without a validation split to choose by: MPT's source training).
+    select_last: bool = False
 
 
 @dataclass
@@ -146,9 +155,8 @@ class Trainer:
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(
-            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
-        )
+        build = self.spec.model_factory or PromptedModel
+        model = build(self.backbone, self.prompt, self.cfg.backbone.answer_only_logits)
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
         self.lr_names = [g["name"] for g in groups]
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
@@ -314,7 +322,7 @@ class Trainer:
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
         optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
-        if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
+        if best_state is None or self.spec.select_last or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
         if self.acc.is_main_process:
@@ -340,12 +348,11 @@ class Trainer:
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
-        with torch.no_grad():
-            soft_prompt = self.prompt().detach().float()
+        saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
         self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
-        prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
+        prompt_tensors = {**best_state, **saved}
         self.files.write_prompt(
             prompt_tensors,
             {"task": self.spec.task.name, "method": self.spec.method, "best_step": str(state.best_step)},

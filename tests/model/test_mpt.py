@@ -13,7 +13,7 @@ import torch
 
 from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
-from dtvg_dist.model.mpt import MPTDistillModel, MPTPrompt, MPTSourcePrompts, TeacherPrompts
+from dtvg_dist.model.methods.mpt import MPTDistillModel, MPTPrompt, MPTSourcePrompts, TeacherPrompts
 
 TOL = 1e-10
 R, K = 3, 2
@@ -171,7 +171,7 @@ def test_prompt_matches_peft_multitask_prompt_embedding():
         emb.prefix_task_rows.copy_(ours.v.unsqueeze(1))
     task_ids = torch.tensor([1, 0, 1])
     indices = torch.arange(r).unsqueeze(0).expand(3, -1)
-    torch.testing.assert_close(ours(task_ids), emb(indices, task_ids), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours(task_ids=task_ids), emb(indices, task_ids), rtol=0, atol=1e-6)
     target = MPTPrompt(ours.shared, ours.u.mean(0), ours.v.mean(0))
     avg = emb.prefix_task_cols.mean(0, keepdim=True) @ emb.prefix_task_rows.mean(0, keepdim=True)
     torch.testing.assert_close(target(), (emb.embedding.weight * avg)[0], rtol=0, atol=1e-6)

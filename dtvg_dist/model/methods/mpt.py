@@ -13,13 +13,46 @@ part, P* and (u, v) all trained (:class:`MPTPrompt`): r*d + r + d parameters,
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from dtvg_dist.analysis.memory import PromptState
 from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.model.methods.base import BuildContext, Built, Method
 from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, _check_state
+from dtvg_dist.store.bank import (
+    BankError,
+    load_bank,
+    load_mpt_shared,
+    mpt_shared_key,
+    mpt_shared_path,
+    save_mpt_shared,
+    tensor_sha256,
+)
+
+log = logging.getLogger("dtvg_dist.model.methods")
+
+
+@dataclass
+class MptSettings:
+    """Recipe keys ``mpt.*`` (source training; target adaptation uses optim.*).
+
+    ``lam`` and ``temperature`` are the lambda of the paper's Eq. 5 and the T
+    of its Eq. 4. The paper's chosen values could not be read from the
+    sources available when this was written (its text was not in the stored
+    copies; PEFT implements no distillation, huggingface/peft#1124), so the
+    defaults are the neutral 1.0 / 1.0 and recipes set them explicitly."""
+
+    lam: float = 1.0
+    temperature: float = 1.0
+    source_max_steps: int | None = None  # default: stage1.source_max_steps, else optim.max_steps
+    source_lr: float | None = None  # default: optim.lr
+    overwrite: bool = False  # retrain the shared prompt even if the bank has it
 
 
 class MPTPrompt(nn.Module):
@@ -42,7 +75,12 @@ class MPTPrompt(nn.Module):
         self.u = nn.Parameter(u.detach().to(f32).clone())
         self.v = nn.Parameter(v.detach().to(f32).clone())
 
-    def forward(self) -> Tensor:
+    @property
+    def prompt_rows(self) -> int:
+        return int(self.u.shape[0])
+
+    def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+        """P* o (u v^T) [r, d]; the inputs are not needed."""
         return mpt_prompt(self.shared, self.u, self.v)
 
     def param_groups(
@@ -87,7 +125,14 @@ class MPTSourcePrompts(nn.Module):
         if len(self.source_names) != num_tasks:
             raise ValueError(f"{len(self.source_names)} names for {num_tasks} source tasks")
 
-    def forward(self, task_ids: Tensor | None = None) -> Tensor:
+    @property
+    def prompt_rows(self) -> int:
+        return int(self.shared.shape[0])
+
+    def forward(
+        self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None,
+        task_ids: Tensor | None = None,
+    ) -> Tensor:
         if task_ids is None:
             return self.shared
         return mpt_prompt(self.shared, self.u.index_select(0, task_ids), self.v.index_select(0, task_ids))
@@ -200,3 +245,117 @@ class MPTDistillModel(nn.Module):
         parts = self.losses(input_ids, attention_mask, labels, task_ids)
         total = (parts["plm"] + self.lam * (parts["logits"] + parts["hidden"])) / parts["tokens"]
         return AnswerOutput(loss=total)
+
+
+# ------------------------------------------------------------------ the method
+
+
+def source_settings(cfg: Any) -> dict[str, Any]:
+    """What changes source training's result, besides the sources (the
+    entry's key and its metadata)."""
+    node = cfg.mpt
+    return {
+        "lam": float(node.lam), "temperature": float(node.temperature),
+        "steps": int(node.source_max_steps or cfg.stage1.source_max_steps or cfg.optim.max_steps),
+        "lr": float(node.source_lr or cfg.optim.lr), "batch_size": int(cfg.optim.batch_size),
+        "grad_accum": int(cfg.optim.grad_accum), "seed": int(cfg.seed), "r": int(cfg.prompt.length),
+        "init_seed": int(cfg.prompt.init_seed), "template": str(cfg.data.template),
+    }
+
+
+def shared_entry_path(cfg: Any, bank_dir: Path) -> Path:
+    """Where source training of ``cfg.source_tasks`` with these settings is stored."""
+    return mpt_shared_path(bank_dir, mpt_shared_key(list(cfg.source_tasks), source_settings(cfg)))
+
+
+class MPT(Method):
+    name = "mpt"
+    title = "MPT"
+    source = ('Wang et al., 2023, "Multitask Prompt Tuning Enables Parameter-Efficient Transfer '
+              'Learning" (ICLR); prompt parameterisation as PEFT\'s tuners/multitask_prompt_tuning')
+    peft_adapter = "MULTITASK_PROMPT_TUNING"
+
+    def pre_stage(self, pipeline: Any) -> dict[str, Any]:
+        """Source training, once per (sources, settings): the shared prompt is
+        read from the bank when there, else trained from the sources'
+        stage-1 prompts (the teachers) and written there."""
+        cfg = pipeline.cfg
+        path = shared_entry_path(cfg, pipeline.bank_dir)
+        if path.is_file() and not cfg.mpt.overwrite:
+            log.info("MPT: shared prompt from %s", path)
+            return {"mpt_shared": str(path)}
+        sources = list(cfg.source_tasks)
+        entries = load_bank(
+            pipeline.bank_dir, sources, backbone=pipeline.backbone.name,
+            d=pipeline.backbone.hidden_size, r=cfg.prompt.length,
+        )
+        dev = pipeline.acc.device
+        first = entries[sources[0]]
+        students = MPTSourcePrompts(first.p_init.to(dev), len(sources), sources)
+        teachers = TeacherPrompts(torch.stack([entries[t].prompt for t in sources]).to(dev))
+        settings = source_settings(cfg)
+
+        def factory(backbone: Any, prompt: nn.Module, answer_only: bool) -> nn.Module:
+            return MPTDistillModel(backbone, prompt, teachers, settings["lam"],  # type: ignore[arg-type]
+                                   settings["temperature"], answer_only)
+
+        log.info("MPT: source training over %s (lambda %s, T %s, %d steps) -> %s", ", ".join(sources),
+                 settings["lam"], settings["temperature"], settings["steps"], path)
+        result = pipeline.train_mixture(
+            name="mpt-source", prompt=students, tasks=sources, model_factory=factory,
+            max_steps=settings["steps"], lr=settings["lr"],
+            extra_results={"stage": "mpt-source", "mpt_settings": settings, "source_tasks": sources},
+        )
+        if pipeline.acc.is_main_process:
+            state = result.best_state
+            save_mpt_shared(
+                path, state["shared"], state["u"], state["v"], sources=sources,
+                backbone=pipeline.backbone.name, p_init_sha256=first.p_init_sha256,
+                teacher_sha256={t: tensor_sha256(entries[t].prompt) for t in sources},
+                settings=settings, steps=result.steps,
+            )
+            log.info("MPT: shared prompt -> %s", path)
+        pipeline.acc.wait_for_everyone()
+        return {"mpt_shared": str(path)}
+
+    def build(self, ctx: BuildContext) -> Built:
+        """Target adaptation: P* from source training, u and v the mean of the
+        source task vectors (PEFT's AVERAGE_SOURCE_TASKS init)."""
+        cfg = ctx.cfg
+        bank_dir = Path(ctx.pipeline.bank_dir) if ctx.pipeline is not None else Path(cfg.bank_dir)
+        entry = load_mpt_shared(shared_entry_path(cfg, bank_dir))
+        want = {"sources": list(cfg.source_tasks), "backbone": ctx.backbone.name,
+                "r": int(cfg.prompt.length), "d": int(ctx.backbone.hidden_size)}
+        have = {"sources": entry.sources, "backbone": entry.backbone,
+                "r": int(entry.shared.shape[0]), "d": int(entry.shared.shape[1])}
+        for key, value in want.items():
+            if have[key] != value:
+                raise BankError(f"MPT shared prompt {entry.path}: {key} is {have[key]!r} but this run uses {value!r}")
+        dev = ctx.device
+        module = MPTPrompt(entry.shared.to(dev), entry.u.mean(0).to(dev), entry.v.mean(0).to(dev))
+        return Built(module, {"mpt_shared": str(entry.path), "mpt_source_steps": entry.steps,
+                              "source_tasks": entry.sources, "mpt_settings": entry.settings})
+
+    def learning_rates(self, cfg: Any) -> tuple[float, float]:
+        return float(cfg.optim.lr), float(cfg.optim.lr)
+
+    def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
+        return PromptState(r * d + r + d, 0, r * d)
+
+    def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
+        return MPTPrompt(tensors["shared"], tensors["u"], tensors["v"])
+
+    def check(self, cfg: Any) -> str | None:
+        node = cfg.get("mpt")
+        if node is None:
+            return None
+        if not float(node.temperature) > 0:
+            return f"mpt.temperature={node.temperature!r} must be > 0"
+        if float(node.lam) < 0:
+            return f"mpt.lam={node.lam!r} must be >= 0"
+        for key in ("source_max_steps", "source_lr"):
+            value = node.get(key)
+            if value is not None and not value > 0:
+                return f"mpt.{key}={value!r} must be > 0"
+        return None
+
