@@ -88,6 +88,12 @@ class Method:
         Returns facts for the stage-2 results.json."""
         return {}
 
+    def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Any:
+        """The file :meth:`pre_stage` leaves for the bank ``bank_dir`` (a Path),
+        or None when it leaves none. A grid runs the pre-stage once per such
+        file (``stage=pre``) and makes the stage-2 runs that read it wait."""
+        return None
+
     def build(self, ctx: BuildContext) -> Built:
         raise NotImplementedError
 

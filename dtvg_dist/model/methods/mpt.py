@@ -318,6 +318,9 @@ class MPT(Method):
         pipeline.acc.wait_for_everyone()
         return {"mpt_shared": str(path)}
 
+    def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Path:
+        return shared_entry_path(cfg, Path(bank_dir))
+
     def build(self, ctx: BuildContext) -> Built:
         """Target adaptation: P* from source training, u and v the mean of the
         source task vectors (PEFT's AVERAGE_SOURCE_TASKS init)."""
