@@ -1,7 +1,9 @@
 """MPT through the training CLI on tiny T5: source training once into the
 bank (reused by later targets), resume after SIGKILL bit-exact in both the
 source training and the target adaptation, a corrupt shared entry refused,
-predict on the trained run, TensorBoard events of the source training."""
+predict on the trained run, TensorBoard events of the source training.
+
+Marked slow: eight tiny CLI runs, about two minutes on two cores."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from dtvg_dist.data import load_splits
 from dtvg_dist.predict import main as predict_main
 from dtvg_dist.store.bank import load_mpt_shared
 from dtvg_dist.tasks import get_task
+
+pytestmark = pytest.mark.slow
 
 SOURCES = "source_tasks=[syn_same,syn_flip]"
 COMMON = ("recipe=tiny-t5", SOURCES, "method=mpt", "mpt.source_max_steps=6", "mpt.lam=0.5",

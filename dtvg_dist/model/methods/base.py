@@ -105,6 +105,10 @@ class Method:
         """Trainable / frozen tensor sizes for the launch planner."""
         return PromptState(r * d, 0, r * d)
 
+    def pre_stage_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState | None:
+        """Tensor sizes of the pre-stage's prompt module for the planner (None: no pre-stage)."""
+        return None
+
     def prompt_tokens(self, cfg: Any) -> int:
         """Positions the prompt adds to every input (the planner's activations)."""
         return int(cfg.prompt.length)

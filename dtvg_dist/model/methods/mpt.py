@@ -345,6 +345,11 @@ class MPT(Method):
     def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
         return PromptState(r * d + r + d, 0, r * d)
 
+    def pre_stage_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
+        """Source training: P* and the n (u, v) pairs trained, the n teacher
+        prompts frozen (the teacher's forward runs without gradients)."""
+        return PromptState(r * d + n_sources * (r + d), n_sources * r * d, r * d)
+
     def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
         return MPTPrompt(tensors["shared"], tensors["u"], tensors["v"])
 
