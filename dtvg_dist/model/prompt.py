@@ -334,7 +334,9 @@ class PromptedModel(nn.Module):
         (``prompt(embeds, real)``) and returns [r, d] or, per instance,
         [B, r, d]; a module with an ``input_update`` submodule also rewrites
         the token embeddings, given each token's index from the first real
-        token (-1 on pads and prompt slots)."""
+        token (-1 on pads and prompt slots). Causal models: only the input
+        tokens count, not the answer tokens that teacher forcing appends
+        (label != -100), so training sees what generation sees."""
         bsz, length = input_ids.shape
         attention_mask = attention_mask.to(torch.long)
         update = getattr(self.prompt, "input_update", None)
@@ -363,7 +365,14 @@ class PromptedModel(nn.Module):
         tok = torch.where(j < first, j, j - r).clamp(min=0)  # prompt slots: overwritten below
         emb = self.model.get_input_embeddings()(torch.gather(input_ids, 1, tok))
         mask_ext = torch.gather(attention_mask, 1, tok).masked_fill(in_prompt, 1)
+        labels_ext = None
+        # The prompt module sees the input, not the answer: with labels (teacher
+        # forcing) the answer tokens are in the sequence, but a generation call
+        # only has the source, and the prompt must not read the answer.
         real = (j >= first + r) & (mask_ext > 0)
+        if labels is not None:
+            labels_ext = torch.gather(labels, 1, tok).masked_fill(in_prompt, IGNORE_INDEX)
+            real = real & (labels_ext == IGNORE_INDEX)
         if update is not None:
             emb = update(emb, torch.where(real, j - r - first, -1), length)
         prompt = self._prompt(emb, real, task_ids, prompt)
@@ -373,9 +382,6 @@ class PromptedModel(nn.Module):
         prompt = prompt.to(emb.dtype)
         src = (prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)).reshape(bsz * r, d)
         emb_ext = emb.reshape(-1, d).index_copy(0, rows, src).view(bsz, length + r, d)
-        labels_ext = None
-        if labels is not None:
-            labels_ext = torch.gather(labels, 1, tok).masked_fill(in_prompt, IGNORE_INDEX)
         return emb_ext, mask_ext, labels_ext
 
     def _prompt_rows(self) -> int:

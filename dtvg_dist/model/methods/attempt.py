@@ -49,7 +49,7 @@ class AttemptSettings:
     # attn_learning_rate (attempt/options.py, default None) is the same switch.
     attention_lr: float | None = None
     # Target prompt start. first_source: the first source prompt, as the
-    # release's single-task training does (attempt/run_seq2seq.py line 181,
+    # release's single-task training does (attempt/run_seq2seq.py line 182,
     # model.update_prefix_weights_single(shared_params[0])); p_init: the
     # bank's P_init (a vocabulary sample, as init_prefix_from_vocab).
     target_init: str = "first_source"
@@ -59,7 +59,7 @@ class AttemptSettings:
     # not depend on how a batch is padded (and 2 processes equal 1).
     pool_padding: bool = False
     # W_down / W_up start N(0, init_std): the release's _init_weights for
-    # nn.Linear (modeling_t5.py line 871). The layer norm starts at (1, 0).
+    # nn.Linear (modeling_t5.py line 870). The layer norm starts at (1, 0).
     init_std: float = 0.01
 
 

@@ -11,8 +11,17 @@ with m d + max_length k + k d = r d trainable elements, PT's budget (T5-base,
 r = 100, max_length 256: m = 60, k = 30 gives 76,800). The scaling and
 initialisation are the release's: ZhengxiangShi/DePT,
 peft/tuners/prompt_tuning_lora.py (PromptEmbeddingLoRA: A kaiming-uniform,
-B zeros, scaling = lora_alpha / sqrt(r)) and peft/peft_model.py line 834
-(``inputs_embeds += scaling * (lora_embedding_A @ lora_embedding_B)``).
+B zeros, scaling = lora_alpha / sqrt(r), lines 134-139) and peft/peft_model.py
+line 834 (``inputs_embeds += scaling * (lora_embedding_A @ lora_embedding_B)``).
+
+Where this differs from the release: the release pads every input to
+max_length and adds row p of A B to position p of the padded sequence; here
+row p goes to the p-th real token (the same for right-padded T5 inputs; for
+left-padded Llama inputs the release's rows would shift with the padding).
+For causal models the release's forward adds the update to every position,
+the answer tokens of teacher forcing included (peft/peft_model.py line 1081),
+while its generate updates only the prompt given (line 1194); here only the
+input tokens are updated in both, so training sees what generation sees.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ class DeptSettings:
     checkpoints/mrpc/adapter_config.json and checkpoints/mrpc/output.log)."""
 
     prompt_length: int = 60  # m: adapter_config.json "num_virtual_tokens": 60
-    rank: int = 30  # k: adapter_config.json "r": 30 (train.py default r=30)
+    # k; None: the largest k within PT's budget r d, floor((r - m) d / (max_length + d)),
+    # which is the release's 30 for T5-base (adapter_config.json "r": 30).
+    rank: int | None = None
     max_length: int = 256  # rows of A: adapter_config.json "max_length": 256
     alpha: float = 8.0  # scaling alpha / sqrt(k): adapter_config.json "lora_alpha": 8
     embedding_lr: float = 5e-3  # A and B: output.log lora_embedding_lr=0.005
@@ -43,6 +54,20 @@ class DeptSettings:
     # postive or not:" repeated (adapter_config.json prompt_tuning_init TEXT);
     # here it starts from the first m rows of the bank's P_init (a vocabulary
     # sample, the start every other method of the trainer shares).
+
+
+def dept_rank(settings: Any, r: int, d: int) -> int:
+    """The rank of A and B: ``dept.rank``, or PT's budget (see DeptSettings)."""
+    if settings.rank is not None:
+        return int(settings.rank)
+    rank = (r - int(settings.prompt_length)) * d // (int(settings.max_length) + d)
+    if rank < 1:
+        raise ValueError(
+            f"DePT: PT's budget (prompt.length={r} rows of width {d}) leaves no rank for A and B "
+            f"with dept.prompt_length={settings.prompt_length} and dept.max_length="
+            f"{settings.max_length}; set dept.rank or shorten dept.prompt_length"
+        )
+    return rank
 
 
 class LowRankEmbeddingUpdate(nn.Module):
@@ -69,7 +94,7 @@ class LowRankEmbeddingUpdate(nn.Module):
                 "(the rows of its embedding update A); raise dept.max_length or shorten the inputs"
             )
         rows = self.lora_a[positions.clamp(min=0)]  # [B, S, k]
-        delta = (rows @ self.lora_b) * (self.scaling * (positions >= 0).unsqueeze(-1))
+        delta = ((rows @ self.lora_b) * self.scaling).masked_fill((positions < 0).unsqueeze(-1), 0.0)
         return inputs_embeds + delta.to(inputs_embeds.dtype)
 
 
@@ -127,8 +152,9 @@ class DePT(Method):
     def build(self, ctx: BuildContext) -> Built:
         s = ctx.cfg.dept
         init = ctx.target.p_init[: s.prompt_length].to(ctx.device)
-        module = DePTPrompt(init, s.max_length, s.rank, s.alpha, seed=ctx.cfg.seed)
-        return Built(module, {"dept_prompt_length": s.prompt_length, "dept_rank": s.rank,
+        rank = dept_rank(s, int(ctx.cfg.prompt.length), int(init.shape[1]))
+        module = DePTPrompt(init, s.max_length, rank, s.alpha, seed=ctx.cfg.seed)
+        return Built(module, {"dept_prompt_length": s.prompt_length, "dept_rank": rank,
                               "dept_max_length": s.max_length})
 
     def learning_rates(self, cfg: Any) -> tuple[float, float]:
@@ -136,7 +162,7 @@ class DePT(Method):
 
     def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
         s = cfg.dept
-        m, k, n = int(s.prompt_length), int(s.rank), int(s.max_length)
+        m, k, n = int(s.prompt_length), dept_rank(s, r, d), int(s.max_length)
         return PromptState(m * d + n * k + k * d, 0, max(m * d, n * k, k * d))
 
     def prompt_tokens(self, cfg: Any) -> int:
@@ -148,18 +174,22 @@ class DePT(Method):
 
     def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
         s = cfg.dept
-        module = DePTPrompt(tensors["prompt"], s.max_length, s.rank, s.alpha)
+        a = tensors["input_update.lora_a"]
+        module = DePTPrompt(tensors["prompt"], int(a.shape[0]), int(a.shape[1]), s.alpha)
         module.load_trainable_state({k: tensors[k] for k in module.trainable_state()})
         return module
 
     def check(self, cfg: Any) -> str | None:
         s = cfg.dept
         for key in ("prompt_length", "rank", "max_length"):
-            if getattr(s, key) <= 0:
+            if getattr(s, key) is not None and getattr(s, key) <= 0:
                 return f"dept.{key}={getattr(s, key)!r} must be > 0"
         if s.prompt_length > cfg.prompt.length:
             return (f"dept.prompt_length={s.prompt_length} is longer than prompt.length="
                     f"{cfg.prompt.length} (DePT's prompt starts from the first rows of P_init)")
+        if s.rank is None and s.prompt_length >= cfg.prompt.length:
+            return (f"dept.rank is unset (PT's budget) but dept.prompt_length={s.prompt_length} "
+                    f"leaves none of prompt.length={cfg.prompt.length} rows for A and B; set dept.rank")
         if s.embedding_lr <= 0:
             return f"dept.embedding_lr={s.embedding_lr!r} must be > 0"
         return None
