@@ -22,11 +22,19 @@ from dtvg_dist.core import GROUPING_RULES
 from dtvg_dist.data import TEMPLATES, DataSettings
 from dtvg_dist.errors import RecipeError
 from dtvg_dist.model.backbone import BackboneSettings
-from dtvg_dist.model.methods import AttemptSettings, DeptSettings, get_method, method_names
+from dtvg_dist.model.methods import (
+    AttemptSettings,
+    DeptSettings,
+    MptSettings,
+    get_method,
+    method_names,
+)
 from dtvg_dist.training.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-STAGES = ("1", "2", "all")
+# pre: only the method's work between stage 1 and stage 2 (MPT's source
+# training), so that a grid runs it once for every target that reuses it.
+STAGES = ("1", "pre", "2", "all")
 # The registered prompt methods (dtvg_dist/model/methods/): pt, spot, tpv,
 # dtvg, attempt, dept, ... Each may have a settings node named after it.
 METHODS = method_names()
@@ -113,6 +121,7 @@ class Recipe:
     grouping: GroupingSettings = field(default_factory=GroupingSettings)
     attempt: AttemptSettings = field(default_factory=AttemptSettings)
     dept: DeptSettings = field(default_factory=DeptSettings)
+    mpt: MptSettings = field(default_factory=MptSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     stage1: Stage1Settings = field(default_factory=Stage1Settings)
     eval: EvalSettings = field(default_factory=EvalSettings)

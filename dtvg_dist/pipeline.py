@@ -207,6 +207,40 @@ class Pipeline:
             results[name] = result
         return results
 
+    # ------------------------------------------------------- multi-task runs
+    def train_mixture(
+        self, *, name: str, prompt: torch.nn.Module, tasks: list[str], model_factory: Any,
+        max_steps: int, lr: float, extra_results: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Train ``prompt`` on the union of the training examples of ``tasks``
+        (examples-proportional mixing: one seeded permutation of the union,
+        each example tagged with its task's index as ``task_id``), with the
+        loss of ``model_factory``'s model. No validation: the last state is
+        kept. Writes ``<output_dir>/<name>/``; what a method trains before
+        stage 2 (MPT's source training) runs here."""
+        train = [
+            {**feature, "task_id": k}
+            for k, task in enumerate(tasks)
+            for feature in self.splits(task)["train"]
+        ]
+        spec = RunSpec(
+            name=name,
+            task=get_task(tasks[0]),
+            method=self.cfg.method,
+            prompt=prompt,
+            run_dir=self.out / name,
+            max_steps=max_steps,
+            lr=lr,
+            source_lr=lr,
+            train=train,
+            validation=[],
+            test=[],
+            extra_results={"mixture_tasks": list(tasks), **(extra_results or {})},
+            model_factory=model_factory,
+            select_last=True,
+        )
+        return Trainer(self.cfg, spec, self.backbone, self.acc).run()
+
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The stage-2 prompt module of `method` and what results.json should
@@ -253,6 +287,8 @@ class Pipeline:
         result = PipelineResult(self.out)
         if self.cfg.stage in ("1", "all"):
             result.stage1 = self.run_stage1()
+        if self.cfg.stage == "pre":
+            get_method(self.cfg.method).pre_stage(self)
         if self.cfg.stage in ("2", "all"):
             result.stage2 = self.run_stage2()
         self.acc.end_training()

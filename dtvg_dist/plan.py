@@ -110,6 +110,8 @@ def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
         return "stage 1 (prompt tuning)", stage1
     if cfg.stage == "2":
         return f"stage 2 ({cfg.method})", [target]
+    if cfg.stage == "pre":  # the method's pre-stage over the sources (MPT's source training)
+        return f"pre-stage ({cfg.method})", list(cfg.source_tasks)
     return f"stage 1 + stage 2 ({cfg.method})", list(dict.fromkeys([*stage1, target]))
 
 
@@ -131,6 +133,8 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
     # adds; stage 1 is prompt tuning with r rows. With both stages, the larger.
     method = get_method("pt" if cfg.stage == "1" else str(cfg.method))
     prompt = method.prompt_state(cfg, r, shape.hidden, n_src)
+    if cfg.stage == "pre":
+        prompt = method.pre_stage_state(cfg, r, shape.hidden, n_src) or prompt
     tokens = method.prompt_tokens(cfg)
     prompt_len = tokens if cfg.stage == "2" else max(r, tokens)
     out = []
@@ -430,6 +434,28 @@ def make_plan(
         },
         modes=modes, recommended=key, why=why, launch_notes=notes,
     )
+
+
+def recommend(
+    recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan at the fewest GPUs of one node (1, 2, 4, ... up to
+    ``max_gpus``) on which a launch mode fits: what a grid gives a run
+    when asked for the recipe's recommended launch. The plan at
+    ``max_gpus`` (recommended None) when nothing fits."""
+    counts = [1]
+    while counts[-1] * 2 <= max_gpus:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != max_gpus and max_gpus > 1:
+        counts.append(max_gpus)
+    plan = None
+    for gpus in counts:
+        plan = make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config)
+        if plan.recommended is not None:
+            return plan
+    assert plan is not None
+    return plan
 
 
 # -------------------------------------------------------------------- output

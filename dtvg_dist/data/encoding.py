@@ -160,11 +160,14 @@ def collate_train(features: Sequence[dict], pad_token_id: int | None) -> dict[st
     pad = _check_batch(features, pad_token_id)
     ids = [f["input_ids"] for f in features]
     mask = [[1] * len(s) for s in ids]
-    return {
+    batch = {
         "input_ids": _pad(ids, pad),
         "attention_mask": _pad(mask, 0),
         "labels": _pad([f["labels"] for f in features], -100),
     }
+    if "task_id" in features[0]:  # a multi-task mixture (MPT's source training)
+        batch["task_ids"] = torch.tensor([int(f["task_id"]) for f in features], dtype=torch.long)
+    return batch
 
 
 def collate_generate(features: Sequence[dict], pad_token_id: int | None, padding_side: str) -> dict[str, Any]:

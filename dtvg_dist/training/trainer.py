@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -75,6 +76,13 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    # The model the loss comes from, built as factory(backbone, prompt,
+    # answer_only_logits); default PromptedModel. MPT's source training gives
+    # its distillation model (a loss over student and teacher prompts).
+    model_factory: Callable[[Any, nn.Module, bool], nn.Module] | None = None
+    # Keep the last checkpoint's state rather than the best validation score
+    # (a run without a validation split to choose by: MPT's source training).
+    select_last: bool = False
 
 
 @dataclass
@@ -147,9 +155,8 @@ class Trainer:
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(
-            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
-        )
+        build = self.spec.model_factory or PromptedModel
+        model = build(self.backbone, self.prompt, self.cfg.backbone.answer_only_logits)
         groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
         self.lr_names = [g["name"] for g in groups]
         optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
@@ -315,7 +322,7 @@ class Trainer:
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
         optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
-        if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
+        if best_state is None or self.spec.select_last or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
         if self.acc.is_main_process:
