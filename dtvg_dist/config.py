@@ -51,7 +51,17 @@ class GroupingSettings:
 class OptimSettings:
     lr: float = 0.3  # target prompt / TPV and alpha_t (paper C.7)
     source_lr: float = 0.4  # source alphas (DTVG only)
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-5  # stage 1 (and stage 2 unless stage2_weight_decay is set)
+    # Adam's epsilon; 1e-8 is torch's and the transformers Trainer's default
+    # (TrainingArguments.adam_epsilon), which the released stage 1 runs with.
+    eps: float = 1e-8
+    # Stage 2's AdamW; None = the stage-1 value above. The released stage 2
+    # builds its own transformers.AdamW(groups, lr=...) (zpy2477/DTVG
+    # run_seq2seq.py lines 537-541), whose defaults in transformers 4.45.2
+    # (optimization.py, AdamW.__init__) are weight_decay=0.0 and eps=1e-6:
+    # the paper recipes set those (recipes/t5-base.yaml).
+    stage2_weight_decay: float | None = None
+    stage2_eps: float | None = None
     warmup_steps: int = 500
     max_steps: int = 30000
     batch_size: int = 32  # global batch per optimizer step, per micro-step
@@ -284,9 +294,10 @@ def validate(cfg: DictConfig) -> None:
                 "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",
                 "eval.max_new_tokens"):
         _positive(cfg, key)
-    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm"):
+    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm", "optim.eps",
+                "optim.stage2_eps"):
         _positive(cfg, key)
-    for key in ("optim.warmup_steps", "optim.weight_decay"):
+    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.stage2_weight_decay"):
         _positive(cfg, key, allow_zero=True)
     for tracker in cfg.logging.trackers:
         # Checked here, before any model loads: accelerate would only warn and train untracked.

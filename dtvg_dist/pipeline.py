@@ -199,6 +199,7 @@ class Pipeline:
                 validation=data["validation"],
                 test=data["test"],
                 extra_results={"stage": 1, "init_seed": cfg.prompt.init_seed},
+                stage=1,
             )
             result = Trainer(cfg, spec, self.backbone, self.acc).run()
             if self.acc.is_main_process:

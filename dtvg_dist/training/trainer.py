@@ -74,6 +74,7 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    stage: int = 2  # 1: a TPV of the bank; 2: target training (optimizer settings differ)
 
 
 @dataclass
@@ -117,6 +118,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return LambdaLR(optimizer, factor)
 
 
+def adamw_settings(optim: Any, stage: int) -> tuple[float, float]:
+    """(weight decay, eps) of the AdamW of a `stage` run: stage 2 takes
+    optim.stage2_weight_decay / optim.stage2_eps where set (the released
+    stage 2 runs transformers.AdamW's defaults, 0 and 1e-6), else stage 1's."""
+    weight_decay, eps = float(optim.weight_decay), float(optim.eps)
+    if stage == 2:
+        if optim.stage2_weight_decay is not None:
+            weight_decay = float(optim.stage2_weight_decay)
+        if optim.stage2_eps is not None:
+            eps = float(optim.stage2_eps)
+    return weight_decay, eps
+
+
 def answer_tokens(feature: dict[str, Any]) -> int:
     return sum(1 for label in feature["labels"] if label != -100)
 
@@ -149,9 +163,12 @@ class Trainer:
         model = PromptedModel(
             self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
         )
-        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        weight_decay, eps = adamw_settings(opt, self.spec.stage)
+        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, weight_decay)
         self.lr_names = [g["name"] for g in groups]
-        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=weight_decay, eps=eps)
+        log.info("%s: AdamW weight_decay=%g eps=%g (stage %d)", self.spec.name, weight_decay, eps,
+                 self.spec.stage)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
         scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
         keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
