@@ -42,7 +42,8 @@ class PromptSettings:
 @dataclass
 class GroupingSettings:
     # greedy (Algorithm 2 as printed) | first-drop (section 3.2's text) |
-    # prefix-argmax (the released code) | positive | exhaustive-kc | all | none
+    # prefix-argmax (the released code) | positive | exhaustive-kc (the released
+    # KC ablation) | exhaustive-kc-nonempty | all | none
     rule: str = "greedy"
     fixed: bool = False  # keep the group `rule` picks at step 0 for the whole run (Figure 5)
 
