@@ -87,6 +87,13 @@ class EvalSettings:
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: the task's max target length
     rank_classification: bool = False  # classification: score the label words instead of generating
+    # QA (MRQA, SQuAD): "all" = best over every gold answer; "target" = against
+    # the trained target (answers[0]) decoded from its label ids, the released
+    # ATTEMPT/DePT data path (ReCoRD keeps all answers there too).
+    qa_references: str = "all"
+    # Generation (GEM): "text" = the target text; "target" = its label ids
+    # decoded (T5: truncated at 128 tokens), what the released code scores.
+    nlg_references: str = "text"
 
 
 @dataclass
@@ -270,6 +277,8 @@ def validate(cfg: DictConfig) -> None:
         )
     _one_of(cfg, "grouping.rule", GROUPING_RULES)
     _one_of(cfg, "data.template", TEMPLATES)
+    _one_of(cfg, "eval.qa_references", ("all", "target"))
+    _one_of(cfg, "eval.nlg_references", ("text", "target"))
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
     if cfg.method != "pt" and cfg.stage != "1" and not cfg.source_tasks:

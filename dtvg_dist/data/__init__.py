@@ -14,6 +14,7 @@ from dtvg_dist.data.encoding import (
     encode,
     example_layout,
     generation_padding_side,
+    label_reference,
     padding_id,
 )
 from dtvg_dist.data.settings import (
@@ -66,4 +67,5 @@ __all__ = [
     "padding_id",
     "collate_train",
     "collate_generate",
+    "label_reference",
 ]

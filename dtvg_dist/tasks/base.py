@@ -123,6 +123,9 @@ class Task:
     expand_fn: Callable[[dict], list[dict]] | None = field(default=None, compare=False)
     attempt_quirk_fn: Callable[[dict], dict] | None = field(default=None, compare=False)
     selection_metrics: tuple[str, ...] = ()  # select_by=mean averages these (default: non-composite metrics)
+    # The released data path scores this QA task against every gold answer
+    # rather than the decoded trained target (ATTEMPT's Record post-processor).
+    release_all_answers: bool = False
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"

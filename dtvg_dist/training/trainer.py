@@ -48,7 +48,7 @@ from dtvg_dist.training.distributed import (
     run_facts,
     zero_stage,
 )
-from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.evaluation import evaluate, reference_mode
 from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
@@ -267,6 +267,9 @@ class Trainer:
             synced_gpus=self.synced_gpus,
             desc=f"{self.spec.name} {split}",
             rank_classification=self.cfg.eval.rank_classification,
+            references=reference_mode(
+                self.spec.task, self.cfg.eval.qa_references, self.cfg.eval.nlg_references
+            ),
         )
         return metrics
 
