@@ -22,14 +22,14 @@ from dtvg_dist.core import GROUPING_RULES
 from dtvg_dist.data import TEMPLATES, DataSettings
 from dtvg_dist.errors import RecipeError
 from dtvg_dist.model.backbone import BackboneSettings
+from dtvg_dist.model.methods import AttemptSettings, DeptSettings, get_method, method_names
 from dtvg_dist.training.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STAGES = ("1", "2", "all")
-# pt: prompt tuning from P_init; spot: start from the source prompt with the
-# highest cosine of mean-pooled prompts (SPoT); tpv: the same single-source
-# start, the source chosen by Eq. 2 on TPVs (Table 1, C.1); dtvg: stage 2.
-METHODS = ("pt", "spot", "tpv", "dtvg")
+# The registered prompt methods (dtvg_dist/model/methods/): pt, spot, tpv,
+# dtvg, attempt, dept, ... Each may have a settings node named after it.
+METHODS = method_names()
 
 
 @dataclass
@@ -129,6 +129,8 @@ class Recipe:
     data: DataSettings = field(default_factory=DataSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    attempt: AttemptSettings = field(default_factory=AttemptSettings)
+    dept: DeptSettings = field(default_factory=DeptSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     stage1: Stage1Settings = field(default_factory=Stage1Settings)
     eval: EvalSettings = field(default_factory=EvalSettings)
@@ -281,8 +283,12 @@ def validate(cfg: DictConfig) -> None:
     _one_of(cfg, "eval.nlg_references", ("text", "target"))
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
-    if cfg.method != "pt" and cfg.stage != "1" and not cfg.source_tasks:
+    method = get_method(cfg.method)
+    if method.uses_sources and cfg.stage != "1" and not cfg.source_tasks:
         raise RecipeError(f"method={cfg.method} needs source_tasks (a list of task names)")
+    problem = method.check(cfg)
+    if problem:
+        raise RecipeError(problem)
     if len(set(cfg.source_tasks)) != len(cfg.source_tasks):
         raise RecipeError(f"source_tasks {list(cfg.source_tasks)} names a task twice")
     if cfg.target_task in cfg.source_tasks and not cfg.target_as_source:

@@ -101,6 +101,12 @@ def _meta_model(base: str) -> tuple[Any, bool]:
 
 def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -> Path:
     """Write the PEFT prompt-tuning adapter of `run` into `out_dir`; returns it."""
+    method = run.method_spec()
+    if method.peft_adapter is None:
+        raise RecipeError(
+            f"{run.run_dir}: method {method.name} cannot be exported to PEFT: {method.peft_refusal}. "
+            "Use `python -m dtvg_dist.predict` with the run folder instead"
+        )
     try:
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     except ImportError:

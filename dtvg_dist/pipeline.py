@@ -1,5 +1,5 @@
-"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (PT, SPoT or
-DTVG transfer on the target), wired from a validated recipe."""
+"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (the recipe's
+method on the target, see dtvg_dist.model.methods), wired from a validated recipe."""
 
 from __future__ import annotations
 
@@ -17,13 +17,8 @@ from dtvg_dist.config import RecipeError, resolved_yaml
 from dtvg_dist.data import DataSettings
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
-from dtvg_dist.model.prompt import (
-    DTVGPrompt,
-    SoftPrompt,
-    sample_p_init,
-    spot_pick_source,
-    tpv_pick_source,
-)
+from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
+from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
@@ -216,48 +211,28 @@ class Pipeline:
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The stage-2 prompt module of `method` and what results.json should
-        say about it (the bank it came from, the chosen source or the rule)."""
+        say about it (the bank it came from, the chosen source or the rule).
+        The method says which bank entries it reads and builds the module."""
         cfg = self.cfg
-        method = cfg.method
-        needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
+        method = get_method(cfg.method)
         entries = load_bank(
-            self.bank_dir, needed, backbone=self.backbone.name,
+            self.bank_dir, method.bank_tasks(cfg), backbone=self.backbone.name,
             d=self.backbone.hidden_size, r=cfg.prompt.length,
         )
-        target = entries[cfg.target_task]
-        dev = self.acc.device
-        facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
-        if method == "pt":
-            return SoftPrompt(target.p_init.to(dev)), facts
-        sources = [entries[name] for name in cfg.source_tasks]
-        if method in ("spot", "tpv"):
-            # Both start the target from one source's stage-1 prompt (SPoT; paper C.1):
-            # SPoT picks by cosine of mean-pooled prompts, TPV by Eq. 2 on the TPVs.
-            if method == "spot":
-                index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
-            else:
-                index = tpv_pick_source(target.tpv, torch.stack([s.tpv for s in sources]))
-            log.info("%s: initialising from source %s", method.upper(), sources[index].task)
-            return SoftPrompt(sources[index].prompt.to(dev)), {
-                **facts, f"{method}_source": sources[index].task
-            }
-        module = DTVGPrompt(
-            target.p_init.to(dev),
-            target.tpv.to(dev),
-            torch.stack([s.tpv for s in sources]).to(dev),
-            [s.task for s in sources],
-            rule=cfg.grouping.rule,
-            fixed=cfg.grouping.fixed,
-        )
-        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
-                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
-        return module, {**facts, "grouping_rule": cfg.grouping.rule,
-                        "grouping_fixed": bool(cfg.grouping.fixed),
-                        "source_tasks": list(cfg.source_tasks)}
+        ctx = BuildContext(cfg, entries, self.backbone, self.acc.device, pipeline=self)
+        built = method.build(ctx)
+        count = trainable_count(built.module)
+        log.info("%s: %d trainable parameters", method.title, count)
+        return built.module, {"bank_dir": str(self.bank_dir),
+                              "p_init_seed": ctx.target.init_seed,
+                              "trainable_parameters": count, **built.facts}
 
     def run_stage2(self) -> RunResult:
         cfg = self.cfg
+        method = get_method(cfg.method)
+        pre = method.pre_stage(self)  # e.g. MPT's source training; nothing for most methods
         prompt, extra = self.stage2_prompt()
+        lr, second_lr = method.learning_rates(cfg)
         data = self.splits(cfg.target_task)
         spec = RunSpec(
             name=f"stage2/{cfg.method}",
@@ -266,12 +241,12 @@ class Pipeline:
             prompt=prompt,
             run_dir=self.out,
             max_steps=cfg.optim.max_steps,
-            lr=cfg.optim.lr,
-            source_lr=cfg.optim.source_lr,
+            lr=lr,
+            source_lr=second_lr,
             train=data["train"],
             validation=data["validation"],
             test=data["test"],
-            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **extra},
+            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **pre, **extra},
         )
         return Trainer(cfg, spec, self.backbone, self.acc).run()
 

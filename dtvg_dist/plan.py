@@ -38,6 +38,7 @@ from dtvg_dist.analysis.memory import (
     zero3_elements_per_rank,
 )
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.model.methods import get_method
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIGS = REPO / "launch_configs"
@@ -126,8 +127,12 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
         raise PlanError(f"backbone.dtype={dtype!r} is not one of fp32, bf16, fp16")
     r = int(cfg.prompt.length)
     n_src = len(cfg.source_tasks)
-    dtvg = cfg.method == "dtvg" and cfg.stage != "1"
-    prompt = PromptState.of("dtvg" if dtvg else "pt", r, shape.hidden, n_src)
+    # The method says what its stage-2 prompt holds and how many positions it
+    # adds; stage 1 is prompt tuning with r rows. With both stages, the larger.
+    method = get_method("pt" if cfg.stage == "1" else str(cfg.method))
+    prompt = method.prompt_state(cfg, r, shape.hidden, n_src)
+    tokens = method.prompt_tokens(cfg)
+    prompt_len = tokens if cfg.stage == "2" else max(r, tokens)
     out = []
     for name in names if task_name is None else [task_name]:
         try:
@@ -136,7 +141,7 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
             raise PlanError(str(err)) from None
         out.append(Workload(
             recipe=str(cfg.recipe), stage_desc=stage_desc, task=task.name,
-            batch=int(cfg.optim.batch_size), grad_accum=int(cfg.optim.grad_accum), prompt_len=r,
+            batch=int(cfg.optim.batch_size), grad_accum=int(cfg.optim.grad_accum), prompt_len=prompt_len,
             source_len=task.max_source_length, target_len=task.max_target_length,
             eval_batch=int(cfg.eval.batch_size),
             new_tokens=int(cfg.eval.max_new_tokens or task.max_target_length),

@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.checkpoint import (
     TrainingState,
@@ -360,12 +361,11 @@ class Trainer:
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
-        with torch.no_grad():
-            soft_prompt = self.prompt().detach().float()
+        saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
         self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
-        prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
+        prompt_tensors = {**best_state, **saved}
         self.files.write_prompt(
             prompt_tensors,
             {"task": self.spec.task.name, "method": self.spec.method, "best_step": str(state.best_step)},
