@@ -101,6 +101,10 @@ class LoggingSettings:
     every_steps: int = 10
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
     progress_bar: bool = True
+    # Every logging.every_steps, the cosine of the mean-pooled prompt with each
+    # source's stage-1 prompt (SPoT's measure) to metrics.jsonl rows with
+    # split "source_similarity" (Figure 1, bottom).
+    source_similarity: bool = False
 
 
 @dataclass

@@ -28,6 +28,7 @@ from dtvg_dist.data.settings import (
     Rows,
 )
 from dtvg_dist.data.splits import (
+    MixedSplit,
     Prepared,
     apply_split_rule,
     expansion_rule,
@@ -41,6 +42,7 @@ from dtvg_dist.data.splits import (
 from dtvg_dist.tasks import DataError
 
 __all__ = [
+    "MixedSplit",
     "DataError",
     "SMALL_DATASET",
     "HELD_OUT_VALIDATION",

@@ -76,6 +76,11 @@ class DataSettings:
     attempt_quirks: bool = False
     revisions: dict[str, str] = field(default_factory=dict)
     cache_dir: str | None = None
+    # Train the stage-2 prompt on the target's training set mixed with these
+    # tasks' (Figure 1, top: examples-proportional mixing, Raffel et al. 2020,
+    # with no size cap: the union is sampled uniformly, so each task in
+    # proportion to its size). Validation and test stay the target's.
+    mix_tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -76,6 +76,8 @@ class RunSpec:
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
     stage: int = 2  # 1: a TPV of the bank; 2: target training (optimizer settings differ)
+    # (source names, their prompts [n, r, d]): log SPoT's similarity to each (Figure 1)
+    similarity_sources: tuple[list[str], torch.Tensor] | None = None
 
 
 @dataclass
@@ -225,6 +227,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
+    def _log_source_similarity(self, step: int) -> None:
+        """SPoT's cosine of mean-pooled prompts between the current prompt and
+        each source's stage-1 prompt, as a metrics.jsonl row (Figure 1)."""
+        if self.spec.similarity_sources is None:
+            return
+        names, sources = self.spec.similarity_sources
+        with torch.no_grad():
+            current = self.prompt().detach().float()
+            if current.dim() == 3:  # a per-example prompt: its batch mean
+                current = current.mean(dim=0)
+            cos = torch.nn.functional.cosine_similarity(
+                sources.float().mean(dim=-2), current.mean(dim=-2).unsqueeze(0), dim=-1
+            ).cpu().tolist()
+        sims = dict(zip(names, cos, strict=True))
+        most = max(sims, key=lambda n: (sims[n], -names.index(n)))
+        self.files.log_metrics({"step": step, "split": "source_similarity", "most_similar": most, **sims})
+        self._track(step, {f"source_similarity/{n}": v for n, v in sims.items()})
+
     def _grouping_row(self, step: int) -> dict[str, Any] | None:
         mask = getattr(self.prompt, "last_mask", None)
         if mask is None:
@@ -314,6 +334,7 @@ class Trainer:
             if state.step % every_log == 0 or state.step == self.spec.max_steps:
                 self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
                 self._flush_grouping(pending)
+                self._log_source_similarity(state.step)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
             if state.step % every_eval == 0 or state.step == self.spec.max_steps:
