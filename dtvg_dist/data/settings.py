@@ -122,6 +122,13 @@ class DataSettings:
             positive(key)
         if self.template not in TEMPLATES:
             raise ValueError(f"data.template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        from dtvg_dist.tasks import TASKS
+
+        unknown = [t for t in self.mix_tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"data.mix_tasks: {', '.join(map(repr, unknown))} not in the task registry")
+        if len(set(self.mix_tasks)) != len(self.mix_tasks):
+            raise ValueError(f"data.mix_tasks names a task twice: {list(self.mix_tasks)}")
 
     @classmethod
     def coerce(cls, settings: DataSettings | Mapping[str, Any] | None) -> DataSettings:

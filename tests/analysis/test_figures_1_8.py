@@ -72,3 +72,17 @@ def test_figure8_puts_each_method_at_its_count(tmp_path):
         m: c for m, c in counts.items() if c is not None}
     assert points["dtvg"]["ours"] == pytest.approx(80.0) and points["pt"]["ours"] == pytest.approx(70.0)
     assert points["spot"]["ours"] is None and points["dtvg"]["paper"] == pytest.approx(87.4)
+
+
+def test_reproduce_lists_and_plans_figure1(tmp_path, capsys):
+    from dtvg_dist import reproduce
+    from dtvg_dist.analysis.paper_results import EXPERIMENTS
+
+    assert reproduce.main(["--list"]) == 0
+    assert "figure1" in capsys.readouterr().out
+    exp = EXPERIMENTS["figure1"]
+    jobs = reproduce.plan(exp, seeds=(42,), variants=exp.run_variants, overrides=[], runs_dir=tmp_path)
+    stage2 = [" ".join(j.args) for j in jobs if "t5-base-dtvg-rte" in " ".join(j.args)]
+    assert len(stage2) == len(FIGURE1_MIXES) + 1
+    assert any(f"data.mix_tasks=[{','.join(FIGURE1_ORDER)}]" in a and "method=pt" in a for a in stage2)
+    assert any("logging.source_similarity=true" in a and "method=spot" in a for a in stage2)
