@@ -50,7 +50,8 @@ class PromptSettings:
 @dataclass
 class GroupingSettings:
     # greedy (Algorithm 2 as printed) | first-drop (section 3.2's text) |
-    # prefix-argmax (the released code) | positive | exhaustive-kc | all | none
+    # prefix-argmax (the released code) | positive | exhaustive-kc (the released
+    # KC ablation) | exhaustive-kc-nonempty | all | none
     rule: str = "greedy"
     fixed: bool = False  # keep the group `rule` picks at step 0 for the whole run (Figure 5)
 
@@ -59,7 +60,17 @@ class GroupingSettings:
 class OptimSettings:
     lr: float = 0.3  # target prompt / TPV and alpha_t (paper C.7)
     source_lr: float = 0.4  # source alphas (DTVG only)
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-5  # stage 1 (and stage 2 unless stage2_weight_decay is set)
+    # Adam's epsilon; 1e-8 is torch's and the transformers Trainer's default
+    # (TrainingArguments.adam_epsilon), which the released stage 1 runs with.
+    eps: float = 1e-8
+    # Stage 2's AdamW; None = the stage-1 value above. The released stage 2
+    # builds its own transformers.AdamW(groups, lr=...) (zpy2477/DTVG
+    # run_seq2seq.py lines 537-541), whose defaults in transformers 4.45.2
+    # (optimization.py, AdamW.__init__) are weight_decay=0.0 and eps=1e-6:
+    # the paper recipes set those (recipes/t5-base.yaml).
+    stage2_weight_decay: float | None = None
+    stage2_eps: float | None = None
     warmup_steps: int = 500
     max_steps: int = 30000
     batch_size: int = 32  # global batch per optimizer step, per micro-step
@@ -85,6 +96,13 @@ class EvalSettings:
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: the task's max target length
     rank_classification: bool = False  # classification: score the label words instead of generating
+    # QA (MRQA, SQuAD): "all" = best over every gold answer; "target" = against
+    # the trained target (answers[0]) decoded from its label ids, the released
+    # ATTEMPT/DePT data path (ReCoRD keeps all answers there too).
+    qa_references: str = "all"
+    # Generation (GEM): "text" = the target text; "target" = its label ids
+    # decoded (T5: truncated at 128 tokens), what the released code scores.
+    nlg_references: str = "text"
 
 
 @dataclass
@@ -92,6 +110,10 @@ class LoggingSettings:
     every_steps: int = 10
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
     progress_bar: bool = True
+    # Every logging.every_steps, the cosine of the mean-pooled prompt with each
+    # source's stage-1 prompt (SPoT's measure) to metrics.jsonl rows with
+    # split "source_similarity" (Figure 1, bottom).
+    source_similarity: bool = False
 
 
 @dataclass
@@ -271,6 +293,8 @@ def validate(cfg: DictConfig) -> None:
         )
     _one_of(cfg, "grouping.rule", GROUPING_RULES)
     _one_of(cfg, "data.template", TEMPLATES)
+    _one_of(cfg, "eval.qa_references", ("all", "target"))
+    _one_of(cfg, "eval.nlg_references", ("text", "target"))
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
     method = get_method(cfg.method)
@@ -300,9 +324,10 @@ def validate(cfg: DictConfig) -> None:
                 "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",
                 "eval.max_new_tokens"):
         _positive(cfg, key)
-    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm"):
+    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm", "optim.eps",
+                "optim.stage2_eps"):
         _positive(cfg, key)
-    for key in ("optim.warmup_steps", "optim.weight_decay"):
+    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.stage2_weight_decay"):
         _positive(cfg, key, allow_zero=True)
     for tracker in cfg.logging.trackers:
         # Checked here, before any model loads: accelerate would only warn and train untracked.

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from dtvg_dist.config import RecipeError, resolved_yaml
-from dtvg_dist.data import DataSettings
+from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
@@ -271,6 +271,7 @@ class Pipeline:
                 test=data["test"],
                 extra_results={"stage": 1, "init_seed": cfg.prompt.init_seed},
                 bank_entries=dict(self.bank_used),
+                stage=1,
             )
             result = Trainer(cfg, spec, self.backbone, self.acc).run()
             if self.acc.is_main_process:
@@ -335,6 +336,17 @@ class Pipeline:
                               "p_init_seed": ctx.target.init_seed,
                               "trainable_parameters": count, **built.facts}
 
+    def similarity_sources(self) -> tuple[list[str], torch.Tensor] | None:
+        """The sources' stage-1 prompts when logging.source_similarity is on
+        (Figure 1, bottom: which source SPoT finds most similar over training)."""
+        cfg = self.cfg
+        if not cfg.logging.source_similarity or not cfg.source_tasks:
+            return None
+        entries = load_bank(self.bank_dir, list(cfg.source_tasks), backbone=self.backbone.name,
+                            d=self.backbone.hidden_size, r=cfg.prompt.length)
+        names = list(cfg.source_tasks)
+        return names, torch.stack([entries[n].prompt for n in names]).to(self.acc.device)
+
     def run_stage2(self) -> RunResult:
         cfg = self.cfg
         method = get_method(cfg.method)
@@ -342,6 +354,11 @@ class Pipeline:
         prompt, extra = self.stage2_prompt()
         lr, second_lr = method.learning_rates(cfg)
         data = self.splits(cfg.target_task)
+        train: Any = data["train"]
+        if cfg.data.mix_tasks:  # Figure 1 (top): the target mixed with these tasks
+            train = MixedSplit([train, *(self.splits(t)["train"] for t in cfg.data.mix_tasks)])
+            log.info("stage 2: training on %s mixed with %s (%d examples, examples-proportional)",
+                     cfg.target_task, ", ".join(cfg.data.mix_tasks), len(train))
         spec = RunSpec(
             name=f"stage2/{cfg.method}",
             task=get_task(cfg.target_task),
@@ -351,11 +368,12 @@ class Pipeline:
             max_steps=cfg.optim.max_steps,
             lr=lr,
             source_lr=second_lr,
-            train=data["train"],
+            train=train,
             validation=data["validation"],
             test=data["test"],
             extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **pre, **extra},
             bank_entries=dict(self.bank_used),
+            similarity_sources=self.similarity_sources(),
         )
         return Trainer(cfg, spec, self.backbone, self.acc).run()
 

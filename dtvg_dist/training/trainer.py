@@ -56,7 +56,7 @@ from dtvg_dist.training.distributed import (
     run_facts,
     zero_stage,
 )
-from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.evaluation import evaluate, reference_mode
 from dtvg_dist.training.signals import Preempted, stop_request
 from dtvg_dist.training.tracking import scalars
 
@@ -92,6 +92,9 @@ class RunSpec:
     select_last: bool = False
     # task -> bank entry file the prompt was built from (checked on resume)
     bank_entries: dict[str, Path] = field(default_factory=dict)
+    stage: int = 2  # 1: a TPV of the bank; 2: target training (optimizer settings differ)
+    # (source names, their prompts [n, r, d]): log SPoT's similarity to each (Figure 1)
+    similarity_sources: tuple[list[str], torch.Tensor] | None = None
 
 
 @dataclass
@@ -135,6 +138,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return LambdaLR(optimizer, factor)
 
 
+def adamw_settings(optim: Any, stage: int) -> tuple[float, float]:
+    """(weight decay, eps) of the AdamW of a `stage` run: stage 2 takes
+    optim.stage2_weight_decay / optim.stage2_eps where set (the released
+    stage 2 runs transformers.AdamW's defaults, 0 and 1e-6), else stage 1's."""
+    weight_decay, eps = float(optim.weight_decay), float(optim.eps)
+    if stage == 2:
+        if optim.stage2_weight_decay is not None:
+            weight_decay = float(optim.stage2_weight_decay)
+        if optim.stage2_eps is not None:
+            eps = float(optim.stage2_eps)
+    return weight_decay, eps
+
+
 def answer_tokens(feature: dict[str, Any]) -> int:
     return sum(1 for label in feature["labels"] if label != -100)
 
@@ -166,9 +182,12 @@ class Trainer:
             self.prompt.mask_sync = mask_broadcaster(self.acc)
         build = self.spec.model_factory or PromptedModel
         model = build(self.backbone, self.prompt, self.cfg.backbone.answer_only_logits)
-        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        weight_decay, eps = adamw_settings(opt, self.spec.stage)
+        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, weight_decay)
         self.lr_names = [g["name"] for g in groups]
-        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=weight_decay, eps=eps)
+        log.info("%s: AdamW weight_decay=%g eps=%g (stage %d)", self.spec.name, weight_decay, eps,
+                 self.spec.stage)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
         scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
         keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
@@ -227,6 +246,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
+    def _log_source_similarity(self, step: int) -> None:
+        """SPoT's cosine of mean-pooled prompts between the current prompt and
+        each source's stage-1 prompt, as a metrics.jsonl row (Figure 1)."""
+        if self.spec.similarity_sources is None:
+            return
+        names, sources = self.spec.similarity_sources
+        with torch.no_grad():
+            current = self.prompt().detach().float()
+            if current.dim() == 3:  # a per-example prompt: its batch mean
+                current = current.mean(dim=0)
+            cos = torch.nn.functional.cosine_similarity(
+                sources.float().mean(dim=-2), current.mean(dim=-2).unsqueeze(0), dim=-1
+            ).cpu().tolist()
+        sims = dict(zip(names, cos, strict=True))
+        most = max(sims, key=lambda n: (sims[n], -names.index(n)))
+        self.files.log_metrics({"step": step, "split": "source_similarity", "most_similar": most, **sims})
+        self._track(step, {f"source_similarity/{n}": v for n, v in sims.items()})
+
     def _grouping_row(self, step: int) -> dict[str, Any] | None:
         mask = getattr(self.prompt, "last_mask", None)
         if mask is None:
@@ -270,6 +307,9 @@ class Trainer:
             synced_gpus=self.synced_gpus,
             desc=f"{self.spec.name} {split}",
             rank_classification=self.cfg.eval.rank_classification,
+            references=reference_mode(
+                self.spec.task, self.cfg.eval.qa_references, self.cfg.eval.nlg_references
+            ),
         )
         return metrics
 
@@ -319,6 +359,7 @@ class Trainer:
             if state.step % every_log == 0 or state.step == self.spec.max_steps:
                 self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
                 self._flush_grouping(pending)
+                self._log_source_similarity(state.step)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
             saved = state.step % every_eval == 0 or state.step == self.spec.max_steps
