@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.paper_results import VARIANTS
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
 from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
@@ -228,6 +229,7 @@ def _csv(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dtvg_dist.demo",

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from dtvg_dist import cli
 from dtvg_dist.config import RecipeError
 from dtvg_dist.trained_run import RunDirError, TrainedRun, open_run
 
@@ -184,20 +185,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     out_dir = Path(args.peft).expanduser()
-    try:
-        existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
-        if existing and not args.overwrite:
-            raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
-        export_peft(open_run(args.run_dir), out_dir, args.base_model)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
+    if existing and not args.overwrite:
+        raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
+    export_peft(open_run(args.run_dir), out_dir, args.base_model)
     print(f"wrote {out_dir / ADAPTER_FILES[0]} and {out_dir / ADAPTER_FILES[1]}")
     return 0
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.memory import (
     GIB,
     ModelShape,
@@ -37,7 +38,7 @@ from dtvg_dist.analysis.memory import (
     weight_bytes,
     zero3_elements_per_rank,
 )
-from dtvg_dist.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.config import list_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIGS = REPO / "launch_configs"
@@ -524,17 +525,14 @@ def _parse(args: list[str]) -> tuple[str, int, float, int, bool, list[str]]:
     return recipes[0], number("--gpus", int), number("--gpu-memory", float), nodes, as_json, rest
 
 
+@cli.command
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or "-h" in args or "--help" in args:
         print(USAGE + "\nrecipes: " + ", ".join(list_recipes()))
         return 0
-    try:
-        recipe, gpus, memory, nodes, as_json, overrides = _parse(args)
-        plan = make_plan(recipe, gpus, memory, nodes, overrides)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    recipe, gpus, memory, nodes, as_json, overrides = _parse(args)
+    plan = make_plan(recipe, gpus, memory, nodes, overrides)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render(plan))
     return 0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.report import STD_CONVENTIONS, write_report
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.paper_results import EXPERIMENTS, LR_GRID, TABLE9, VARIANTS, Experiment
 from dtvg_dist.analysis.report import lr_variant, run_dir, write_report
 from dtvg_dist.config import RecipeError, load_recipe
@@ -361,6 +362,7 @@ def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds
     return result
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)

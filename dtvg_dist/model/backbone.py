@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtvg_dist.errors import BackboneUnavailable  # noqa: F401 - raised here; its public name
 from dtvg_dist.utils import to_plain
 
 logger = logging.getLogger("dtvg_dist.model.backbone")
@@ -88,10 +89,6 @@ def _looks_local(path: str) -> bool:
         and os.sep in path
     )
 
-
-class BackboneUnavailable(ValueError):
-    """A backbone hub id whose files are not on this machine and cannot be
-    fetched (not in the hub cache, and the hub offline or unreachable)."""
 
 
 _CONFIG_FILES = ("config.json",)

@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.errors import TrainingDiverged  # noqa: F401 - raised here; its public name
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.checkpoint import (
     TrainingState,
@@ -53,9 +54,6 @@ from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf."""
 
 
 @dataclass
