@@ -34,6 +34,7 @@ from typing import Any
 from dtvg_dist import cli
 from dtvg_dist.analysis.paper_results import VARIANTS
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
 log = logging.getLogger("dtvg_dist.demo")
@@ -51,11 +52,11 @@ RESERVED = ("seed", "output_dir", "bank_dir", "stage", "method", "prompt.init_se
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
-    return Path(out) / method / str(seed)
+    return run_files.run_dir(out, method, seed)
 
 
 def bank_dir(out: Path, seed: int) -> Path:
-    return Path(out) / "bank" / f"seed{seed}"
+    return run_files.seed_bank_dir(Path(out) / "bank", seed)
 
 
 def stage1_recipe_for(recipe: str) -> str:
@@ -74,7 +75,7 @@ def jobs(recipe: str, overrides: list[str], seeds: tuple[int, ...], out: Path,
     for seed in seeds:
         common = [*overrides, f"seed={seed}", f"prompt.init_seed={seed}", f"bank_dir={bank_dir(out, seed)}"]
         out_jobs.append((f"seed {seed}: stage 1", stage1_recipe_for(recipe),
-                         [*common, "stage=1", f"output_dir={Path(out) / 'stage1' / str(seed)}"]))
+                         [*common, "stage=1", f"output_dir={run_files.run_dir(out, 'stage1', seed)}"]))
         out_jobs += [(f"seed {seed}: {METHODS[m][0]}", recipe,
                       [*common, *METHODS[m][1], "stage=2", f"output_dir={run_dir(out, m, seed)}"])
                      for m in methods]
@@ -156,7 +157,7 @@ def collect(out: Path, seeds: tuple[int, ...], methods: tuple[str, ...]) -> dict
 def stage1_runs(out: Path, seed: int) -> list[dict[str, Any]]:
     """The stage-1 runs of a seed (sources and target): task, steps, training rows, test score."""
     found = []
-    for results_file in sorted((Path(out) / "stage1" / str(seed) / "stage1").glob(f"*/{RESULTS}")):
+    for results_file in sorted((run_files.run_dir(out, "stage1", seed) / run_files.STAGE1).glob(f"*/{RESULTS}")):
         results = json.loads(results_file.read_text())
         found.append({"task": results["task"], "steps": results.get("steps"),
                       "train_examples": results.get("train_examples"), "test": _score(results, "test")})

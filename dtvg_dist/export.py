@@ -37,6 +37,7 @@ import torch
 
 from dtvg_dist import cli
 from dtvg_dist.config import RecipeError
+from dtvg_dist.model.backbone import family_of
 from dtvg_dist.trained_run import RunDirError, TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.export")
@@ -92,7 +93,7 @@ def _meta_model(base: str) -> tuple[Any, bool]:
             f"base model {base!r}: cannot read its config ({err}). Pass --base-model with a hub id "
             "in the local cache or a folder holding the model"
         ) from None
-    seq2seq = bool(getattr(hf_config, "is_encoder_decoder", False))
+    seq2seq = family_of(hf_config) == "seq2seq"
     auto_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     with init_empty_weights():
         model = auto_cls.from_config(hf_config)

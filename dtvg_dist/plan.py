@@ -87,7 +87,6 @@ class Workload:
     prompt: PromptState
 
 
-_DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
 
 
 def _answer_only(cfg: Any) -> bool:
@@ -115,15 +114,16 @@ def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
 
 def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[Workload]:
     """One Workload per task the recipe trains (the planner keeps the worst)."""
+    from dtvg_dist.config import recipe_tasks
+    from dtvg_dist.model.synthetic import register_if_named
     from dtvg_dist.tasks import get_task
 
-    if any(str(t).startswith("syn_") for t in [cfg.target_task, *cfg.source_tasks, *cfg.stage1.tasks]):
-        from dtvg_dist.model.synthetic import register_synthetic_tasks
-
-        register_synthetic_tasks()
+    register_if_named(recipe_tasks(cfg))
     stage_desc, names = _tasks_of(cfg)
     dtype = str(cfg.backbone.dtype)
-    if dtype not in _DTYPE_BYTES:
+    from dtvg_dist.model.backbone import DTYPES
+
+    if dtype not in DTYPES:
         raise PlanError(f"backbone.dtype={dtype!r} is not one of fp32, bf16, fp16")
     r = int(cfg.prompt.length)
     n_src = len(cfg.source_tasks)
@@ -141,7 +141,7 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
             source_len=task.max_source_length, target_len=task.max_target_length,
             eval_batch=int(cfg.eval.batch_size),
             new_tokens=int(cfg.eval.max_new_tokens or task.max_target_length),
-            dtype=dtype, dtype_bytes=_DTYPE_BYTES[dtype],
+            dtype=dtype, dtype_bytes=DTYPES[dtype].itemsize,
             checkpointing=bool(cfg.backbone.gradient_checkpointing),
             answer_only_logits=_answer_only(cfg), load_in_8bit=bool(cfg.backbone.load_in_8bit),
             config_built=cfg.backbone.config is not None and cfg.backbone.name_or_path is None,

@@ -177,7 +177,9 @@ def _recipe_tokenizer(node: dict[str, Any]) -> tuple[Any, str, str]:
 
 
 def _family(hf_config: Any) -> str:
-    return "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal"
+    from dtvg_dist.model.backbone import family_of
+
+    return family_of(hf_config)
 
 
 def _plan(req: Request) -> Plan:

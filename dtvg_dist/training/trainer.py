@@ -139,7 +139,9 @@ class Trainer:
             raise ValueError(f"task {spec.task.name!r} has no training examples")
 
     # ------------------------------------------------------------------ set-up
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Optimizer, scheduler and the prepared prompt: what `run` does before
+        its first step (public so Table 9's timing can drive `train_step`)."""
         opt = self.cfg.optim
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
@@ -167,7 +169,7 @@ class Trainer:
         return [p for p in self.prompt.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------- steps
-    def _step(self, step: int) -> float:
+    def train_step(self, step: int) -> float:
         """One optimizer step (0-based `step`); returns the global mean loss."""
         opt = self.cfg.optim
         n = len(self.spec.train)
@@ -254,7 +256,7 @@ class Trainer:
     # --------------------------------------------------------------------- run
     def run(self) -> RunResult:
         set_seed(self.cfg.seed)
-        self._build()
+        self.build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
         ckpt = find_checkpoint(self.spec.run_dir) if self.cfg.resume else None
@@ -277,7 +279,7 @@ class Trainer:
             disable=not (self.acc.is_main_process and self.cfg.logging.progress_bar),
         )
         while state.step < self.spec.max_steps:
-            loss = self._step(state.step)
+            loss = self.train_step(state.step)
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
