@@ -91,7 +91,7 @@ class Workload:
 
 def _answer_only(cfg: Any) -> bool:
     """The recipe's answer-only-logits switch, where this checkout has one
-    (issue 11 section 1); False (logits at every position) otherwise."""
+    (`backbone.answer_only_logits`); False (logits at every position) otherwise."""
     from omegaconf import OmegaConf
 
     for key in ("backbone.answer_only_logits", "optim.answer_only_logits", "answer_only_logits"):

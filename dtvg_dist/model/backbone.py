@@ -279,16 +279,15 @@ def cpu_has_native_bf16() -> bool:
 def warn_if_bf16_emulated(dtype: torch.dtype, device: torch.device) -> bool:
     """Log a warning when bf16 will run on a CPU that emulates it; True if warned.
 
-    Measured (/work/shared/PLATFORM.md): one SmolLM2-135M training step took
-    251 s in bf16 and 8.4 s in fp32 on an AMD EPYC with AVX2 only.
+    Why: on an AMD EPYC with AVX2 only, one SmolLM2-135M training step took
+    251 s in bf16 and 8.4 s in fp32 (docs/many-gpus.md).
     """
     if dtype != torch.bfloat16 or device.type != "cpu" or cpu_has_native_bf16():
         return False
     logger.warning(
         "backbone.dtype=bf16 on a CPU without native bf16 matrix instructions "
         "(no AVX512-BF16 / AMX; torch CPU capability %s): bf16 matmuls are emulated here "
-        "and run far slower than fp32 (one SmolLM2-135M training step: 251 s in bf16 vs "
-        "8.4 s in fp32 on an AVX2-only AMD EPYC). Set backbone.dtype=fp32 on this machine.",
+        "and can run many times slower than fp32. Set backbone.dtype=fp32 on this machine.",
         torch.backends.cpu.get_cpu_capability(),
     )
     return True
