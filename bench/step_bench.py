@@ -239,7 +239,7 @@ def prompt_paths(
     def ours(pm: PromptedModel) -> Callable[[], None]:
         def run() -> None:
             nonlocal grad
-            emb, mask_ext, _ = pm._insert(ids, mask, labels)
+            emb, mask_ext, _ = pm.insert_prompt(ids, mask, labels)
             _position_ids(mask_ext)
             if grad is None:
                 grad = torch.ones_like(emb)

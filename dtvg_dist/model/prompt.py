@@ -306,7 +306,7 @@ class PromptedModel(nn.Module):
     def is_seq2seq(self) -> bool:
         return self.family == "seq2seq"
 
-    def _insert(
+    def insert_prompt(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
@@ -356,7 +356,7 @@ class PromptedModel(nn.Module):
         HF output with its ``.loss``."""
         if labels is not None and self.answer_only_logits:
             return self.answer_logits(input_ids, attention_mask, labels, **kwargs)
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels)
         if self.is_seq2seq:
             if labels_ext is not None:
                 labels_ext = labels_ext.contiguous()  # T5 computes its loss with .view(-1)
@@ -383,7 +383,7 @@ class PromptedModel(nn.Module):
         sees only the rows whose label is not -100. With
         ``answer_only_logits`` off the same rows are cut from full logits
         (a reference; same result, full cost)."""
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels)
         assert labels_ext is not None
         if self.is_seq2seq:
             keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
@@ -440,7 +440,7 @@ class PromptedModel(nn.Module):
         kw.setdefault("do_sample", False)
         kw.setdefault("num_beams", 1)
         if self.is_seq2seq:
-            embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+            embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
             out = self.model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, **kw
             )
@@ -449,7 +449,7 @@ class PromptedModel(nn.Module):
         order = torch.sort(attention_mask.to(torch.long), dim=1, stable=True).indices
         input_ids = torch.gather(input_ids, 1, order)
         attention_mask = torch.gather(attention_mask, 1, order)
-        embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+        embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
         if not kw.pop("use_cache", True):
             return self._greedy_no_cache(embeds, mask, max_new_tokens, **kw)
         out = self.model.generate(

@@ -247,8 +247,13 @@ def test_a_folder_another_process_finished_first_wins(tokenizers, tmp_path):
 
 
 def test_cache_location_setting_env_and_default(monkeypatch, tmp_path):
+    from dtvg_dist.store import run_files
+
     monkeypatch.delenv(tokenized.CACHE_ENV, raising=False)
+    monkeypatch.delenv(run_files.CACHE_ENV, raising=False)
     assert cache_dir(DataSettings()) == Path("runs/.cache/tokenized")
+    monkeypatch.setenv(run_files.CACHE_ENV, str(tmp_path / "root"))
+    assert cache_dir(DataSettings()) == tmp_path / "root" / "tokenized"
     monkeypatch.setenv(tokenized.CACHE_ENV, str(tmp_path / "env"))
     assert cache_dir(DataSettings()) == tmp_path / "env"
     assert cache_dir(DataSettings(cache_dir=str(tmp_path / "set"))) == tmp_path / "set"
