@@ -152,6 +152,11 @@ class Recipe:
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
+def recipe_tasks(cfg: DictConfig) -> list[str]:
+    """Every task a recipe names: the target, the sources and stage1.tasks."""
+    return list(dict.fromkeys(str(t) for t in [cfg.target_task, *cfg.source_tasks, *cfg.stage1.tasks]))
+
+
 def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 

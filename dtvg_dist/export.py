@@ -35,7 +35,9 @@ from typing import Any
 
 import torch
 
+from dtvg_dist import cli
 from dtvg_dist.config import RecipeError
+from dtvg_dist.model.backbone import family_of
 from dtvg_dist.trained_run import RunDirError, TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.export")
@@ -91,7 +93,7 @@ def _meta_model(base: str) -> tuple[Any, bool]:
             f"base model {base!r}: cannot read its config ({err}). Pass --base-model with a hub id "
             "in the local cache or a folder holding the model"
         ) from None
-    seq2seq = bool(getattr(hf_config, "is_encoder_decoder", False))
+    seq2seq = family_of(hf_config) == "seq2seq"
     auto_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     with init_empty_weights():
         model = auto_cls.from_config(hf_config)
@@ -208,20 +210,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     out_dir = Path(args.peft).expanduser()
-    try:
-        existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
-        if existing and not args.overwrite:
-            raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
-        export_peft(open_run(args.run_dir), out_dir, args.base_model)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
+    if existing and not args.overwrite:
+        raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
+    export_peft(open_run(args.run_dir), out_dir, args.base_model)
     print(f"wrote {out_dir / ADAPTER_FILES[0]} and {out_dir / ADAPTER_FILES[1]}")
     return 0
 

@@ -15,12 +15,13 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.config import RecipeError, resolved_yaml
+from dtvg_dist.config import RecipeError, recipe_tasks, resolved_yaml
 from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
 from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
+from dtvg_dist.store import run_files
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
 from dtvg_dist.store.run_files import RunFiles
@@ -48,19 +49,18 @@ class PipelineResult:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.output_dir or f"runs/{cfg.recipe}/{cfg.seed}")
+    return Path(cfg.output_dir) if cfg.output_dir else run_files.run_dir(run_files.RUNS_DIR, cfg.recipe, cfg.seed)
 
 
 def check_tasks(cfg: DictConfig) -> None:
     """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
-    if any(name.startswith("syn_") for name in [cfg.target_task, *cfg.source_tasks]):
-        from dtvg_dist.model.synthetic import register_synthetic_tasks
+    from dtvg_dist.model.synthetic import register_if_named
 
-        register_synthetic_tasks()
+    register_if_named(recipe_tasks(cfg))
     names = list(TASKS)
     for key, task in [("target_task", cfg.target_task)] + [
         (f"source_tasks[{i}]", t) for i, t in enumerate(cfg.source_tasks)
-    ]:
+    ] + [(f"stage1.tasks[{i}]", t) for i, t in enumerate(cfg.stage1.tasks)]:
         if task not in names:
             close = difflib.get_close_matches(task, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -84,7 +84,7 @@ def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
 def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
     """`backbone.name_or_path: synthetic-pretrained` with `backbone.config`:
     build that architecture, teach it the synthetic rules (once, cached by
-    config and seed under runs/.cache) and load it as a local checkpoint."""
+    config and seed under the cache root) and load it as a local checkpoint."""
     import hashlib
     import json
 
@@ -99,7 +99,7 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
          "pretraining": PRETRAINING_VERSION},
         sort_keys=True,
     )
-    folder = Path("runs/.cache") / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    folder = run_files.cache_root() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
     settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
@@ -124,7 +124,7 @@ class Pipeline:
         # weights are built whole, so they match a single-process build.
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
             self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
-        self.bank_dir = Path(cfg.bank_dir or f"runs/bank/{self.backbone.name}")
+        self.bank_dir = Path(cfg.bank_dir) if cfg.bank_dir else run_files.default_bank_dir(self.backbone.name)
         self.data_settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
         self._encoded: dict[str, dict[str, TokenizedSplit]] = {}
         log.info(
@@ -262,7 +262,7 @@ class Pipeline:
                 task=get_task(name),
                 method="pt",
                 prompt=SoftPrompt(p_init.to(self.acc.device)),
-                run_dir=self.out / "stage1" / name,
+                run_dir=run_files.stage1_dir(self.out, name),
                 max_steps=max_steps or cfg.optim.max_steps,
                 lr=cfg.stage1.lr or cfg.optim.lr,
                 source_lr=cfg.optim.source_lr,

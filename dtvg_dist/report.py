@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.report import STD_CONVENTIONS, write_report
 
 
@@ -13,6 +14,7 @@ def _parameter_counts(recipe: str) -> dict[str, int | None]:
     return method_parameter_counts(load_recipe(recipe))
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, METRICS, RESULTS, atomic_write_text, read_jsonl
 
 
@@ -420,7 +421,7 @@ BANK = "bank/t5-base"
 def paper_bank(runs_dir: Path, seed: int) -> Path:
     """The T5-base bank of a seed: `<runs>/bank/t5-base/seed<S>` (reproduce's
     per-seed banks), else the shared `<runs>/bank/t5-base`."""
-    per_seed = Path(runs_dir) / BANK / f"seed{seed}"
+    per_seed = run_files.seed_bank_dir(Path(runs_dir) / BANK, seed)
     return per_seed if per_seed.is_dir() else Path(runs_dir) / BANK
 
 
@@ -436,8 +437,8 @@ def paper_figure(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...
         for target in spec["targets"]:
             for seed in seeds:
                 label = f"{target} seed {seed}"
-                runs[label] = runs_dir / f"t5-base-dtvg-{target}" / str(seed)
-                pt = runs_dir / f"t5-base-dtvg-{target}@pt" / str(seed)
+                runs[label] = run_files.run_dir(runs_dir, f"t5-base-dtvg-{target}", seed)
+                pt = run_files.run_dir(runs_dir, f"t5-base-dtvg-{target}", seed, "pt")
                 if (pt / METRICS).is_file():
                     compare[label] = pt
         return grouping_figure(runs, png, title=f"{name}: source task grouping (DTVG)", compare=compare)

@@ -297,13 +297,13 @@ PAPER_AVERAGES: dict[str, dict[str, dict[str, float]]] = {
 # ("we directly quote the results of the baselines reported in previous
 # works", section 4.1). Tables 2 and 7 mark their rows with a subscript: PT_1
 # and SPoT_1 are "sourced from Asai et al. (2022)". Tables 3 and 8 print no
-# mark; issue 9 attributes their PT rows to MPT (Wang et al., 2023), which we
-# could not check here (that paper is not in the workspace). Tables 1, 4, 5
+# mark; we attribute their PT rows to MPT (Wang et al., 2023), which we
+# could not check against that paper. Tables 1, 4, 5
 # and 9 are the authors' own runs (C.1: "reconstructed soft prompts"; 4.4:
 # "we analyze DTVG only against some fundamental baselines").
 OWN = "run by the authors"
 ATTEMPT = "quoted from Asai et al. (2022), ATTEMPT (subscript 1 in the table)"
-MPT = "quoted from Wang et al. (2023), MPT, per issue 9 (the table prints no mark; not verified)"
+MPT = "quoted from Wang et al. (2023), MPT, by our reading (the table prints no mark; not verified)"
 # The other methods' rows, by the tables' subscripts (Table 2: 3 = Wang et al.,
 # 4 = Shi and Lipani; Table 7: 2 = Wang et al., 3 = Shi and Lipani). Tables 3
 # and 8 print no marks; section 4.1 says baselines are quoted where possible.

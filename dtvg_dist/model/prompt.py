@@ -323,7 +323,7 @@ class PromptedModel(nn.Module):
             return self.prompt(emb, real)
         return self.prompt(emb, real, task_ids=task_ids)
 
-    def _insert(
+    def insert_prompt(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
         task_ids: Tensor | None = None, prompt: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -407,7 +407,7 @@ class PromptedModel(nn.Module):
         HF output with its ``.loss``."""
         if labels is not None and self.answer_only_logits:
             return self.answer_logits(input_ids, attention_mask, labels, **kwargs)
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels)
         if self.is_seq2seq:
             if labels_ext is not None:
                 labels_ext = labels_ext.contiguous()  # T5 computes its loss with .view(-1)
@@ -436,7 +436,7 @@ class PromptedModel(nn.Module):
         sees only the rows whose label is not -100. With
         ``answer_only_logits`` off the same rows are cut from full logits
         (a reference; same result, full cost)."""
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels, task_ids, prompt)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels, task_ids, prompt)
         if return_hidden:  # MPT's distillation reads the last hidden states
             kwargs["output_hidden_states"] = True
         assert labels_ext is not None
@@ -505,7 +505,7 @@ class PromptedModel(nn.Module):
         kw.setdefault("do_sample", False)
         kw.setdefault("num_beams", 1)
         if self.is_seq2seq:
-            embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+            embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
             out = self.model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, **kw
             )
@@ -514,7 +514,7 @@ class PromptedModel(nn.Module):
         order = torch.sort(attention_mask.to(torch.long), dim=1, stable=True).indices
         input_ids = torch.gather(input_ids, 1, order)
         attention_mask = torch.gather(attention_mask, 1, order)
-        embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+        embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
         if not kw.pop("use_cache", True):
             return self._greedy_no_cache(embeds, mask, max_new_tokens, **kw)
         out = self.model.generate(

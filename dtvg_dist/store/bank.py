@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dtvg_dist import __version__
+from dtvg_dist.errors import BankError  # noqa: F401 - raised here; its public name
 
 FORMAT = "dtvg-bank/1"
 REQUIRED_META = (
@@ -38,9 +39,6 @@ REQUIRED_META = (
 )
 SHARED_FIELDS = ("p_init_sha256", "backbone", "d", "r")
 
-
-class BankError(ValueError):
-    """A bank entry is missing, corrupt, or disagrees with the others."""
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:

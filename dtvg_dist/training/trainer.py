@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.errors import TrainingDiverged  # noqa: F401 - raised here; its public name
 from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.bank import BankError
@@ -62,9 +63,6 @@ from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf."""
 
 
 @dataclass
@@ -175,7 +173,9 @@ class Trainer:
             raise ValueError(f"task {spec.task.name!r} has no training examples")
 
     # ------------------------------------------------------------------ set-up
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Optimizer, scheduler and the prepared prompt: what `run` does before
+        its first step (public so Table 9's timing can drive `train_step`)."""
         opt = self.cfg.optim
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
@@ -205,7 +205,7 @@ class Trainer:
         return [p for p in self.prompt.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------- steps
-    def _step(self, step: int) -> float:
+    def train_step(self, step: int) -> float:
         """One optimizer step (0-based `step`); returns the global mean loss."""
         opt = self.cfg.optim
         n = len(self.spec.train)
@@ -316,7 +316,7 @@ class Trainer:
     # --------------------------------------------------------------------- run
     def run(self) -> RunResult:
         set_seed(self.cfg.seed)
-        self._build()
+        self.build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
         self._stop, self._stop_votes = stop_request(), 0.0
@@ -345,7 +345,7 @@ class Trainer:
             disable=not (self.acc.is_main_process and self.cfg.logging.progress_bar),
         )
         while state.step < self.spec.max_steps:
-            loss = self._step(state.step)
+            loss = self.train_step(state.step)
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")

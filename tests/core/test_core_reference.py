@@ -239,8 +239,8 @@ def test_greedy_and_prefix_argmax_differ_on_hand_built_case():
     assert select_group(target, sources, "prefix-argmax").tolist() == [True, False, False]
 
 
-def test_the_three_readings_of_the_grouping_differ_on_the_issue_example():
-    """Issue 9: sims rank 1, 2, 3, 4 (all >= 0); g12 = 1, g13 = g23 = 0.2,
+def test_the_three_readings_of_the_grouping_differ_on_one_example():
+    """Sims rank 1, 2, 3, 4 (all >= 0); g12 = 1, g13 = g23 = 0.2,
     g14 = g24 = g34 = 2. Algorithm 2 skips 3 and takes 4; the text of 3.2
     stops at 3; the released code takes the prefix with the best KC,
     KC(1..4) = 7.4 / 6 > KC(1, 2) = 1."""
