@@ -75,7 +75,8 @@ SlurmctldPort=$ctld_port
 SlurmdPort=$d_port
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$m/run/munge.socket
+# cred_expire: a requeued job waits this long before it may start again (default 120 s)
+AuthInfo=socket=$m/run/munge.socket,cred_expire=5
 SlurmUser=root
 SlurmdUser=root
 ProctrackType=proctrack/linuxproc
@@ -93,12 +94,13 @@ SlurmctldDebug=info
 SlurmdDebug=info
 ReturnToService=2
 MpiDefault=none
+MailProg=/bin/true
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 # a requeued job may start again at once (the default waits 2 minutes)
 MinJobAge=30
 KillWait=10
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=1
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
