@@ -427,6 +427,28 @@ def make_plan(
     )
 
 
+def recommend(
+    recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan at the fewest GPUs of one node (1, 2, 4, ... up to
+    ``max_gpus``) on which a launch mode fits: what a grid gives a run
+    when asked for the recipe's recommended launch. The plan at
+    ``max_gpus`` (recommended None) when nothing fits."""
+    counts = [1]
+    while counts[-1] * 2 <= max_gpus:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != max_gpus and max_gpus > 1:
+        counts.append(max_gpus)
+    plan = None
+    for gpus in counts:
+        plan = make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config)
+        if plan.recommended is not None:
+            return plan
+    assert plan is not None
+    return plan
+
+
 # -------------------------------------------------------------------- output
 def render(plan: Plan) -> str:
     w = plan.workload
