@@ -68,6 +68,7 @@ class Stage1Settings:
     source_max_steps: int | None = None  # for the source tasks (paper: 300k)
     lr: float | None = None  # default: optim.lr
     overwrite: bool = False  # retrain tasks the bank already has
+    lock_wait_s: float = 3600.0  # wait this long for another process training the same entry
 
 
 @dataclass

@@ -3,8 +3,10 @@ DTVG transfer on the target), wired from a validated recipe."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,16 @@ from dtvg_dist.model.prompt import (
     tpv_pick_source,
 )
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
+from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
 from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
-from dtvg_dist.training.distributed import accelerator_for_recipe, gathered, zero_init
+from dtvg_dist.training.distributed import (
+    accelerator_for_recipe,
+    all_reduce_sum,
+    gathered,
+    zero_init,
+)
+from dtvg_dist.training.signals import stop_request
 from dtvg_dist.training.tracking import flat_config
 from dtvg_dist.training.trainer import RunResult, RunSpec, Trainer
 
@@ -107,6 +116,11 @@ class Pipeline:
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
+        stop_request()  # from here on SIGTERM / SIGUSR1 stop training cleanly
+        self._locks = contextlib.ExitStack()
+        self._entry_claims = self._locks.enter_context(contextlib.ExitStack())
+        self._lock_output_dir()
+        self.bank_used: dict[str, Path] = {}  # task -> entry file this run was built from
         # Rank 0 first: ranks must not write the tokenizer (or a synthetic
         # checkpoint) at once; no zero.Init there, it would need every rank.
         with self.acc.main_process_first(), zero_init(self.acc, False):
@@ -130,6 +144,66 @@ class Pipeline:
             self.acc.init_trackers(cfg.recipe, config=config)
             where = f"; TensorBoard event files in {self.out / cfg.recipe}" if "tensorboard" in cfg.logging.trackers else ""
             log.info("trackers %s (project %s)%s", list(cfg.logging.trackers), cfg.recipe, where)
+
+    def _agree(self, value: int) -> int:
+        """The main process's `value` on every rank (the others pass 0)."""
+        return int(all_reduce_sum(self.acc, torch.tensor(float(value), device=self.acc.device)).item())
+
+    def _lock_output_dir(self) -> None:
+        """Hold output_dir for this pipeline's life: a second process on the
+        same folder stops here, before writing anything."""
+        refused: RunLocked | None = None
+        if self.acc.is_main_process:
+            try:
+                self._locks.enter_context(run_lock(self.out))
+            except RunLocked as err:
+                refused = err
+        if self._agree(refused is not None):
+            raise refused or RunLocked(f"run folder {self.out} is in use by another process")
+
+    def close(self) -> None:
+        """Give the output_dir lock back."""
+        self._locks.close()
+
+    def _load_bank(self, tasks: list[str], r: int) -> dict[str, BankEntry]:
+        entries = load_bank(self.bank_dir, tasks, backbone=self.backbone.name,
+                            d=self.backbone.hidden_size, r=r)
+        self.bank_used.update({task: entry.path for task, entry in entries.items()})
+        return entries
+
+    def _claim_entry(self, name: str) -> bool:
+        """Take stage 1's lock on bank entry `name` (giving back the previous
+        entry's), polled by the main process with every rank in step; True
+        when another process held it first and has written the entry
+        meanwhile, so this one uses it instead of training it again."""
+        self._entry_claims.close()
+        claim = EntryClaim(self.bank_dir, name) if self.acc.is_main_process else None
+        deadline = time.monotonic() + self.cfg.stage1.lock_wait_s
+        status, wait = 0, 0.0  # 0 waiting, 1 taken, 2 taken after a wait, 3 gave up
+        while status == 0:
+            if claim is not None:
+                if claim.try_take(wait):
+                    status = 2 if claim.waited else 1
+                elif time.monotonic() >= deadline:
+                    status = 3
+                elif wait == 0.0:
+                    log.info("stage 1: bank entry %s is being trained by %s; waiting up to %s s",
+                             name, claim.holder(), self.cfg.stage1.lock_wait_s)
+                wait = max(0.0, min(5.0, deadline - time.monotonic()))
+            status = self._agree(status)
+        if status == 3:
+            raise RunLocked(
+                f"bank entry {name} in {self.bank_dir} is still being trained by "
+                f"{claim.holder() if claim else 'another process'} after "
+                f"stage1.lock_wait_s={self.cfg.stage1.lock_wait_s}; run again when it has finished"
+            )
+        if claim is not None:
+            self._entry_claims.callback(claim.release)
+        done = status == 2 and entry_path(self.bank_dir, name).is_file()
+        if done:
+            log.info("stage 1: %s was trained meanwhile by another process; using its bank entry",
+                     name)
+        return done
 
     # -------------------------------------------------------------------- data
     def splits(self, task_name: str) -> dict[str, TokenizedSplit]:
@@ -162,9 +236,9 @@ class Pipeline:
     def p_init(self, tasks: list[str]) -> torch.Tensor:
         """The bank's P_init when it has one (never re-sampled), else a new sample."""
         entry = self._existing_p_init(tasks)
-        r, d = self.cfg.prompt.length, self.backbone.hidden_size
+        r = self.cfg.prompt.length
         if entry is not None:
-            load_bank(self.bank_dir, [entry.task], backbone=self.backbone.name, d=d, r=r)
+            self._load_bank([entry.task], r)
             log.info("P_init from bank entry %s (seed %d)", entry.path, entry.init_seed)
             return entry.p_init
         weight = self.backbone.model.get_input_embeddings().weight
@@ -183,6 +257,8 @@ class Pipeline:
         results = {}
         p_init = self.p_init(tasks) if todo else None
         for name in todo:
+            if self._claim_entry(name):
+                continue
             is_source = name in cfg.source_tasks
             max_steps = (cfg.stage1.source_max_steps if is_source else None) or cfg.stage1.max_steps
             data = self.splits(name)
@@ -199,6 +275,7 @@ class Pipeline:
                 validation=data["validation"],
                 test=data["test"],
                 extra_results={"stage": 1, "init_seed": cfg.prompt.init_seed},
+                bank_entries=dict(self.bank_used),
             )
             result = Trainer(cfg, spec, self.backbone, self.acc).run()
             if self.acc.is_main_process:
@@ -210,6 +287,7 @@ class Pipeline:
                 log.info("stage 1: %s -> bank entry %s", name, path)
             self.acc.wait_for_everyone()
             results[name] = result
+        self._entry_claims.close()
         return results
 
     # ------------------------------------------------------------------ stage 2
@@ -219,10 +297,7 @@ class Pipeline:
         cfg = self.cfg
         method = cfg.method
         needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
-        entries = load_bank(
-            self.bank_dir, needed, backbone=self.backbone.name,
-            d=self.backbone.hidden_size, r=cfg.prompt.length,
-        )
+        entries = self._load_bank(needed, cfg.prompt.length)
         target = entries[cfg.target_task]
         dev = self.acc.device
         facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
@@ -271,14 +346,18 @@ class Pipeline:
             validation=data["validation"],
             test=data["test"],
             extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **extra},
+            bank_entries=dict(self.bank_used),
         )
         return Trainer(cfg, spec, self.backbone, self.acc).run()
 
     def run(self) -> PipelineResult:
         result = PipelineResult(self.out)
-        if self.cfg.stage in ("1", "all"):
-            result.stage1 = self.run_stage1()
-        if self.cfg.stage in ("2", "all"):
-            result.stage2 = self.run_stage2()
+        try:
+            if self.cfg.stage in ("1", "all"):
+                result.stage1 = self.run_stage1()
+            if self.cfg.stage in ("2", "all"):
+                result.stage2 = self.run_stage2()
+        finally:
+            self.close()
         self.acc.end_training()
         return result

@@ -49,21 +49,29 @@ def _setup_logging(is_main: bool) -> None:
 
 def run_job(job: Callable[[], T]) -> tuple[int, T | None]:
     """Run a training job as every command does: a failure the user can fix
-    is one `error:` line and exit 2 (recipe, bank, data, backbone), a
-    diverged loss exit 3; returns (exit code, the job's result)."""
+    is one `error:` line and exit 2 (recipe, bank, data, backbone, a locked
+    folder, no usable checkpoint), a diverged loss exit 3, a stop signal
+    after its checkpoint exit 75; returns (exit code, the job's result)."""
+    from dtvg_dist.errors import EXIT_DIVERGED, EXIT_REQUEUE, EXIT_USER_ERROR
     from dtvg_dist.model.backbone import BackboneUnavailable
     from dtvg_dist.store.bank import BankError
+    from dtvg_dist.store.checkpoint import CheckpointError
+    from dtvg_dist.store.locks import RunLocked
     from dtvg_dist.tasks import DataError
+    from dtvg_dist.training.signals import Preempted
     from dtvg_dist.training.trainer import TrainingDiverged
 
     try:
         return 0, job()
-    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
+    except (RecipeError, BankError, DataError, BackboneUnavailable, RunLocked, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2, None
+        return EXIT_USER_ERROR, None
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
-        return 3, None
+        return EXIT_DIVERGED, None
+    except Preempted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return EXIT_REQUEUE, None
 
 
 def main(argv: list[str] | None = None) -> int:

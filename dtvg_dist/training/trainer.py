@@ -28,11 +28,17 @@ from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
 from dtvg_dist.model.prompt import PromptedModel
+from dtvg_dist.store.bank import BankError
 from dtvg_dist.store.checkpoint import (
+    LoadedCheckpoint,
     TrainingState,
+    file_sha256,
     find_checkpoint,
-    load_checkpoint,
+    load_latest,
+    mark_stopped,
+    remove_checkpoints,
     save_checkpoint,
+    stopped_by_signal,
 )
 from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.training import faults
@@ -49,6 +55,7 @@ from dtvg_dist.training.distributed import (
     zero_stage,
 )
 from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.signals import Preempted, stop_request
 from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
@@ -74,6 +81,8 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    # task -> bank entry file the prompt was built from (checked on resume)
+    bank_entries: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,7 +202,10 @@ class Trainer:
                 # accelerate/DeepSpeed divide by grad_accum, DDP averages ranks
                 self.acc.backward(share * (self.world * opt.grad_accum))
                 loss_sum = loss_sum + share.detach().float()
-        loss = all_reduce_sum(self.acc, loss_sum).item()
+        # The stop flag rides in the loss's all-reduce: every rank learns of a
+        # signal any rank received, at the same step, with no extra collective.
+        flag = torch.tensor(float(self._stop.requested), device=loss_sum.device)
+        loss, self._stop_votes = all_reduce_sum(self.acc, torch.stack([loss_sum, flag])).tolist()
         if not math.isfinite(loss):
             last = find_checkpoint(self.spec.run_dir)
             raise TrainingDiverged(
@@ -259,17 +271,23 @@ class Trainer:
         self._build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
-        ckpt = find_checkpoint(self.spec.run_dir) if self.cfg.resume else None
-        if ckpt is not None:
-            loaded = load_checkpoint(ckpt)
+        self._stop, self._stop_votes = stop_request(), 0.0
+        self.bank_sha = {task: file_sha256(path) for task, path in self.spec.bank_entries.items()}
+        # A run a signal stopped resumes when rerun, resume=true or not.
+        stopped = stopped_by_signal(self.spec.run_dir)
+        loaded = load_latest(self.spec.run_dir) if self.cfg.resume or stopped else None
+        if loaded is not None:
+            self._check_bank(loaded)
             load_trainable_state(self.acc, self.prompt, loaded.trainable)
             loaded.restore(checkpoint_optimizer(self.acc, self.optimizer, self.prompt), self.scheduler)
             state, best_state = loaded.state, loaded.best_trainable
             self.files.truncate_after(state.step)
-            log.info("%s: resumed from %s at step %d", self.spec.name, ckpt, state.step)
+            log.info("%s: resumed from %s at step %d%s", self.spec.name, loaded.path, state.step,
+                     f" (stopped there by {loaded.stopped_by})" if loaded.stopped_by else "")
         elif self.acc.is_main_process:
             for stale in ("metrics.jsonl", "grouping.jsonl"):
                 (self.spec.run_dir / stale).unlink(missing_ok=True)
+            remove_checkpoints(self.spec.run_dir)
         self.acc.wait_for_everyone()
         start_time = time.time()
         pending: list[dict[str, Any]] = []
@@ -295,9 +313,12 @@ class Trainer:
                 self._flush_grouping(pending)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
-            if state.step % every_eval == 0 or state.step == self.spec.max_steps:
+            saved = state.step % every_eval == 0 or state.step == self.spec.max_steps
+            if saved:
                 self._flush_grouping(pending)
                 best_state = self._eval_and_checkpoint(state, best_state)
+            if self._stop_votes:
+                self._stop_now(state, best_state, pending, saved)
         bar.close()
         self._flush_grouping(pending)
         result = self._finish(state, best_state, time.time() - start_time)
@@ -313,10 +334,29 @@ class Trainer:
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
-        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
         if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
+        self._save(state, best_state, trainable)
+        chosen_by = primary if self.cfg.data.select_by == "primary" else "mean of the metrics"
+        log.info(
+            "%s step %d: validation %s = %s, %s = %s (best %s at step %s)",
+            self.spec.name, state.step, primary, metrics.get(primary), chosen_by, score,
+            state.best_score, state.best_step,
+        )
+        return best_state
+
+    def _save(
+        self,
+        state: TrainingState,
+        best_state: dict[str, torch.Tensor] | None,
+        trainable: dict[str, torch.Tensor] | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
+        """Checkpoint (collectives on every rank, the main process writes)."""
+        if trainable is None:
+            trainable = full_trainable_state(self.acc, self.prompt)
+        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
         if self.acc.is_main_process:
             save_checkpoint(
                 self.spec.run_dir,
@@ -325,15 +365,41 @@ class Trainer:
                 optimizer=optimizer,
                 scheduler=self.scheduler,
                 state=state,
+                bank=self.bank_sha,
+                stopped_by=stopped_by,
             )
         self.acc.wait_for_everyone()
-        chosen_by = primary if self.cfg.data.select_by == "primary" else "mean of the metrics"
-        log.info(
-            "%s step %d: validation %s = %s, %s = %s (best %s at step %s)",
-            self.spec.name, state.step, primary, metrics.get(primary), chosen_by, score,
-            state.best_score, state.best_step,
-        )
-        return best_state
+
+    def _stop_now(
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None,
+        pending: list[dict[str, Any]], saved: bool,
+    ) -> None:
+        """A stop signal reached some rank during this step: checkpoint it
+        (or mark the one this step just wrote), then leave."""
+        why = self._stop.name if self._stop.requested else "a signal to another rank"
+        if saved:
+            if self.acc.is_main_process:
+                mark_stopped(self.spec.run_dir, why)
+            self.acc.wait_for_everyone()
+        else:
+            self._flush_grouping(pending)
+            self._save(state, best_state, stopped_by=why)
+        where = self.spec.run_dir / "checkpoint"
+        log.warning("%s: stopped by %s after step %d; checkpoint %s written, rerun to resume",
+                    self.spec.name, why, state.step, where)
+        raise Preempted(f"{self.spec.name}: stopped by {why} after step {state.step}; checkpoint "
+                        f"{where} written; run the same command again to resume")
+
+    def _check_bank(self, loaded: LoadedCheckpoint) -> None:
+        """Refuse to resume on a bank entry that changed since the checkpoint."""
+        for task, path in self.spec.bank_entries.items():
+            then, now = loaded.bank.get(task), self.bank_sha[task]
+            if then is not None and then != now:
+                raise BankError(
+                    f"bank entry {path} changed since checkpoint {loaded.path} was written "
+                    f"(sha256 {then[:12]}... then, {now[:12]}... now); restore that entry, or "
+                    f"delete {self.spec.run_dir / 'checkpoint'}* to train this run from the start"
+                )
 
     def _finish(
         self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float
