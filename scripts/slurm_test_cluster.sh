@@ -99,10 +99,10 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 # a requeued job may start again at once (the default waits 2 minutes)
 MinJobAge=30
-KillWait=10
+KillWait=30
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=1
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$host Default=YES DefaultTime=60 MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF="$state/slurm.conf"
   setsid /usr/sbin/slurmctld -D -i -f "$SLURM_CONF" >"$state/slurmctld.out" 2>&1 &

@@ -24,10 +24,12 @@ rest of the package works without it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -52,6 +54,9 @@ from dtvg_dist.grid.status import last_error_line, lock_holder
 RECORDS = "submitted.json"
 DEFAULT_FOLDER = Path("runs/.slurm")
 SIGNAL_DELAY_S = 120  # the time-limit signal comes this long before the kill
+# requeues after a time-limit signal before submitit gives up: each resumes
+# from a checkpoint, so a long run may need many wall-time slots
+MAX_TIMEOUT_REQUEUES = 100
 # squeue states of a job that is still the scheduler's (not finished)
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -79,6 +84,34 @@ def parse_time(text: str | None) -> int | None:
     if seconds <= 0:
         raise ValueError(f"--slurm-time {text!r}: must be more than 0")
     return math.ceil(seconds / 60)
+
+
+def _minutes(field: str) -> int | None:
+    """A partition's DefaultTime / MaxTime field in minutes; None if unset or unlimited."""
+    if field.upper() in ("", "NONE", "UNLIMITED", "INFINITE", "N/A"):
+        return None
+    try:
+        return parse_time(field)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def partition_time(partition: str | None) -> int | None:
+    """The time limit a job gets without --time in `partition` (the default
+    partition when None): its DefaultTime, else its MaxTime; None when
+    unlimited or unknown."""
+    cmd = ["scontrol", "show", "partition", "--oneliner", *([partition] if partition else [])]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in proc.stdout.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if partition is None and fields.get("Default") != "YES":
+            continue
+        return _minutes(fields.get("DefaultTime", "")) or _minutes(fields.get("MaxTime", ""))
+    return None
 
 
 def parse_extra(items: Iterable[str]) -> dict[str, str]:
@@ -139,11 +172,12 @@ def submitit_parameters(job: Job, opts: SlurmOptions, job_name: str) -> dict[str
         params["partition"] = opts.partition
     if opts.account:
         params["account"] = opts.account
-    if opts.time_min:
-        params["time"] = opts.time_min
+    # submitit always writes --time (default 5 min): without --slurm-time the
+    # partition's own limit, or 0 (no limit) where it has none
+    params["time"] = opts.time_min or partition_time(opts.partition) or 0
     signal_delay = int(extra.pop("signal_delay_s", SIGNAL_DELAY_S))
-    if opts.time_min and signal_delay >= opts.time_min * 60:
-        signal_delay = max(1, opts.time_min * 60 // 4)
+    if params["time"] and signal_delay >= params["time"] * 60:
+        signal_delay = max(1, params["time"] * 60 // 4)
     params["signal_delay_s"] = signal_delay
     additional: dict[str, Any] = {
         # the trainer checkpoints on USR1 (submitit's default USR2 would kill it)
@@ -168,6 +202,31 @@ def _typed(value: str) -> Any:
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     return value
+
+
+@dataclass
+class Group:
+    """Jobs submitted as one array: same dependency level, same needs, same resources."""
+
+    jobs: list[Job]
+    needs: tuple[str, ...]  # the names of the jobs they wait for (afterok)
+    stage1: bool
+
+
+def submission_groups(todo: list[Job], queued: Iterable[str], opts: SlurmOptions) -> list[Group]:
+    """The arrays to submit, in an order where every array comes after the
+    ones it depends on. `todo` is in grid order (needs first); `queued` are
+    jobs already in SLURM that a job of `todo` may wait for. A need that is
+    neither (done, or skipped) is no dependency."""
+    waitable = set(queued) | {j.name for j in todo}
+    level: dict[str, int] = {}
+    groups: dict[tuple, Group] = {}
+    for job in todo:
+        needs = tuple(sorted(n for n in job.needs if n in waitable))
+        level[job.name] = 1 + max((level.get(n, -1) for n in needs), default=-1)
+        key = (level[job.name], needs, nodes_for(job, opts), job.stage1)
+        groups.setdefault(key, Group([], needs, job.stage1)).jobs.append(job)
+    return [groups[k] for k in sorted(groups, key=lambda k: k[0])]
 
 
 # ------------------------------------------------------------- the queue
@@ -277,7 +336,11 @@ class SlurmExecutor(Executor):
         records = load_records(self.folder)
         if not records:
             return {}
-        queue = squeue_states()
+        try:
+            queue = squeue_states()
+        except RuntimeError as err:
+            _say(f"# {err}: states from the run folders only")
+            return {}
         out = {}
         for job in jobs:
             state = queue.get(str(records.get(job.name, {}).get("job_id")))
@@ -293,11 +356,13 @@ class SlurmExecutor(Executor):
 
         from dtvg_dist.grid.slurm_job import TrainerRun
 
+        if shutil.which("sbatch") is None:
+            _say("error: --executor slurm: sbatch is not on PATH (run on a SLURM login node)")
+            return {j.name: Result(j.name, FAILED, "sbatch not found") for j in jobs}
         records = load_records(self.folder)
         queue = squeue_states() if records else {}
         results: dict[str, Result] = {}
         ids: dict[str, str] = {}  # job name -> the SLURM job id its dependents wait on
-        level: dict[str, int] = {}
         todo: list[Job] = []
         for job in jobs:
             need = self.blocked_by(job, results)
@@ -324,43 +389,50 @@ class SlurmExecutor(Executor):
                                            f"{holder.get('host')}, pid {holder.get('pid')}); "
                                            "not submitted")
                 continue
-            level[job.name] = 1 + max((level.get(n, -1) for n in job.needs), default=-1)
             todo.append(job)
         self.folder.mkdir(parents=True, exist_ok=True)
         cwd = os.getcwd()
         submitted: list[str] = []
-        for depth in sorted(set(level.values())):
-            groups: dict[tuple, list[Job]] = {}
-            for job in todo:
-                if level[job.name] != depth:
-                    continue
-                deps = tuple(sorted({ids[n] for n in job.needs if n in ids}))
-                key = (deps, nodes_for(job, self.options), job.stage1)
-                groups.setdefault(key, []).append(job)
-            for (deps, _, stage1), group in groups.items():
-                name = f"dtvg-{'stage1' if stage1 else 'stage2'}"
-                params = submitit_parameters(group[0], self.options, name)
-                if deps:
-                    params["additional_parameters"]["dependency"] = "afterok:" + ":".join(deps)
-                executor = submitit.SlurmExecutor(folder=self.folder / "%j")
-                executor.update_parameters(**params)
-                for job in group:
-                    announce(job)
+        for group in submission_groups(todo, set(ids), self.options):
+            missing = [n for n in group.needs if n not in ids]
+            if missing:  # its needs could not be submitted
+                for job in group.jobs:
+                    results[job.name] = Result(job.name, BLOCKED, f"needs {missing[0]}, which was "
+                                               "not submitted")
+                continue
+            deps = tuple(sorted({ids[n] for n in group.needs}))
+            name = f"dtvg-{'stage1' if group.stage1 else 'stage2'}"
+            params = submitit_parameters(group.jobs[0], self.options, name)
+            if deps:
+                params["additional_parameters"]["dependency"] = "afterok:" + ":".join(deps)
+            executor = submitit.SlurmExecutor(folder=self.folder / "%j",
+                                              max_num_timeout=MAX_TIMEOUT_REQUEUES)
+            executor.update_parameters(**params)
+            for job in group.jobs:
+                announce(job)
+            try:
                 with executor.batch():
-                    handles = [executor.submit(TrainerRun(job, cwd)) for job in group]
-                array = handles[0].job_id.split("_")[0]
-                kind = "array" if len(group) > 1 else "job"
-                after = f", after {' '.join(deps)}" if deps else ""
-                _say(f"# submitted {name} {kind} {array}: {len(group)} run(s){after}")
-                for job, handle in zip(group, handles, strict=True):
-                    ids[job.name] = handle.job_id
-                    submitted.append(handle.job_id)
-                    records[job.name] = {"job_id": handle.job_id, "run_dir": str(job.run_dir),
-                                         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                         "needs": list(deps)}
-                    results[job.name] = Result(job.name, SUBMITTED, f"SLURM job {handle.job_id}")
-                    _say(f"#   {handle.job_id}: {job.describe()} (log {job.log})")
-                save_records(self.folder, records)
+                    handles = [executor.submit(TrainerRun(job, cwd)) for job in group.jobs]
+            except (OSError, subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as err:
+                text = " ".join(str(err).split())[:500]
+                _say(f"error: sbatch refused {name} ({', '.join(j.name for j in group.jobs)}): "
+                     f"{text}")
+                for job in group.jobs:
+                    results[job.name] = Result(job.name, FAILED, f"sbatch refused it: {text}")
+                continue
+            array = handles[0].job_id.split("_")[0]
+            kind = "array" if len(group.jobs) > 1 else "job"
+            after = f", after {' '.join(deps)}" if deps else ""
+            _say(f"# submitted {name} {kind} {array}: {len(group.jobs)} run(s){after}")
+            for job, handle in zip(group.jobs, handles, strict=True):
+                ids[job.name] = handle.job_id
+                submitted.append(handle.job_id)
+                records[job.name] = {"job_id": handle.job_id, "run_dir": str(job.run_dir),
+                                     "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                     "needs": list(deps)}
+                results[job.name] = Result(job.name, SUBMITTED, f"SLURM job {handle.job_id}")
+                _say(f"#   {handle.job_id}: {job.describe()} (log {job.log})")
+            save_records(self.folder, records)
         if submitted:
             arrays = sorted({i.split("_")[0] for i in submitted}, key=lambda s: int(s))
             _say(f"# follow: squeue -j {','.join(arrays)}; each run's log is <run>/{jobs[0].log.name}"
