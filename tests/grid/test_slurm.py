@@ -152,12 +152,19 @@ def _env(cluster, **extra: str) -> dict[str, str]:
 
 
 def _reproduce(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dtvg_dist.reproduce", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """reproduce in the background, its output in <cwd>/reproduce.out (a
+    pipe could fill while the test waits on another process)."""
+    path = cwd / "reproduce.out"
+    with path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dtvg_dist.reproduce", *args], cwd=cwd,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.output = path  # type: ignore[attr-defined]
+    return proc
 
 
 def _finish(proc: subprocess.Popen, cluster, timeout: int = 600) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    proc.wait(timeout=timeout)
+    out = proc.output.read_text()  # type: ignore[attr-defined]
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-6000:]}\n{cluster.log_tail()}"
     return out
 
@@ -178,36 +185,47 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
         if got:
             return got
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"reproduce ended before {what}: {proc.stdout.read()[-4000:]}")
+            raise AssertionError(f"reproduce ended before {what}: "
+                                 f"{proc.output.read_text()[-4000:]}")  # type: ignore[attr-defined]
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
-def serial_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serial")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dtvg_dist.reproduce", *GRID, "--runs-dir", "runs",
-                           "--executor", "serial"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return root / "runs"
-
-
-@pytest.fixture(scope="module")
-def slurm_demo(slurm_cluster, tmp_path_factory):
-    """The same grid through SLURM; `scontrol show job` of every job read
-    while stage 2 still waits."""
+def demos(slurm_cluster, tmp_path_factory):
+    """The grid run by the serial executor and, at the same time, through
+    SLURM; `scontrol show job` of every SLURM job read while stage 2 still
+    waits. Returns (serial runs dir, (slurm runs dir, output, records, shown))."""
+    serial_root = tmp_path_factory.mktemp("serial")
+    serial = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "serial"], serial_root,
+                        {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                         "HF_HUB_OFFLINE": "1"})
     root = tmp_path_factory.mktemp("slurm")
     runs = root / "runs"
     proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], root,
                       _env(slurm_cluster))
-    records = _wait_for(lambda: (runs / ".slurm" / "submitted.json").is_file()
-                        and len(_records(runs)) == len(RUNS) and _records(runs), 300,
-                        "the submission", proc)
-    shown = {name: _scontrol(rec["job_id"], slurm_cluster) for name, rec in records.items()}
-    out = _finish(proc, slurm_cluster)
-    return runs, out, records, shown
+    try:
+        records = _wait_for(lambda: (runs / ".slurm" / "submitted.json").is_file()
+                            and len(_records(runs)) == len(RUNS) and _records(runs), 300,
+                            "the submission", proc)
+        shown = {name: _scontrol(rec["job_id"], slurm_cluster) for name, rec in records.items()}
+        out = _finish(proc, slurm_cluster)
+        _finish(serial, slurm_cluster)
+    finally:
+        for p in (proc, serial):
+            if p.poll() is None:
+                p.kill()
+    return serial_root / "runs", (runs, out, records, shown)
+
+
+@pytest.fixture(scope="module")
+def serial_demo(demos):
+    return demos[0]
+
+
+@pytest.fixture(scope="module")
+def slurm_demo(demos):
+    return demos[1]
 
 
 def _same_run(a: Path, b: Path) -> None:
