@@ -431,22 +431,25 @@ def recommend(
     recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Plan:
-    """The plan at the fewest GPUs of one node (1, 2, 4, ... up to
-    ``max_gpus``) on which a launch mode fits: what a grid gives a run
-    when asked for the recipe's recommended launch. The plan at
-    ``max_gpus`` (recommended None) when nothing fits."""
+    """The plan a grid gives a run: the fewest GPUs of one node (1, 2, 4,
+    ... up to ``max_gpus``) on which a mode that keeps the backbone's
+    numerics fits (DDP, ZeRO-3); only when none does, the fewest on which
+    DDP 8-bit fits. The plan at ``max_gpus`` (recommended None) when
+    nothing fits."""
     counts = [1]
     while counts[-1] * 2 <= max_gpus:
         counts.append(counts[-1] * 2)
     if counts[-1] != max_gpus and max_gpus > 1:
         counts.append(max_gpus)
-    plan = None
+    plans: list[Plan] = []
     for gpus in counts:
-        plan = make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config)
+        plans.append(make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config))
+        if plans[-1].recommended in ("ddp", "zero3"):
+            return plans[-1]
+    for plan in plans:
         if plan.recommended is not None:
             return plan
-    assert plan is not None
-    return plan
+    return plans[-1]
 
 
 # -------------------------------------------------------------------- output

@@ -141,6 +141,18 @@ class Executor(ABC):
             return Result(job.name, SKIPPED, f"finished elsewhere: {reason}")
         return Result(job.name, FAILED, "ran elsewhere and did not finish (see its log)")
 
+    def settle(self, job: Job, code: int) -> Result:
+        """The result of a run that exited with `code`. A run refused because
+        another process took its folder first (both saw it free) is that
+        process's: waited for, then re-checked, like a held run."""
+        if code != 0:
+            waited = self.wait_for_holder(job)
+            if waited is not None:
+                return waited
+            if job.is_done():
+                return Result(job.name, SKIPPED, f"finished elsewhere: {job.done_reason()}")
+        return self.finish(job, code)
+
     @staticmethod
     def finish(job: Job, code: int) -> Result:
         if code == 0 and job.is_done():
@@ -198,7 +210,7 @@ class SerialExecutor(Executor):
         if error is not None:
             return Result(job.name, FAILED, error)
         if self.runner is not None:
-            return self.finish(job, self.runner(job))
+            return self.settle(job, self.runner(job))
         with _open_log(job, job.shell) as log:
             proc = subprocess.Popen(job.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
@@ -208,7 +220,7 @@ class SerialExecutor(Executor):
                 log.write(line)
             code = proc.wait()
             log.write(f"# {_stamp()} exit {code}\n")
-        return self.finish(job, code)
+        return self.settle(job, code)
 
 
 def visible_gpus() -> list[str]:
@@ -281,7 +293,7 @@ class LocalExecutor(Executor):
             cmd = [*cmd[:2], "--main_process_port", str(port), *cmd[2:]]
         return cmd
 
-    def _start(self, job: Job, devices: list[str]) -> int:
+    def _start(self, job: Job, devices: list[str]) -> Result:
         env = self.env_for(job, devices)
         cmd = self.command_for(job)
         note = (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if self.devices
@@ -290,7 +302,7 @@ class LocalExecutor(Executor):
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                   check=False).returncode
             log.write(f"# {_stamp()} exit {code}\n")
-        return code
+        return self.settle(job, code)
 
     def execute(self, jobs: list[Job]) -> dict[str, Result]:
         results: dict[str, Result] = {}
@@ -310,11 +322,9 @@ class LocalExecutor(Executor):
                 for future in finished:
                     job, devices, kind = running.pop(future)
                     free.extend(devices)
-                    if kind == "wait":
-                        result = future.result()
-                    else:
-                        result = self.finish(job, future.result())
-                        word = "done" if result.state == DONE else "FAILED"
+                    result = future.result()
+                    if kind == "run":
+                        word = "FAILED" if result.state == FAILED else result.state
                         _say(f"# {word}: {job.name}" + (f" ({result.detail})" if result.detail else ""))
                     results[job.name] = result
                     if result.state == FAILED:

@@ -4,51 +4,18 @@ last error line of its log) or missing."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from dtvg_dist.grid.jobs import Job
+from dtvg_dist.store.locks import HOLDER as LOCK_INFO
+from dtvg_dist.store.locks import lock_holder
 
 DONE, RUNNING, PENDING, FAILED, MISSING = "done", "running", "pending", "failed", "missing"
 STATES = (DONE, RUNNING, PENDING, FAILED, MISSING)
-LOCK_INFO = ".lock.json"  # written beside the run-folder lock by its holder
+__all__ = ["LOCK_INFO", "STATES", "last_error_line", "lock_holder", "render", "state_of", "status"]
 _ERROR = re.compile(r"error|exception|traceback|killed|out of memory", re.IGNORECASE)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_holder(folder: Path) -> dict[str, Any] | None:
-    """The live process holding a run folder's lock, or None: {host, pid,
-    started}. A holder on this host whose pid is dead is stale (None)."""
-    try:
-        from dtvg_dist.store.locks import lock_holder as held  # the trainer's own lock
-    except ImportError:
-        held = None
-    if held is not None:
-        return held(Path(folder))
-    info = Path(folder) / LOCK_INFO
-    try:
-        holder = json.loads(info.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(holder, dict):
-        return None
-    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
-        return None
-    return holder
 
 
 def last_error_line(log: Path) -> str:
