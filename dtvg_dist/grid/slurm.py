@@ -455,7 +455,7 @@ class SlurmExecutor(Executor):
             queue = squeue_states()
             active = False
             for job_id, name in names.items():
-                state = queue.get(job_id, "GONE")
+                state = queue.get(job_id, "left the queue")
                 if seen.get(job_id) != state:
                     _say(f"# {job_id} {name}: {state}")
                     seen[job_id] = state

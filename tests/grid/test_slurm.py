@@ -213,13 +213,16 @@ def demos(slurm_cluster, tmp_path_factory):
                             and len(_records(runs)) == len(RUNS) and _records(runs), 300,
                             "the submission", proc)
         shown = {name: _scontrol(rec["job_id"], slurm_cluster) for name, rec in records.items()}
+        again = subprocess.run([sys.executable, "-m", "dtvg_dist.reproduce", *GRID, "--runs-dir",
+                                "runs", "--executor", "slurm"], cwd=root, env=_env(slurm_cluster),
+                               capture_output=True, text=True, timeout=300)
         out = _finish(proc, slurm_cluster)
         _finish(serial, slurm_cluster)
     finally:
         for p in (proc, serial):
             if p.poll() is None:
                 p.kill()
-    return serial_root / "runs", (runs, out, records, shown)
+    return serial_root / "runs", (runs, out, records, shown, again)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +250,7 @@ def _same_run(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_on_slurm_reports_what_serial_reports(serial_demo, slurm_demo) -> None:
-    runs, out, _, _ = slurm_demo
+    runs, out, *_ = slurm_demo
     assert (runs / "demo" / "demo.txt").read_text() == (serial_demo / "demo" / "demo.txt").read_text()
     a = json.loads((serial_demo / "demo" / "demo.json").read_text())
     b = json.loads((runs / "demo" / "demo.json").read_text())
@@ -268,7 +271,7 @@ def test_demo_on_slurm_reports_what_serial_reports(serial_demo, slurm_demo) -> N
 
 @pytest.mark.slow
 def test_stage2_array_waits_for_stage1(slurm_demo) -> None:
-    runs, out, records, shown = slurm_demo
+    runs, out, records, shown, _ = slurm_demo
     stage1 = records["stage1/1"]["job_id"]
     array = {records[name]["job_id"].split("_")[0] for name in STAGE2}
     assert len(array) == 1 and all("_" in records[name]["job_id"] for name in STAGE2)  # one array
@@ -282,6 +285,16 @@ def test_stage2_array_waits_for_stage1(slurm_demo) -> None:
                                .read_text(), re.MULTILINE) for name in RUNS}
     for name in STAGE2:
         assert stamps[name][0] >= stamps["stage1/1"][-1], stamps
+
+
+@pytest.mark.slow
+def test_the_same_command_again_submits_nothing_queued(slurm_demo) -> None:
+    runs, _, records, _, again = slurm_demo
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "# submitted dtvg-" not in again.stdout
+    for name in STAGE2:
+        assert f"# {name}: already queued as SLURM job {records[name]['job_id']}" in again.stdout
+    assert json.loads((runs / ".slurm" / "submitted.json").read_text()) == records
 
 
 @pytest.mark.slow
