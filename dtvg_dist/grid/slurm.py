@@ -439,17 +439,19 @@ class SlurmExecutor(Executor):
                  f"; submitit's in {self.folder}/<job id>/")
         if not self.wait:
             return {j.name: results[j.name] for j in jobs}
-        self.follow(ids)
+        last = self.follow({n: ids[n] for n, r in results.items() if r.state == SUBMITTED})
         for job in jobs:
             if results[job.name].state == SUBMITTED:
-                results[job.name] = self._final(job, ids[job.name])
+                results[job.name] = self._final(job, ids[job.name], last.get(job.name, ""))
         return {j.name: results[j.name] for j in jobs}
 
     # -------------------------------------------------------------- waiting
-    def follow(self, ids: dict[str, str]) -> None:
-        """Wait until every job of `ids` has left the queue, printing each
-        change of state (a requeue shows as RUNNING -> PENDING -> RUNNING)."""
+    def follow(self, ids: dict[str, str]) -> dict[str, str]:
+        """Wait until every job of `ids` (name -> job id) has left the queue,
+        printing each change of state (a requeue shows as RUNNING -> PENDING
+        -> RUNNING). Returns the last state SLURM gave each job."""
         seen: dict[str, str] = {}
+        last: dict[str, str] = {}
         names = {v: k for k, v in ids.items()}
         while True:
             queue = squeue_states()
@@ -459,14 +461,19 @@ class SlurmExecutor(Executor):
                 if seen.get(job_id) != state:
                     _say(f"# {job_id} {name}: {state}")
                     seen[job_id] = state
+                if job_id in queue:
+                    last[name] = state
                 active = active or state in ACTIVE
             if not active:
-                return
+                return last
             time.sleep(self.poll_s)
 
-    def _final(self, job: Job, job_id: str) -> Result:
+    def _final(self, job: Job, job_id: str, state: str) -> Result:
         if job.is_done():
             return Result(job.name, DONE, f"SLURM job {job_id}")
+        if state == "CANCELLED" and not job.log.is_file():
+            return Result(job.name, BLOCKED, f"SLURM job {job_id} cancelled before it started "
+                          "(a job it needs failed)")
         line = last_error_line(job.log)
         return Result(job.name, FAILED, f"SLURM job {job_id} ended without outputs"
                       + (f": {line}" if line else "") + f"; see {job.log} and "

@@ -324,3 +324,20 @@ def test_preempted_run_is_requeued_and_resumes_exactly(slurm_cluster, serial_dem
     assert "Restarts=1" in _scontrol(job_id, slurm_cluster)  # one job, requeued once
     assert f"# {job_id} dtvg/1: COMPLETED" in out
     _same_run(serial_demo / "demo" / "dtvg" / "1", runs / "demo" / "dtvg" / "1")
+
+
+@pytest.mark.slow
+def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) -> None:
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], tmp_path,
+                      _env(slurm_cluster, DTVG_FAULT_STEP="1", DTVG_FAULT_KIND="raise"))
+    proc.wait(timeout=600)
+    out = proc.output.read_text()  # type: ignore[attr-defined]
+    assert proc.returncode != 0, out[-3000:]
+    records = _records(tmp_path / "runs")
+    stage1 = records["stage1/1"]["job_id"]
+    assert f"# {stage1} stage1/1: FAILED" in out
+    for name in STAGE2:
+        assert f"# {records[name]['job_id']} {name}: CANCELLED" in out
+        assert not (tmp_path / "runs" / "demo" / name / "run.log").exists()  # never started
+    assert "injected fault at step 1" in (tmp_path / "runs" / "demo" / "stage1" / "1" /
+                                          "run.log").read_text()
