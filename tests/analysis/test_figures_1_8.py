@@ -81,7 +81,9 @@ def test_reproduce_lists_and_plans_figure1(tmp_path, capsys):
     assert reproduce.main(["--list"]) == 0
     assert "figure1" in capsys.readouterr().out
     exp = EXPERIMENTS["figure1"]
-    jobs = reproduce.plan(exp, seeds=(42,), variants=exp.run_variants, overrides=[], runs_dir=tmp_path)
+    from dtvg_dist.grid.build import experiment_jobs
+
+    jobs = experiment_jobs(exp, seeds=(42,), variants=exp.run_variants, overrides=[], runs_dir=tmp_path)
     stage2 = [" ".join(j.args) for j in jobs if "t5-base-dtvg-rte" in " ".join(j.args)]
     assert len(stage2) == len(FIGURE1_MIXES) + 1
     assert any(f"data.mix_tasks=[{','.join(FIGURE1_ORDER)}]" in a and "method=pt" in a for a in stage2)
