@@ -55,8 +55,14 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
     out, stdout = demo_run
     table = json.loads((out / "demo.json").read_text())
     assert table["seeds"] == list(SEEDS) and table["target"] == "syn_target"
-    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg"]
-    for row in table["rows"]:
+    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "stage1_target"]
+    stage1 = table["rows"][-1]  # the target's stage-1 run: the extra cost of SPoT, all and DTVG
+    for seed in SEEDS:
+        results = json.loads((out / "stage1" / str(seed) / "stage1" / "syn_target" / "results.json").read_text())
+        assert stage1["seeds"][str(seed)]["test"] == results["test"]["accuracy"] and results["steps"] == 4
+    assert stage1["title"] == "PT, stage 1 (4 steps)"
+    assert [c["text"] for c in table["claims"]] == [c["text"] for c in demo.claims(table)]
+    for row in table["rows"][:-1]:
         tests = []
         for seed in SEEDS:
             run = demo.run_dir(out, row["method"], seed)
