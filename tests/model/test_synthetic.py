@@ -97,7 +97,7 @@ def test_perturbations_name_their_checkpoint_and_move_the_weights(tmp_path, monk
         rel = float((b[key].double() - a[key].double()).norm() / a[key].double().norm())
         assert 3e-7 < rel < 3e-6, (key, rel)
     monkeypatch.delenv(syn.WEIGHT_NOISE_ENV)
-    monkeypatch.setenv(syn.TEACH_DTYPE_ENV, "float64")
+    monkeypatch.setenv(syn.TEACH_DTYPE_ENV, "float64")  # the default teaches in float32
     wide = syn.ensure_pretrained_backbone(tmp_path / "bb", config, steps=3, batch_size=4)
     assert wide.name == "bb-teach_dtype=float64"
     c = load_file(str(wide / "model.safetensors"))
