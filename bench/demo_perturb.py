@@ -14,7 +14,9 @@ variant reuses another's cached backbone:
 - float32 / float64: the teaching in that dtype (DTVG_DEMO_TEACH_DTYPE;
   the default is float64, before it was float32);
 - teachseed1: another teaching altogether (backbone.init_seed=1), the far
-  end of what a chaotic 600-step teaching can turn a rounding difference into.
+  end of what a chaotic 600-step teaching can turn a rounding difference into;
+- avx2: ATEN_CPU_CAPABILITY=avx2 and MKL_ENABLE_INSTRUCTIONS=AVX2, the kernels
+  an AVX2-only CPU runs (only a change on a CPU with AVX-512).
 Other seeds are the seeds themselves: every number is given per seed.
 
 Then, per variant and seed, against base: the relative change of the taught
@@ -50,6 +52,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {  # name: (environment,
     "float32": ({"DTVG_DEMO_TEACH_DTYPE": "float32"}, []),
     "float64": ({"DTVG_DEMO_TEACH_DTYPE": "float64"}, []),
     "teachseed1": ({}, ["backbone.init_seed=1"]),
+    # torch's and MKL's AVX2 kernels on an AVX-512 CPU: an AVX2-only machine's rounding
+    "avx2": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, []),
 }
 # a source conflicts with the target when its rule asks for the opposite instruction
 CONFLICTING = tuple(s for s in SOURCES if INSTRUCTIONS[SPECS[s][0]] == ("sentiment", -1.0))
@@ -62,7 +66,9 @@ def run_variant(name: str, work: Path, seeds: str, recipe: str, overrides: list[
         return 0.0
     folder.mkdir(parents=True, exist_ok=True)
     env_extra, variant_overrides = VARIANTS[name]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DTVG_DEMO_") and k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DTVG_DEMO_") and k not in ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+                                                           "MKL_ENABLE_INSTRUCTIONS")}
     env.update({"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env_extra})
     start = time.time()
     with open(folder / "demo.log", "w") as log:
