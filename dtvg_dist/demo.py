@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from dtvg_dist import cli
-from dtvg_dist.analysis.demo_report import DEMO, bank_dir, run_dir
+from dtvg_dist.analysis.demo_report import DEMO, bank_dir, claims, run_dir
 from dtvg_dist.config import RecipeError, load_recipe
 from dtvg_dist.grid.build import DEMO_RESERVED
 from dtvg_dist.grid.executors import SerialExecutor
@@ -39,7 +39,9 @@ log = logging.getLogger("dtvg_dist.demo")
 DEFAULT_SEEDS = DEMO.seeds
 METHODS = {m.key: (m.title, m.overrides) for m in DEMO.methods}
 RESERVED = DEMO_RESERVED
-__all__ = ["DEFAULT_SEEDS", "METHODS", "RESERVED", "bank_dir", "in_process_runner", "main", "run_dir"]
+CLAIMS = DEMO.claims  # the conclusion the demo checks on every run (claims(table))
+__all__ = ["CLAIMS", "DEFAULT_SEEDS", "METHODS", "RESERVED", "bank_dir", "claims", "in_process_runner", "main",
+           "run_dir"]
 
 
 def in_process_runner():

@@ -100,7 +100,7 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
         sort_keys=True,
     )
     folder = run_files.cache_root() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
+    folder = ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
     settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
 

@@ -12,7 +12,7 @@ from dtvg_dist.analysis.paper_results import EXPERIMENTS, GLUE, MRQA, NLG, OTHER
 from dtvg_dist.config import list_recipes, load_recipe, recipe_path
 from dtvg_dist.tasks import TASKS, get_task
 
-TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1"}  # offline recipes owned elsewhere
+TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1", "demo-immature", "demo-immature-stage1"}  # offline recipes owned elsewhere
 PAPER_RECIPES = [name for name in list_recipes() if name not in TINY]
 TARGETS = GLUE + SUPERGLUE + MRQA + OTHER  # Tables 2 and 7
 
