@@ -359,8 +359,12 @@ class SlurmExecutor(Executor):
         if shutil.which("sbatch") is None:
             _say("error: --executor slurm: sbatch is not on PATH (run on a SLURM login node)")
             return {j.name: Result(j.name, FAILED, "sbatch not found") for j in jobs}
-        records = load_records(self.folder)
-        queue = squeue_states() if records else {}
+        try:
+            records = load_records(self.folder)
+            queue = squeue_states() if records else {}
+        except RuntimeError as err:
+            _say(f"error: --executor slurm: {err}")
+            return {j.name: Result(j.name, FAILED, str(err)) for j in jobs}
         results: dict[str, Result] = {}
         ids: dict[str, str] = {}  # job name -> the SLURM job id its dependents wait on
         todo: list[Job] = []
