@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.demo_report import DEMO, bank_dir, run_dir
 from dtvg_dist.config import RecipeError, load_recipe
 from dtvg_dist.grid.build import DEMO_RESERVED
@@ -46,7 +47,6 @@ def in_process_runner():
     with the trainer CLI's error handling; its log lines also go to the
     run's log file."""
     from dtvg_dist.pipeline import Pipeline
-    from dtvg_dist.train import run_job
     from dtvg_dist.training.distributed import accelerator_for_recipe
 
     state: dict[str, object] = {}
@@ -67,7 +67,7 @@ def in_process_runner():
             Pipeline(cfg, state["accelerator"]).run()
 
         try:
-            code, _ = run_job(train)
+            code, _ = cli.run_job(train)
             if code:
                 log.error("error: %s exited %d (its error is above)", job.name, code)
             return code
@@ -82,6 +82,7 @@ def _csv(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dtvg_dist.demo",

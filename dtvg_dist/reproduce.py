@@ -41,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.demo_report import DEMO, collect, to_text, write_outputs
 from dtvg_dist.analysis.memory import GIB
 from dtvg_dist.analysis.paper_results import EXPERIMENTS, TABLE9, VARIANTS
@@ -315,6 +316,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, executor: E
                     show_status=args.status, launch=launch)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)

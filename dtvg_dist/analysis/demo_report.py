@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dtvg_dist.analysis.paper_results import VARIANTS
+from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
 
@@ -54,15 +55,15 @@ DEMO = DemoSpec(
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
-    return Path(out) / method / str(seed)
+    return run_files.run_dir(out, method, seed)
 
 
 def bank_dir(out: Path, seed: int) -> Path:
-    return Path(out) / "bank" / f"seed{seed}"
+    return run_files.seed_bank_dir(Path(out) / "bank", seed)
 
 
 def stage1_dir(out: Path, seed: int) -> Path:
-    return Path(out) / "stage1" / str(seed)
+    return run_files.run_dir(out, run_files.STAGE1, seed)
 
 
 def _score(results: dict[str, Any], split: str) -> float | None:

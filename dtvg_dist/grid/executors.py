@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dtvg_dist.grid.jobs import Job, check, prepare
-from dtvg_dist.grid.status import lock_holder
+from dtvg_dist.grid.status import claim, holder, lock_holder
 
 # Result states of one `run`: done (ran and finished now), skipped (its
 # outputs existed), failed, blocked (a job it needs failed), submitted (a
@@ -129,17 +129,39 @@ class Executor(ABC):
     def wait_for_holder(self, job: Job) -> Result | None:
         """A job another live process is running: wait until its lock is
         released, then re-check it. None when nobody holds it."""
-        holder = lock_holder(job.run_dir)
-        if holder is None:
+        who = holder(job.run_dir)
+        if who is None:
             return None
-        _say(f"# {job.name}: running elsewhere (host {holder.get('host')}, pid {holder.get('pid')}, "
-             f"since {holder.get('started')}); waiting for it, not starting it again")
-        while lock_holder(job.run_dir) is not None:
+        _say(f"# {job.name}: running elsewhere (host {who.get('host')}, pid {who.get('pid')}, "
+             f"since {who.get('started')}); waiting for it, not starting it again")
+        while holder(job.run_dir) is not None:
             time.sleep(self.poll_s)
         reason = job.done_reason()
         if reason:
             return Result(job.name, SKIPPED, f"finished elsewhere: {reason}")
         return Result(job.name, FAILED, "ran elsewhere and did not finish (see its log)")
+
+    def attempt(self, job: Job, start: Callable[[], int]) -> Result:
+        """Claim the run's folder, prepare it and start it (`start` returns
+        the exit status); a folder another process holds or has claimed is
+        waited for instead, then re-checked."""
+        for _ in range(3):
+            code: int | None = None
+            with claim(job.run_dir) as mine:
+                if mine and lock_holder(job.run_dir) is None:
+                    error = prepare(job)
+                    if error is not None:
+                        return Result(job.name, FAILED, error)
+                    code = start()
+            if code is not None:  # settled with the claim given back: it may wait for others
+                return self.settle(job, code)
+            waited = self.wait_for_holder(job)
+            if waited is not None:
+                return waited
+            reason = job.done_reason()
+            if reason:
+                return Result(job.name, SKIPPED, f"finished elsewhere: {reason}")
+        return Result(job.name, FAILED, f"{job.run_dir} kept being taken by another process")
 
     def settle(self, job: Job, code: int) -> Result:
         """The result of a run that exited with `code`. A run refused because
@@ -203,14 +225,13 @@ class SerialExecutor(Executor):
         reason = job.done_reason()
         if reason:
             return Result(job.name, SKIPPED, reason)
-        waited = self.wait_for_holder(job)
-        if waited is not None:
-            return waited
-        error = prepare(job)
-        if error is not None:
-            return Result(job.name, FAILED, error)
         if self.runner is not None:
-            return self.settle(job, self.runner(job))
+            runner = self.runner
+            return self.attempt(job, lambda: runner(job))
+        return self.attempt(job, lambda: self._subprocess(job))
+
+    @staticmethod
+    def _subprocess(job: Job) -> int:
         with _open_log(job, job.shell) as log:
             proc = subprocess.Popen(job.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
@@ -220,7 +241,7 @@ class SerialExecutor(Executor):
                 log.write(line)
             code = proc.wait()
             log.write(f"# {_stamp()} exit {code}\n")
-        return self.settle(job, code)
+        return code
 
 
 def visible_gpus() -> list[str]:
@@ -294,6 +315,9 @@ class LocalExecutor(Executor):
         return cmd
 
     def _start(self, job: Job, devices: list[str]) -> Result:
+        return self.attempt(job, lambda: self._spawn(job, devices))
+
+    def _spawn(self, job: Job, devices: list[str]) -> int:
         env = self.env_for(job, devices)
         cmd = self.command_for(job)
         note = (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if self.devices
@@ -302,7 +326,7 @@ class LocalExecutor(Executor):
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                   check=False).returncode
             log.write(f"# {_stamp()} exit {code}\n")
-        return self.settle(job, code)
+        return code
 
     def execute(self, jobs: list[Job]) -> dict[str, Result]:
         results: dict[str, Result] = {}
@@ -352,7 +376,7 @@ class LocalExecutor(Executor):
                 pending.remove(job)
                 changed = True
                 continue
-            if lock_holder(job.run_dir) is not None:  # waiting takes no device
+            if holder(job.run_dir) is not None:  # waiting takes no device
                 running[pool.submit(self.wait_for_holder_result, job)] = (job, [], "wait")
                 pending.remove(job)
                 changed = True
@@ -373,13 +397,6 @@ class LocalExecutor(Executor):
             devices = [free.pop(0) for _ in range(want)]
             pending.remove(job)
             announce(job)
-            error = prepare(job)
-            if error is not None:
-                free.extend(devices)
-                results[job.name] = Result(job.name, FAILED, error)
-                self.report_failure(job, results[job.name], jobs)
-                changed = True
-                continue
             where = f"GPU {','.join(devices)}" if devices else f"{self.threads_per_run()} thread(s)"
             _say(f"# start: {job.name} on {where}, log {job.log}")
             running[pool.submit(self._start, job, devices)] = (job, devices, "run")

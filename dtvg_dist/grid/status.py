@@ -4,9 +4,17 @@ last error line of its log) or missing."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
 
 from dtvg_dist.grid.jobs import Job
 from dtvg_dist.store.locks import HOLDER as LOCK_INFO
@@ -14,7 +22,60 @@ from dtvg_dist.store.locks import lock_holder
 
 DONE, RUNNING, PENDING, FAILED, MISSING = "done", "running", "pending", "failed", "missing"
 STATES = (DONE, RUNNING, PENDING, FAILED, MISSING)
-__all__ = ["LOCK_INFO", "STATES", "last_error_line", "lock_holder", "render", "state_of", "status"]
+__all__ = ["LOCK_INFO", "STATES", "claim", "holder", "last_error_line", "lock_holder", "render",
+           "state_of", "status"]
+CLAIM = ".grid.lock"  # held by the executor that starts a run, from before its process starts
+
+
+def _claim_info(folder: Path) -> Path:
+    return Path(folder) / (CLAIM + ".json")
+
+
+@contextlib.contextmanager
+def claim(folder: Path) -> Iterator[bool]:
+    """Claim a run folder for this grid while its run starts and runs (True),
+    or find it claimed by another executor (False). The trainer's own lock
+    is taken only once its process has imported everything; the claim closes
+    that window, so two grids never both start a run."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / CLAIM))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    info = _claim_info(folder)
+    info.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+    try:
+        yield True
+    finally:
+        info.unlink(missing_ok=True)
+        lock.release()
+
+
+def _claimed(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / CLAIM
+    if not path.exists():
+        return None
+    probe = FileLock(str(path))
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        try:
+            return json.loads(_claim_info(folder).read_text())
+        except (OSError, ValueError):
+            return {"host": None, "pid": None, "started": None}
+    probe.release()
+    return None
+
+
+def holder(folder: Path) -> dict[str, Any] | None:
+    """Who runs a folder now: the trainer holding its lock, else the
+    executor that claimed it to start a run; None when nobody does."""
+    return lock_holder(folder) or _claimed(folder)
+
 _ERROR = re.compile(r"error|exception|traceback|killed|out of memory", re.IGNORECASE)
 
 
@@ -39,9 +100,9 @@ def state_of(job: Job, scheduler: Mapping[str, str] | None = None) -> tuple[str,
     said = (scheduler or {}).get(job.name)
     if job.is_done():
         return DONE, ""
-    holder = lock_holder(job.run_dir)
-    if holder is not None:
-        return RUNNING, f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}"
+    who = holder(job.run_dir)
+    if who is not None:
+        return RUNNING, f"host {who.get('host')}, pid {who.get('pid')}, since {who.get('started')}"
     if said in (RUNNING, PENDING):
         return said, ""
     if job.log.is_file():

@@ -31,6 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dtvg_dist.errors import CheckpointError  # noqa: F401 - raised here, imported from here
+
 log = logging.getLogger("dtvg_dist.store.checkpoint")
 
 CHECKPOINT_DIR = "checkpoint"
@@ -39,8 +41,6 @@ PREVIOUS = CHECKPOINT_DIR + ".prev"
 SLOTS = (CHECKPOINT_DIR, PREVIOUS, CHECKPOINT_DIR + ".old")
 
 
-class CheckpointError(ValueError):
-    """No usable checkpoint to resume from (a user error: exit 2)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -184,6 +184,15 @@ def save_checkpoint(
     if legacy.exists():
         shutil.rmtree(legacy)
     return final
+
+
+def signal_stopped(output_dir: Path) -> list[Path]:
+    """The runs of a pipeline's output_dir (stage 2 there, stage 1 under
+    stage1/) whose newest checkpoint a stop signal wrote: for a job wrapper
+    that must tell a requeue request from a failure when a launcher (torchrun
+    reports any non-zero worker as failed) hides the workers' exit 75."""
+    runs = [output_dir, *sorted(p for p in (output_dir / "stage1").glob("*") if p.is_dir())]
+    return [run for run in runs if stopped_by_signal(run)]
 
 
 def mark_stopped(run_dir: Path, stopped_by: str) -> None:
