@@ -49,7 +49,7 @@ from dtvg_dist.grid.executors import (
     register,
 )
 from dtvg_dist.grid.jobs import Job
-from dtvg_dist.grid.status import last_error_line, lock_holder
+from dtvg_dist.grid.status import holder, last_error_line
 
 RECORDS = "submitted.json"
 DEFAULT_FOLDER = Path("runs/.slurm")
@@ -359,8 +359,12 @@ class SlurmExecutor(Executor):
         if shutil.which("sbatch") is None:
             _say("error: --executor slurm: sbatch is not on PATH (run on a SLURM login node)")
             return {j.name: Result(j.name, FAILED, "sbatch not found") for j in jobs}
-        records = load_records(self.folder)
-        queue = squeue_states() if records else {}
+        try:
+            records = load_records(self.folder)
+            queue = squeue_states() if records else {}
+        except RuntimeError as err:
+            _say(f"error: --executor slurm: {err}")
+            return {j.name: Result(j.name, FAILED, str(err)) for j in jobs}
         results: dict[str, Result] = {}
         ids: dict[str, str] = {}  # job name -> the SLURM job id its dependents wait on
         todo: list[Job] = []
@@ -383,10 +387,10 @@ class SlurmExecutor(Executor):
                 _say(f"# {job.name}: already queued as SLURM job {old} ({queue[old]}), "
                      "not submitted again")
                 continue
-            holder = lock_holder(job.run_dir)
-            if holder is not None:
+            who = holder(job.run_dir)
+            if who is not None:
                 results[job.name] = Result(job.name, BLOCKED, "running outside SLURM (host "
-                                           f"{holder.get('host')}, pid {holder.get('pid')}); "
+                                           f"{who.get('host')}, pid {who.get('pid')}); "
                                            "not submitted")
                 continue
             todo.append(job)

@@ -16,8 +16,10 @@ code 75 makes this process send itself submitit's signal to take that path.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,6 +32,8 @@ from submitit.core.job_environment import JobEnvironment
 
 from dtvg_dist.errors import EXIT_REQUEUE
 from dtvg_dist.grid.jobs import Job, prepare
+from dtvg_dist.grid.status import claim
+from dtvg_dist.store.checkpoint import checkpoints, signal_stopped
 
 PREEMPT_SIGNAL = "USR1"  # what submitit watches for (SUBMITIT_PREEMPT_SIGNAL)
 COPY_WAIT_S = 600  # a node > 0 waits this long for node 0 to copy the bank entries
@@ -97,6 +101,18 @@ def node_command(job: Job, node: Node) -> list[str]:
     return [*command[:at], *flags, *rest, *command[i:]]
 
 
+def stopped_since(run_dir: Path, since: float) -> bool:
+    """A stop signal checkpointed a run of this output_dir (stage 2, or a
+    stage-1 task) after `since`: the requeue request of a launcher that
+    hides its workers' exit 75 (torchrun reports any non-zero worker as a
+    failure). Older marks belong to earlier attempts."""
+    for run in signal_stopped(run_dir):
+        newest = checkpoints(run)
+        if newest and (newest[0] / "state.json").stat().st_mtime >= since:
+            return True
+    return False
+
+
 class TrainerRun(submitit.helpers.Checkpointable):
     """One grid job as submitit's callable; `resume` is set on the copy that
     `checkpoint()` hands back for the requeued job."""
@@ -106,13 +122,14 @@ class TrainerRun(submitit.helpers.Checkpointable):
         self.cwd = cwd
         self.resume = resume
         self._proc: subprocess.Popen | None = None
+        self._started = 0.0
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_started")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._proc = None
+        self._proc, self._started = None, 0.0
 
     # -------------------------------------------------------------- the run
     def _log_path(self, node: Node) -> Path:
@@ -151,19 +168,13 @@ class TrainerRun(submitit.helpers.Checkpointable):
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = cpus
         log_path = self._log_path(node)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        import shlex
-
-        with log_path.open("a", buffering=1) as log:
-            log.write(f"# {_stamp()} {socket.gethostname()} slurm job {node.job_id} node "
-                      f"{node.rank}/{node.count}, restart {node.restarts}"
-                      f"{' (resume)' if resumed else ''} start: {shlex.join(command)}\n")
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            # poll, not wait(): the signal handler below waits for the same
-            # child, and Popen.wait holds a lock a nested wait would block on
-            while (code := self._proc.poll()) is None:
-                time.sleep(0.5)
-            log.write(f"# {_stamp()} exit {code}\n")
-        if code == EXIT_REQUEUE:
+        # node 0 claims the folder as the other executors do, so no other grid starts it meanwhile
+        with claim(job.run_dir) if node.rank == 0 else contextlib.nullcontext(True) as mine:
+            if not mine:
+                raise RuntimeError(f"{job.name}: {job.run_dir} is claimed by another grid's "
+                                   "executor; not started twice")
+            code = self._run(command, env, log_path, node, resumed)
+        if code == EXIT_REQUEUE or (code != 0 and stopped_since(job.run_dir, self._started)):
             if node.rank == 0:  # submitit's handler: checkpoint() below, scontrol requeue, exit
                 os.kill(os.getpid(), getattr(signal, f"SIG{JobEnvironment.USR_SIG}"))
                 time.sleep(60)  # the handler exits this process; it never gets here
@@ -173,6 +184,21 @@ class TrainerRun(submitit.helpers.Checkpointable):
         if node.rank == 0 and not job.is_done():
             raise RuntimeError(f"{job.name}: exit 0 but no outputs in {job.run_dir}; see {log_path}")
         return f"{job.name}: done"
+
+    def _run(self, command: list[str], env: dict[str, str], log_path: Path, node: Node,
+             resumed: bool) -> int:
+        with log_path.open("a", buffering=1) as log:
+            log.write(f"# {_stamp()} {socket.gethostname()} slurm job {node.job_id} node "
+                      f"{node.rank}/{node.count}, restart {node.restarts}"
+                      f"{' (resume)' if resumed else ''} start: {shlex.join(command)}\n")
+            self._started = time.time()
+            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # poll, not wait(): the signal handler below waits for the same
+            # child, and Popen.wait holds a lock a nested wait would block on
+            while (code := self._proc.poll()) is None:
+                time.sleep(0.5)
+            log.write(f"# {_stamp()} exit {code}\n")
+        return code
 
     # --------------------------------------------------------- requeueing
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission | None:
@@ -184,6 +210,7 @@ class TrainerRun(submitit.helpers.Checkpointable):
         while proc is not None and proc.poll() is None:
             time.sleep(0.5)  # it got the signal too: finishing its step, checkpointing
         code = proc.returncode if proc is not None else None
-        if code is not None and code not in (0, EXIT_REQUEUE) and code >= 0:
+        if (code is not None and code not in (0, EXIT_REQUEUE) and code >= 0
+                and not stopped_since(self.job.run_dir, self._started)):
             return None
         return submitit.helpers.DelayedSubmission(TrainerRun(self.job, self.cwd, resume=True))
