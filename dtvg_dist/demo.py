@@ -26,7 +26,8 @@ import os
 import sys
 from pathlib import Path
 
-from dtvg_dist.analysis.demo_report import DEMO, bank_dir, run_dir
+from dtvg_dist import cli
+from dtvg_dist.analysis.demo_report import DEMO, bank_dir, claims, run_dir
 from dtvg_dist.config import RecipeError, load_recipe
 from dtvg_dist.grid.build import DEMO_RESERVED
 from dtvg_dist.grid.executors import SerialExecutor
@@ -38,7 +39,9 @@ log = logging.getLogger("dtvg_dist.demo")
 DEFAULT_SEEDS = DEMO.seeds
 METHODS = {m.key: (m.title, m.overrides) for m in DEMO.methods}
 RESERVED = DEMO_RESERVED
-__all__ = ["DEFAULT_SEEDS", "METHODS", "RESERVED", "bank_dir", "in_process_runner", "main", "run_dir"]
+CLAIMS = DEMO.claims  # the conclusion the demo checks on every run (claims(table))
+__all__ = ["CLAIMS", "DEFAULT_SEEDS", "METHODS", "RESERVED", "bank_dir", "claims", "in_process_runner", "main",
+           "run_dir"]
 
 
 def in_process_runner():
@@ -46,7 +49,6 @@ def in_process_runner():
     with the trainer CLI's error handling; its log lines also go to the
     run's log file."""
     from dtvg_dist.pipeline import Pipeline
-    from dtvg_dist.train import run_job
     from dtvg_dist.training.distributed import accelerator_for_recipe
 
     state: dict[str, object] = {}
@@ -67,7 +69,7 @@ def in_process_runner():
             Pipeline(cfg, state["accelerator"]).run()
 
         try:
-            code, _ = run_job(train)
+            code, _ = cli.run_job(train)
             if code:
                 log.error("error: %s exited %d (its error is above)", job.name, code)
             return code
@@ -82,6 +84,7 @@ def _csv(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dtvg_dist.demo",

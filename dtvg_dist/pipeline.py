@@ -1,5 +1,5 @@
-"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (PT, SPoT or
-DTVG transfer on the target), wired from a validated recipe."""
+"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (the recipe's
+method on the target, see dtvg_dist.model.methods), wired from a validated recipe."""
 
 from __future__ import annotations
 
@@ -15,17 +15,13 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.config import RecipeError, resolved_yaml
-from dtvg_dist.data import DataSettings
+from dtvg_dist.config import RecipeError, recipe_tasks, resolved_yaml
+from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
-from dtvg_dist.model.prompt import (
-    DTVGPrompt,
-    SoftPrompt,
-    sample_p_init,
-    spot_pick_source,
-    tpv_pick_source,
-)
+from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
+from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
+from dtvg_dist.store import run_files
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
 from dtvg_dist.store.run_files import RunFiles
@@ -53,19 +49,18 @@ class PipelineResult:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.output_dir or f"runs/{cfg.recipe}/{cfg.seed}")
+    return Path(cfg.output_dir) if cfg.output_dir else run_files.run_dir(run_files.RUNS_DIR, cfg.recipe, cfg.seed)
 
 
 def check_tasks(cfg: DictConfig) -> None:
     """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
-    if any(name.startswith("syn_") for name in [cfg.target_task, *cfg.source_tasks]):
-        from dtvg_dist.model.synthetic import register_synthetic_tasks
+    from dtvg_dist.model.synthetic import register_if_named
 
-        register_synthetic_tasks()
+    register_if_named(recipe_tasks(cfg))
     names = list(TASKS)
     for key, task in [("target_task", cfg.target_task)] + [
         (f"source_tasks[{i}]", t) for i, t in enumerate(cfg.source_tasks)
-    ]:
+    ] + [(f"stage1.tasks[{i}]", t) for i, t in enumerate(cfg.stage1.tasks)]:
         if task not in names:
             close = difflib.get_close_matches(task, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -89,7 +84,7 @@ def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
 def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
     """`backbone.name_or_path: synthetic-pretrained` with `backbone.config`:
     build that architecture, teach it the synthetic rules (once, cached by
-    config and seed under runs/.cache) and load it as a local checkpoint."""
+    config and seed under the cache root) and load it as a local checkpoint."""
     import hashlib
     import json
 
@@ -104,8 +99,8 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
          "pretraining": PRETRAINING_VERSION},
         sort_keys=True,
     )
-    folder = Path("runs/.cache") / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
+    folder = run_files.cache_root() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    folder = ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
     settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
 
@@ -128,7 +123,7 @@ class Pipeline:
         # weights are built whole, so they match a single-process build.
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
             self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
-        self.bank_dir = Path(cfg.bank_dir or f"runs/bank/{self.backbone.name}")
+        self.bank_dir = Path(cfg.bank_dir) if cfg.bank_dir else run_files.default_bank_dir(self.backbone.name)
         self.data_settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
         self._encoded: dict[str, dict[str, TokenizedSplit]] = {}
         log.info(
@@ -266,7 +261,7 @@ class Pipeline:
                 task=get_task(name),
                 method="pt",
                 prompt=SoftPrompt(p_init.to(self.acc.device)),
-                run_dir=self.out / "stage1" / name,
+                run_dir=run_files.stage1_dir(self.out, name),
                 max_steps=max_steps or cfg.optim.max_steps,
                 lr=cfg.stage1.lr or cfg.optim.lr,
                 source_lr=cfg.optim.source_lr,
@@ -275,6 +270,7 @@ class Pipeline:
                 test=data["test"],
                 extra_results={"stage": 1, "init_seed": cfg.prompt.init_seed},
                 bank_entries=dict(self.bank_used),
+                stage=1,
             )
             result = Trainer(cfg, spec, self.backbone, self.acc).run()
             if self.acc.is_main_process:
@@ -289,49 +285,79 @@ class Pipeline:
         self._entry_claims.close()
         return results
 
+    # ------------------------------------------------------- multi-task runs
+    def train_mixture(
+        self, *, name: str, prompt: torch.nn.Module, tasks: list[str], model_factory: Any,
+        max_steps: int, lr: float, extra_results: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Train ``prompt`` on the union of the training examples of ``tasks``
+        (examples-proportional mixing: one seeded permutation of the union,
+        each example tagged with its task's index as ``task_id``), with the
+        loss of ``model_factory``'s model. No validation: the last state is
+        kept. Writes ``<output_dir>/<name>/``; what a method trains before
+        stage 2 (MPT's source training) runs here."""
+        train = [
+            {**feature, "task_id": k}
+            for k, task in enumerate(tasks)
+            for feature in self.splits(task)["train"]
+        ]
+        spec = RunSpec(
+            name=name,
+            task=get_task(tasks[0]),
+            method=self.cfg.method,
+            prompt=prompt,
+            run_dir=self.out / name,
+            max_steps=max_steps,
+            lr=lr,
+            source_lr=lr,
+            train=train,
+            validation=[],
+            test=[],
+            extra_results={"mixture_tasks": list(tasks), **(extra_results or {})},
+            model_factory=model_factory,
+            select_last=True,
+        )
+        return Trainer(self.cfg, spec, self.backbone, self.acc).run()
+
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The stage-2 prompt module of `method` and what results.json should
-        say about it (the bank it came from, the chosen source or the rule)."""
+        say about it (the bank it came from, the chosen source or the rule).
+        The method says which bank entries it reads and builds the module."""
         cfg = self.cfg
-        method = cfg.method
-        needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
-        entries = self._load_bank(needed, cfg.prompt.length)
-        target = entries[cfg.target_task]
-        dev = self.acc.device
-        facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
-        if method == "pt":
-            return SoftPrompt(target.p_init.to(dev)), facts
-        sources = [entries[name] for name in cfg.source_tasks]
-        if method in ("spot", "tpv"):
-            # Both start the target from one source's stage-1 prompt (SPoT; paper C.1):
-            # SPoT picks by cosine of mean-pooled prompts, TPV by Eq. 2 on the TPVs.
-            if method == "spot":
-                index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
-            else:
-                index = tpv_pick_source(target.tpv, torch.stack([s.tpv for s in sources]))
-            log.info("%s: initialising from source %s", method.upper(), sources[index].task)
-            return SoftPrompt(sources[index].prompt.to(dev)), {
-                **facts, f"{method}_source": sources[index].task
-            }
-        module = DTVGPrompt(
-            target.p_init.to(dev),
-            target.tpv.to(dev),
-            torch.stack([s.tpv for s in sources]).to(dev),
-            [s.task for s in sources],
-            rule=cfg.grouping.rule,
-            fixed=cfg.grouping.fixed,
-        )
-        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
-                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
-        return module, {**facts, "grouping_rule": cfg.grouping.rule,
-                        "grouping_fixed": bool(cfg.grouping.fixed),
-                        "source_tasks": list(cfg.source_tasks)}
+        method = get_method(cfg.method)
+        entries = self._load_bank(method.bank_tasks(cfg), cfg.prompt.length)
+        ctx = BuildContext(cfg, entries, self.backbone, self.acc.device, pipeline=self)
+        built = method.build(ctx)
+        count = trainable_count(built.module)
+        log.info("%s: %d trainable parameters", method.title, count)
+        return built.module, {"bank_dir": str(self.bank_dir),
+                              "p_init_seed": ctx.target.init_seed,
+                              "trainable_parameters": count, **built.facts}
+
+    def similarity_sources(self) -> tuple[list[str], torch.Tensor] | None:
+        """The sources' stage-1 prompts when logging.source_similarity is on
+        (Figure 1, bottom: which source SPoT finds most similar over training)."""
+        cfg = self.cfg
+        if not cfg.logging.source_similarity or not cfg.source_tasks:
+            return None
+        entries = load_bank(self.bank_dir, list(cfg.source_tasks), backbone=self.backbone.name,
+                            d=self.backbone.hidden_size, r=cfg.prompt.length)
+        names = list(cfg.source_tasks)
+        return names, torch.stack([entries[n].prompt for n in names]).to(self.acc.device)
 
     def run_stage2(self) -> RunResult:
         cfg = self.cfg
+        method = get_method(cfg.method)
+        pre = method.pre_stage(self)  # e.g. MPT's source training; nothing for most methods
         prompt, extra = self.stage2_prompt()
+        lr, second_lr = method.learning_rates(cfg)
         data = self.splits(cfg.target_task)
+        train: Any = data["train"]
+        if cfg.data.mix_tasks:  # Figure 1 (top): the target mixed with these tasks
+            train = MixedSplit([train, *(self.splits(t)["train"] for t in cfg.data.mix_tasks)])
+            log.info("stage 2: training on %s mixed with %s (%d examples, examples-proportional)",
+                     cfg.target_task, ", ".join(cfg.data.mix_tasks), len(train))
         spec = RunSpec(
             name=f"stage2/{cfg.method}",
             task=get_task(cfg.target_task),
@@ -339,13 +365,14 @@ class Pipeline:
             prompt=prompt,
             run_dir=self.out,
             max_steps=cfg.optim.max_steps,
-            lr=cfg.optim.lr,
-            source_lr=cfg.optim.source_lr,
-            train=data["train"],
+            lr=lr,
+            source_lr=second_lr,
+            train=train,
             validation=data["validation"],
             test=data["test"],
-            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **extra},
+            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **pre, **extra},
             bank_entries=dict(self.bank_used),
+            similarity_sources=self.similarity_sources(),
         )
         return Trainer(cfg, spec, self.backbone, self.acc).run()
 
@@ -355,6 +382,8 @@ class Pipeline:
         try:
             if self.cfg.stage in ("1", "all"):
                 result.stage1 = self.run_stage1()
+            if self.cfg.stage == "pre":
+                get_method(self.cfg.method).pre_stage(self)
             if self.cfg.stage in ("2", "all"):
                 result.stage2 = self.run_stage2()
         finally:

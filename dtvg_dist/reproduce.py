@@ -41,7 +41,8 @@ import sys
 import time
 from pathlib import Path
 
-from dtvg_dist.analysis.demo_report import DEMO, collect, to_text, write_outputs
+from dtvg_dist import cli
+from dtvg_dist.analysis.demo_report import DEMO, claims, collect, to_text, write_outputs
 from dtvg_dist.analysis.memory import GIB
 from dtvg_dist.analysis.paper_results import EXPERIMENTS, TABLE9, VARIANTS
 from dtvg_dist.analysis.report import write_report
@@ -284,6 +285,7 @@ def run_demo(out: Path, *, seeds: tuple[int, ...], methods: tuple[str, ...], ove
     if code:
         return code
     table = collect(out, seeds, methods)
+    table["claims"] = claims(table)
     table["wall_time_s"] = round(time.time() - start, 1)
     table["executor"] = executor.name
     paths = write_outputs(out, table)
@@ -315,6 +317,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, executor: E
                     show_status=args.status, launch=launch)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)

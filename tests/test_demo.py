@@ -57,8 +57,14 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
     out, stdout = demo_run
     table = json.loads((out / "demo.json").read_text())
     assert table["seeds"] == list(SEEDS) and table["target"] == "syn_target"
-    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg"]
-    for row in table["rows"]:
+    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "stage1_target"]
+    stage1 = table["rows"][-1]  # the target's stage-1 run: the extra cost of SPoT, all and DTVG
+    for seed in SEEDS:
+        results = json.loads((out / "stage1" / str(seed) / "stage1" / "syn_target" / "results.json").read_text())
+        assert stage1["seeds"][str(seed)]["test"] == results["test"]["accuracy"] and results["steps"] == 4
+    assert stage1["title"] == "PT, stage 1 (4 steps)"
+    assert [c["text"] for c in table["claims"]] == [c["text"] for c in demo.claims(table)]
+    for row in table["rows"][:-1]:
         tests = []
         for seed in SEEDS:
             run = demo.run_dir(out, row["method"], seed)
@@ -113,7 +119,7 @@ def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
         return load_recipe(job.recipe, [a for a in job.args if not a.startswith("recipe=")])
 
     stage1 = cfg(planned[0])
-    assert stage1.stage == "1" and stage1.eval.every_steps == 50 and stage1.optim.max_steps == 3
+    assert stage1.stage == "1" and stage1.eval.every_steps == 10 and stage1.optim.max_steps == 3
     assert stage1.prompt.init_seed == 22 and stage1.bank_dir == str(tmp_path / "bank" / "seed22")
     assert planned[0].stage1 and planned[0].needs == ()
     by_method = {job.title.split(": ")[1]: cfg(job) for job in planned[5:]}

@@ -26,6 +26,7 @@ from dtvg_dist.analysis.paper_results import LR_GRID, VARIANTS, Experiment
 from dtvg_dist.analysis.report import lr_variant, run_dir
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe
 from dtvg_dist.grid.jobs import Job, Launch, check, link_stage1
+from dtvg_dist.model.methods import Method, get_method
 from dtvg_dist.store.bank import entry_path
 
 RESERVED = ("seed", "output_dir")  # set per run by the grid
@@ -169,6 +170,7 @@ def experiment_jobs(
         if stage1 and not shared_bank:
             jobs += [_stage1_job(r, overrides, runs_dir, seed, launch_for) for r in exp.prerequisites]
         planned: dict[Path, Job] = {}
+        planned_pre: dict[Path, Job] = {}
         for recipe in recipes or exp.recipes:
             for variant in names:
                 this = loaded[(recipe, variant)]
@@ -193,11 +195,44 @@ def experiment_jobs(
                 if source_bank is not None and bank is not None:
                     sources = Path(source_bank if shared_bank else seed_bank(source_bank, seed))
                     job.copies = _source_copies(this.cfg, bank, sources)
+                pre = _pre_stage_job(this.cfg, job, runs_dir, planned_pre)
+                if pre is not None:
+                    if pre.name not in {j.name for j in jobs}:
+                        jobs.append(pre)
+                    job.needs = (*job.needs, pre.name)
                 planned[out] = job
                 jobs.append(job)
     link_stage1(jobs)
     check(jobs)
     return jobs
+
+
+def _pre_stage_job(cfg: DictConfig, job: Job, runs_dir: Path, planned: dict[Path, Job]) -> Job | None:
+    """The job of the method's pre-stage that `job` reads (MPT: source
+    training into the bank), one per output file for the whole grid; None
+    when the method has none. It runs `job`'s command with stage=pre in a
+    folder named after the output, so every target reusing it waits on one run."""
+    if job.bank is None:
+        return None
+    method = get_method(str(cfg.method))
+    if type(method).pre_stage_output is Method.pre_stage_output:
+        return None
+    # The run's own configuration (its seed, bank and init seed included)
+    resolved = load_recipe(job.recipe, [a for a in job.args if not a.startswith("recipe=")])
+    output = method.pre_stage_output(resolved, job.bank)
+    if output is None:
+        return None
+    output = Path(output)
+    if output in planned:
+        return planned[output]
+    out = runs_dir / f"{cfg.method}-pre-{output.stem}" / str(job.seed)
+    args = [a for a in job.args if not a.startswith(("output_dir=", "stage="))]
+    pre = Job(name=str(out.relative_to(runs_dir)), run_dir=out, recipe=job.recipe,
+              args=[*args, "stage=pre", f"output_dir={out}"], launch=job.launch, seed=job.seed,
+              variant=job.variant, title=f"{cfg.method} pre-stage {output.stem} seed {job.seed}",
+              bank=job.bank, copies=list(job.copies), outputs=(output,))
+    planned[output] = pre
+    return pre
 
 
 # ------------------------------------------------------------------- the demo

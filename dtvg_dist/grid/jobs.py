@@ -55,6 +55,9 @@ class Job:
     bank_tasks: tuple[str, ...] = ()  # stage 1: the entries it fills
     copies: list[tuple[Path, Path]] = field(default_factory=list)  # bank entries to copy first
     links: list[tuple[Path, str]] = field(default_factory=list)  # variant folder -> shared runs
+    # A job whose product is files, not a results.json (a method's pre-stage,
+    # e.g. MPT's shared prompt): done when every one exists.
+    outputs: tuple[Path, ...] = ()
 
     @property
     def gpus(self) -> int:
@@ -79,6 +82,10 @@ class Job:
                 entry_path(self.bank, t).is_file() for t in self.bank_tasks
             ):
                 return f"bank {self.bank} has {', '.join(self.bank_tasks)}"
+            return None
+        if self.outputs:
+            if all(path.is_file() for path in self.outputs):
+                return f"{', '.join(map(str, self.outputs))} exist"
             return None
         if (self.run_dir / RESULTS).is_file():
             return f"{self.run_dir / RESULTS} exists"

@@ -31,6 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dtvg_dist.errors import CheckpointError  # noqa: F401 - raised here, imported from here
+
 log = logging.getLogger("dtvg_dist.store.checkpoint")
 
 CHECKPOINT_DIR = "checkpoint"
@@ -39,8 +41,6 @@ PREVIOUS = CHECKPOINT_DIR + ".prev"
 SLOTS = (CHECKPOINT_DIR, PREVIOUS, CHECKPOINT_DIR + ".old")
 
 
-class CheckpointError(ValueError):
-    """No usable checkpoint to resume from (a user error: exit 2)."""
 
 
 def file_sha256(path: Path) -> str:

@@ -29,6 +29,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from dtvg_dist.errors import RunLocked  # noqa: F401 - raised here, imported from here
+
 log = logging.getLogger("dtvg_dist.store.locks")
 
 LOCK = ".lock"
@@ -36,8 +38,6 @@ HOLDER = ".lock.json"
 POLL_S = 0.5
 
 
-class RunLocked(RuntimeError):
-    """Another live process holds the lock (a user error: exit 2)."""
 
 
 def _holder_file(lock_file: Path) -> Path:

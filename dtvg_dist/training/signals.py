@@ -17,11 +17,11 @@ import signal
 import threading
 from types import FrameType
 
+from dtvg_dist.errors import Preempted  # noqa: F401 - raised here, imported from here
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-class Preempted(RuntimeError):
-    """Training stopped on a signal after writing a checkpoint (exit 75)."""
 
 
 class StopRequest:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
+from dtvg_dist.errors import TrainingDiverged  # noqa: F401 - raised here; its public name
+from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.bank import BankError, entry_digest
 from dtvg_dist.store.checkpoint import (
@@ -53,15 +56,12 @@ from dtvg_dist.training.distributed import (
     run_facts,
     zero_stage,
 )
-from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.evaluation import evaluate, reference_mode
 from dtvg_dist.training.signals import Preempted, stop_request
 from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf."""
 
 
 @dataclass
@@ -80,8 +80,18 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    # The model the loss comes from, built as factory(backbone, prompt,
+    # answer_only_logits); default PromptedModel. MPT's source training gives
+    # its distillation model (a loss over student and teacher prompts).
+    model_factory: Callable[[Any, nn.Module, bool], nn.Module] | None = None
+    # Keep the last checkpoint's state rather than the best validation score
+    # (a run without a validation split to choose by: MPT's source training).
+    select_last: bool = False
     # task -> bank entry file the prompt was built from (checked on resume)
     bank_entries: dict[str, Path] = field(default_factory=dict)
+    stage: int = 2  # 1: a TPV of the bank; 2: target training (optimizer settings differ)
+    # (source names, their prompts [n, r, d]): log SPoT's similarity to each (Figure 1)
+    similarity_sources: tuple[list[str], torch.Tensor] | None = None
 
 
 @dataclass
@@ -125,6 +135,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return LambdaLR(optimizer, factor)
 
 
+def adamw_settings(optim: Any, stage: int) -> tuple[float, float]:
+    """(weight decay, eps) of the AdamW of a `stage` run: stage 2 takes
+    optim.stage2_weight_decay / optim.stage2_eps where set (the released
+    stage 2 runs transformers.AdamW's defaults, 0 and 1e-6), else stage 1's."""
+    weight_decay, eps = float(optim.weight_decay), float(optim.eps)
+    if stage == 2:
+        if optim.stage2_weight_decay is not None:
+            weight_decay = float(optim.stage2_weight_decay)
+        if optim.stage2_eps is not None:
+            eps = float(optim.stage2_eps)
+    return weight_decay, eps
+
+
 def answer_tokens(feature: dict[str, Any]) -> int:
     return sum(1 for label in feature["labels"] if label != -100)
 
@@ -150,17 +173,21 @@ class Trainer:
         self._stop, self._stop_votes = stop_request(install=False), 0.0
 
     # ------------------------------------------------------------------ set-up
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Optimizer, scheduler and the prepared prompt: what `run` does before
+        its first step (public so Table 9's timing can drive `train_step`)."""
         opt = self.cfg.optim
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(
-            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
-        )
-        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        build = self.spec.model_factory or PromptedModel
+        model = build(self.backbone, self.prompt, self.cfg.backbone.answer_only_logits)
+        weight_decay, eps = adamw_settings(opt, self.spec.stage)
+        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, weight_decay)
         self.lr_names = [g["name"] for g in groups]
-        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=weight_decay, eps=eps)
+        log.info("%s: AdamW weight_decay=%g eps=%g (stage %d)", self.spec.name, weight_decay, eps,
+                 self.spec.stage)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
         scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
         keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
@@ -178,7 +205,7 @@ class Trainer:
         return [p for p in self.prompt.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------- steps
-    def _step(self, step: int) -> float:
+    def train_step(self, step: int) -> float:
         """One optimizer step (0-based `step`); returns the global mean loss."""
         opt = self.cfg.optim
         n = len(self.spec.train)
@@ -218,6 +245,24 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def _log_source_similarity(self, step: int) -> None:
+        """SPoT's cosine of mean-pooled prompts between the current prompt and
+        each source's stage-1 prompt, as a metrics.jsonl row (Figure 1)."""
+        if self.spec.similarity_sources is None:
+            return
+        names, sources = self.spec.similarity_sources
+        with torch.no_grad():
+            current = self.prompt().detach().float()
+            if current.dim() == 3:  # a per-example prompt: its batch mean
+                current = current.mean(dim=0)
+            cos = torch.nn.functional.cosine_similarity(
+                sources.float().mean(dim=-2), current.mean(dim=-2).unsqueeze(0), dim=-1
+            ).cpu().tolist()
+        sims = dict(zip(names, cos, strict=True))
+        most = max(sims, key=lambda n: (sims[n], -names.index(n)))
+        self.files.log_metrics({"step": step, "split": "source_similarity", "most_similar": most, **sims})
+        self._track(step, {f"source_similarity/{n}": v for n, v in sims.items()})
 
     def _grouping_row(self, step: int) -> dict[str, Any] | None:
         mask = getattr(self.prompt, "last_mask", None)
@@ -262,13 +307,16 @@ class Trainer:
             synced_gpus=self.synced_gpus,
             desc=f"{self.spec.name} {split}",
             rank_classification=self.cfg.eval.rank_classification,
+            references=reference_mode(
+                self.spec.task, self.cfg.eval.qa_references, self.cfg.eval.nlg_references
+            ),
         )
         return metrics
 
     # --------------------------------------------------------------------- run
     def run(self) -> RunResult:
         set_seed(self.cfg.seed)
-        self._build()
+        self.build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
         self._stop = stop_request()  # catch SIGTERM / SIGUSR1 from here on
@@ -297,7 +345,7 @@ class Trainer:
             disable=not (self.acc.is_main_process and self.cfg.logging.progress_bar),
         )
         while state.step < self.spec.max_steps:
-            loss = self._step(state.step)
+            loss = self.train_step(state.step)
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -311,6 +359,7 @@ class Trainer:
             if state.step % every_log == 0 or state.step == self.spec.max_steps:
                 self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
                 self._flush_grouping(pending)
+                self._log_source_similarity(state.step)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
             saved = state.step % every_eval == 0 or state.step == self.spec.max_steps
@@ -334,7 +383,7 @@ class Trainer:
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
-        if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
+        if best_state is None or self.spec.select_last or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
         self._save(state, best_state, trainable)
@@ -406,12 +455,11 @@ class Trainer:
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
-        with torch.no_grad():
-            soft_prompt = self.prompt().detach().float()
+        saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
         self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
-        prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
+        prompt_tensors = {**best_state, **saved}
         self.files.write_prompt(
             prompt_tensors,
             {"task": self.spec.task.name, "method": self.spec.method, "best_step": str(state.best_step)},
