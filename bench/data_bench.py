@@ -28,7 +28,7 @@ tokenizer's state and hash, Arrow's and the allocator's buffers).
 Times exclude imports and tokenizer loading, which both paths pay alike;
 wall seconds and CPU seconds (user + system, all threads) are both printed,
 since the machine may be shared.
-Targets (issue 11): extra peak memory <= 1 KB per row, first build >= 4x
+Targets: extra peak memory <= 1 KB per row, first build >= 4x
 faster than the reference, second run ready in < 3 s, identical examples.
 """
 

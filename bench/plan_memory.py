@@ -12,7 +12,7 @@ DTVG prompt (r = 20, 6 source TPVs) through `PromptedModel`:
   most 128 text tokens (right-padded: 128, 120, 112, 104), the last 4 tokens
   of each row the answer;
 - train-answer-only: the same with the output head at the answer tokens only
-  (`backbone.answer_only_logits`, issue 11 section 1; skipped where the
+  (`backbone.answer_only_logits`; skipped where the
   checkout has no such switch);
 - train-ckpt: `train` with `backbone.gradient_checkpointing`;
 - generate: greedy generation of 8 tokens for 16 prompts of at most 128 tokens.

@@ -72,8 +72,8 @@ DTVG_TARGET = 1.02
 PEFT_TARGET = 1.00
 LOGITS_TARGET = 1.15
 # Shape of each mode's backbone unless given on the command line. SmolLM2-135M:
-# the numbers of issue 11; tied embeddings per /work/shared/fixtures/README.md
-# (the GGUF SmolLM2-135M loads as a LlamaForCausalLM with tied embeddings).
+# its published config, with tied embeddings (the GGUF SmolLM2-135M loads as a
+# LlamaForCausalLM with tied embeddings).
 SHAPES = {
     "prompt": dict(hidden=512, layers=4, heads=8, kv_heads=8, intermediate=1376, vocab=32000,
                    seq=256, batch=8, r=100, tie=False),
@@ -239,7 +239,7 @@ def prompt_paths(
     def ours(pm: PromptedModel) -> Callable[[], None]:
         def run() -> None:
             nonlocal grad
-            emb, mask_ext, _ = pm._insert(ids, mask, labels)
+            emb, mask_ext, _ = pm.insert_prompt(ids, mask, labels)
             _position_ids(mask_ext)
             if grad is None:
                 grad = torch.ones_like(emb)

@@ -35,7 +35,9 @@ from typing import Any
 
 import torch
 
+from dtvg_dist import cli
 from dtvg_dist.config import RecipeError
+from dtvg_dist.model.backbone import family_of
 from dtvg_dist.trained_run import RunDirError, TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.export")
@@ -91,7 +93,7 @@ def _meta_model(base: str) -> tuple[Any, bool]:
             f"base model {base!r}: cannot read its config ({err}). Pass --base-model with a hub id "
             "in the local cache or a folder holding the model"
         ) from None
-    seq2seq = bool(getattr(hf_config, "is_encoder_decoder", False))
+    seq2seq = family_of(hf_config) == "seq2seq"
     auto_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     with init_empty_weights():
         model = auto_cls.from_config(hf_config)
@@ -129,7 +131,15 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
             f"base model {base!r} has embedding width {width} but the run's soft prompt is "
             f"[{r}, {d}]: it was trained on another backbone"
         )
-    peft_config = PromptTuningConfig(
+    multitask = method.peft_adapter == "MULTITASK_PROMPT_TUNING"
+    config_cls: Any = PromptTuningConfig
+    extra: dict[str, Any] = {}
+    if multitask:  # MPT: P* o (u v^T) as PEFT's one-task, rank-one multitask prompt
+        from peft import MultitaskPromptTuningConfig
+
+        config_cls, extra = MultitaskPromptTuningConfig, {"num_tasks": 1, "num_ranks": 1}
+    peft_config = config_cls(
+        **extra,
         task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
         num_virtual_tokens=r,
         token_dim=d,
@@ -143,7 +153,14 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
     encoder = peft_model.prompt_encoder["default"]
     encoder.to_empty(device="cpu")  # built on meta with the base model; give it storage
     with torch.no_grad():
-        encoder.embedding.weight.copy_(run.soft_prompt)
+        if multitask:
+            # PEFT's MultitaskPromptEmbedding.forward: embedding.weight *
+            # (prefix_task_cols[task] @ prefix_task_rows[task]), cols [1, r, 1], rows [1, 1, d].
+            encoder.embedding.weight.copy_(run.tensors["shared"])
+            encoder.prefix_task_cols.copy_(run.tensors["u"].reshape(1, r, 1))
+            encoder.prefix_task_rows.copy_(run.tensors["v"].reshape(1, 1, d))
+        else:
+            encoder.embedding.weight.copy_(run.soft_prompt)
     peft_model.peft_config["default"].base_model_name_or_path = base
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
@@ -154,6 +171,9 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
         "best_step": run.results.get("best_step"),
         "base_model": base,
         "num_virtual_tokens": r,
+        **({"peft_type": "MULTITASK_PROMPT_TUNING",
+            "usage": "PEFT's multitask prompt needs task_ids: pass task_ids=torch.zeros(batch, dtype=long)"}
+           if multitask else {}),
     }
     (out_dir / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     if tokenizer is not None:
@@ -190,20 +210,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     out_dir = Path(args.peft).expanduser()
-    try:
-        existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
-        if existing and not args.overwrite:
-            raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
-        export_peft(open_run(args.run_dir), out_dir, args.base_model)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    existing = [name for name in ADAPTER_FILES if (out_dir / name).exists()]
+    if existing and not args.overwrite:
+        raise RecipeError(f"{out_dir} already holds an adapter ({existing[0]}); pass --overwrite")
+    export_peft(open_run(args.run_dir), out_dir, args.base_model)
     print(f"wrote {out_dir / ADAPTER_FILES[0]} and {out_dir / ADAPTER_FILES[1]}")
     return 0
 

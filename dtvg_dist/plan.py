@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist import cli
 from dtvg_dist.analysis.memory import (
     GIB,
     ModelShape,
@@ -37,7 +38,7 @@ from dtvg_dist.analysis.memory import (
     weight_bytes,
     zero3_elements_per_rank,
 )
-from dtvg_dist.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.config import list_recipes, load_recipe
 from dtvg_dist.model.methods import get_method
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,12 +88,11 @@ class Workload:
     prompt: PromptState
 
 
-_DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
 
 
 def _answer_only(cfg: Any) -> bool:
     """The recipe's answer-only-logits switch, where this checkout has one
-    (issue 11 section 1); False (logits at every position) otherwise."""
+    (`backbone.answer_only_logits`); False (logits at every position) otherwise."""
     from omegaconf import OmegaConf
 
     for key in ("backbone.answer_only_logits", "optim.answer_only_logits", "answer_only_logits"):
@@ -110,20 +110,23 @@ def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
         return "stage 1 (prompt tuning)", stage1
     if cfg.stage == "2":
         return f"stage 2 ({cfg.method})", [target]
+    if cfg.stage == "pre":  # the method's pre-stage over the sources (MPT's source training)
+        return f"pre-stage ({cfg.method})", list(cfg.source_tasks)
     return f"stage 1 + stage 2 ({cfg.method})", list(dict.fromkeys([*stage1, target]))
 
 
 def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[Workload]:
     """One Workload per task the recipe trains (the planner keeps the worst)."""
+    from dtvg_dist.config import recipe_tasks
+    from dtvg_dist.model.synthetic import register_if_named
     from dtvg_dist.tasks import get_task
 
-    if any(str(t).startswith("syn_") for t in [cfg.target_task, *cfg.source_tasks, *cfg.stage1.tasks]):
-        from dtvg_dist.model.synthetic import register_synthetic_tasks
-
-        register_synthetic_tasks()
+    register_if_named(recipe_tasks(cfg))
     stage_desc, names = _tasks_of(cfg)
     dtype = str(cfg.backbone.dtype)
-    if dtype not in _DTYPE_BYTES:
+    from dtvg_dist.model.backbone import DTYPES
+
+    if dtype not in DTYPES:
         raise PlanError(f"backbone.dtype={dtype!r} is not one of fp32, bf16, fp16")
     r = int(cfg.prompt.length)
     n_src = len(cfg.source_tasks)
@@ -131,6 +134,8 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
     # adds; stage 1 is prompt tuning with r rows. With both stages, the larger.
     method = get_method("pt" if cfg.stage == "1" else str(cfg.method))
     prompt = method.prompt_state(cfg, r, shape.hidden, n_src)
+    if cfg.stage == "pre":
+        prompt = method.pre_stage_state(cfg, r, shape.hidden, n_src) or prompt
     tokens = method.prompt_tokens(cfg)
     prompt_len = tokens if cfg.stage == "2" else max(r, tokens)
     out = []
@@ -145,7 +150,7 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
             source_len=task.max_source_length, target_len=task.max_target_length,
             eval_batch=int(cfg.eval.batch_size),
             new_tokens=int(cfg.eval.max_new_tokens or task.max_target_length),
-            dtype=dtype, dtype_bytes=_DTYPE_BYTES[dtype],
+            dtype=dtype, dtype_bytes=DTYPES[dtype].itemsize,
             checkpointing=bool(cfg.backbone.gradient_checkpointing),
             answer_only_logits=_answer_only(cfg), load_in_8bit=bool(cfg.backbone.load_in_8bit),
             config_built=cfg.backbone.config is not None and cfg.backbone.name_or_path is None,
@@ -432,6 +437,31 @@ def make_plan(
     )
 
 
+def recommend(
+    recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan a grid gives a run: the fewest GPUs of one node (1, 2, 4,
+    ... up to ``max_gpus``) on which a mode that keeps the backbone's
+    numerics fits (DDP, ZeRO-3); only when none does, the fewest on which
+    DDP 8-bit fits. The plan at ``max_gpus`` (recommended None) when
+    nothing fits."""
+    counts = [1]
+    while counts[-1] * 2 <= max_gpus:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != max_gpus and max_gpus > 1:
+        counts.append(max_gpus)
+    plans: list[Plan] = []
+    for gpus in counts:
+        plans.append(make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config))
+        if plans[-1].recommended in ("ddp", "zero3"):
+            return plans[-1]
+    for plan in plans:
+        if plan.recommended is not None:
+            return plan
+    return plans[-1]
+
+
 # -------------------------------------------------------------------- output
 def render(plan: Plan) -> str:
     w = plan.workload
@@ -529,17 +559,14 @@ def _parse(args: list[str]) -> tuple[str, int, float, int, bool, list[str]]:
     return recipes[0], number("--gpus", int), number("--gpu-memory", float), nodes, as_json, rest
 
 
+@cli.command
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or "-h" in args or "--help" in args:
         print(USAGE + "\nrecipes: " + ", ".join(list_recipes()))
         return 0
-    try:
-        recipe, gpus, memory, nodes, as_json, overrides = _parse(args)
-        plan = make_plan(recipe, gpus, memory, nodes, overrides)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    recipe, gpus, memory, nodes, as_json, overrides = _parse(args)
+    plan = make_plan(recipe, gpus, memory, nodes, overrides)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render(plan))
     return 0
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from dtvg_dist import cli
 from dtvg_dist.config import RecipeError
 from dtvg_dist.data.sources import Unreadable, read_file  # the split-file readers
 from dtvg_dist.tasks import DataError, Task, get_task
@@ -231,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -243,12 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output).expanduser() if args.output else input_path.with_name(
         input_path.name + ".predictions.jsonl"
     )
-    try:
-        run = open_run(args.run_dir, args.overrides)
-        counts = predict_file(run, input_path, output, args.on_bad_row, args.scores)
-    except (RecipeError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run = open_run(args.run_dir, args.overrides)
+    counts = predict_file(run, input_path, output, args.on_bad_row, args.scores)
     if int(os.environ.get("RANK", "0")) == 0:
         skipped = f", {counts['skipped']} bad row(s) skipped" if counts["skipped"] else ""
         print(f"wrote {counts['rows']} prediction(s) to {output}{skipped}")

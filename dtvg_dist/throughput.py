@@ -53,13 +53,13 @@ def _timed_steps(pipeline: Any, spec: RunSpec, first: int, count: int, warmup: i
     """Seconds for `count` optimizer steps after `warmup` untimed ones."""
     trainer = Trainer(pipeline.cfg, spec, pipeline.backbone, pipeline.acc)
     # The trainer's own set-up and step: what a training run executes per step.
-    trainer._build()
+    trainer.build()
     for step in range(first, first + warmup):
-        trainer._step(step)
+        trainer.train_step(step)
     pipeline.acc.wait_for_everyone()
     start = time.perf_counter()
     for step in range(first + warmup, first + warmup + count):
-        trainer._step(step)
+        trainer.train_step(step)
     pipeline.acc.wait_for_everyone()
     seconds = time.perf_counter() - start
     release(pipeline.acc)

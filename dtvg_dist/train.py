@@ -9,20 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 from omegaconf import OmegaConf
 
+from dtvg_dist import cli
+from dtvg_dist.cli import run_job  # noqa: F401 - demo.py uses it from here
 from dtvg_dist.config import RecipeError, list_recipes, load_recipe, recipe_path
-
-T = TypeVar("T")
 
 USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]
        accelerate launch [--config_file launch_configs/X.yaml] -m dtvg_dist.train recipe=NAME ...
 
 Trains DTVG soft prompts. stage=1|2|all, method=pt|spot|tpv|dtvg,
-grouping.rule=greedy|first-drop|prefix-argmax|positive|exhaustive-kc|all|none,
+grouping.rule=greedy|first-drop|prefix-argmax|positive|exhaustive-kc|exhaustive-kc-nonempty|all|none,
 grouping.fixed=true|false, and any recipe key as a.b=value (e.g. optim.lr=0.1 data.local_dir=/data).
   --print-config   print the resolved recipe and exit
 """
@@ -47,25 +45,7 @@ def _setup_logging(is_main: bool) -> None:
     )
 
 
-def run_job(job: Callable[[], T]) -> tuple[int, T | None]:
-    """Run a training job as every command does: a failure the user can fix
-    is one `error:` line and exit 2 (recipe, bank, data, backbone), a
-    diverged loss exit 3; returns (exit code, the job's result)."""
-    from dtvg_dist.model.backbone import BackboneUnavailable
-    from dtvg_dist.store.bank import BankError
-    from dtvg_dist.tasks import DataError
-    from dtvg_dist.training.trainer import TrainingDiverged
-
-    try:
-        return 0, job()
-    except (RecipeError, BankError, DataError, BackboneUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2, None
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3, None
-
-
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or "-h" in args or "--help" in args:
@@ -76,15 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
     overrides = [a for a in args if not a.startswith("recipe=")]
     unknown_flags = [a for a in overrides if a.startswith("-")]
-    try:
-        if unknown_flags:
-            raise RecipeError(f"unknown option {unknown_flags[0]!r}; see --help")
-        if len(recipes) != 1:
-            raise RecipeError("give exactly one recipe=NAME (see --help for the list)")
-        cfg = load_recipe(recipes[0], overrides)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if unknown_flags:
+        raise RecipeError(f"unknown option {unknown_flags[0]!r}; see --help")
+    if len(recipes) != 1:
+        raise RecipeError("give exactly one recipe=NAME (see --help for the list)")
+    cfg = load_recipe(recipes[0], overrides)
     if print_only:
         print(OmegaConf.to_yaml(cfg))
         return 0
@@ -92,14 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from dtvg_dist.analysis.report import summary_table
     from dtvg_dist.pipeline import Pipeline, output_dir
 
-    def train() -> Pipeline:
-        pipeline = Pipeline(cfg)
-        pipeline.run()
-        return pipeline
-
-    code, pipeline = run_job(train)
-    if code:
-        return code
+    pipeline = Pipeline(cfg)
+    pipeline.run()
     if pipeline.acc.is_main_process and cfg.stage in ("2", "all"):
         print(summary_table(output_dir(cfg), cfg.target_task))
     return 0

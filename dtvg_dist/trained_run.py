@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from dtvg_dist.config import RecipeError, load_run_config
 from dtvg_dist.model.methods import Method, get_method
-from dtvg_dist.store.run_files import CONFIG, PROMPT, RESULTS, load_tensors
+from dtvg_dist.store.run_files import CONFIG, PROMPT, RESULTS, STAGE1, load_tensors
 
 SOFT_PROMPT = "soft_prompt"
 
@@ -69,7 +69,7 @@ class TrainedRun:
 
 def _config_path(run_dir: Path) -> Path:
     candidates = [run_dir / CONFIG]
-    if run_dir.parent.name == "stage1":  # <output_dir>/stage1/<task>
+    if run_dir.parent.name == STAGE1:  # <output_dir>/stage1/<task>
         candidates.append(run_dir.parent.parent / CONFIG)
     for path in candidates:
         if path.is_file():

@@ -14,11 +14,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Every cache this test run writes (synthetic backbones, tokenized splits) goes
+# to one temporary folder, inherited by the subprocesses the tests start, so
+# nothing lands in the checkout's runs/ and no run reuses another run's cache.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_CACHE = tempfile.mkdtemp(prefix="dtvg-test-cache-")
+os.environ["DTVG_CACHE"] = _CACHE
+os.environ["DTVG_DATA_CACHE"] = os.path.join(_CACHE, "tokenized")
+atexit.register(shutil.rmtree, _CACHE, True)
+
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir  # noqa: E402
 
 from dtvg_dist.tasks import registry  # noqa: E402
 
@@ -145,11 +158,6 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 # ---- task/data fixtures: offline hub, a clean registry, the real tokenizers ----
 
-# The workspace's shared/fixtures next to the checkout (or a worktree of it).
-FIXTURES = next(
-    (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[1:] if (p / "shared" / "fixtures").is_dir()),
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -159,31 +167,31 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_registry():
-    """Undo any task a test registers."""
-    saved = dict(registry._REGISTRY)
+    """Every test starts from the registry as it was and leaves it so: a
+    pipeline's synthetic tasks, or a task a test registers, never leak into
+    the next test, whatever the order."""
+    saved = registry.snapshot()
     yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved)
+    registry.restore(saved)
 
 
-def _load_tokenizer(name: str):
-    folder = FIXTURES / name
+def _load_tokenizer(folder: Path):
     if not (folder / "tokenizer.json").is_file():
-        pytest.skip(f"real tokenizer fixture absent: {folder} (only in the dtvg workspace)")
+        pytest.skip(LLAMA3_SKIP)
     transformers = pytest.importorskip("transformers")
     return transformers.AutoTokenizer.from_pretrained(str(folder))
 
 
 @pytest.fixture(scope="session")
 def t5_tokenizer():
-    return _load_tokenizer("t5-tokenizer")
+    return _load_tokenizer(T5_DIR)
 
 
 @pytest.fixture(scope="session")
 def llama_tokenizer():
-    return _load_tokenizer("llama3-tokenizer")
+    return _load_tokenizer(llama3_dir())
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ __all__ = [
     "PAPER_PARAMS",
     "EXPERIMENTS",
     "LR_GRID",
+    "FIGURE1_ORDER",
+    "FIGURE1_MIXES",
     "TABLE9",
     "VARIANTS",
     "SOURCES",
@@ -84,12 +86,23 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         ("dept", ("optim.weight_decay=0.0",)),
     )},
 }
+# Figure 1 (top): RTE's prompt trained on RTE mixed with the first k sources
+# of a random order (examples-proportional mixing); "mix0" is RTE alone. The
+# paper does not print its order: this one is random.Random(0).sample(SOURCES, 6).
+FIGURE1_ORDER: tuple[str, ...] = ("sst2", "squad", "mnli", "qnli", "qqp", "record")
+FIGURE1_MIXES: tuple[str, ...] = tuple(f"mix{k}" for k in range(len(FIGURE1_ORDER) + 1))
+for _k, _name in enumerate(FIGURE1_MIXES):
+    VARIANTS[_name] = ("method=pt", f"data.mix_tasks=[{','.join(FIGURE1_ORDER[:_k])}]")
+# Figure 1 (bottom): SPoT on RTE with its cosine to every source logged over training.
+VARIANTS["spot-track"] = ("method=spot", "logging.source_similarity=true")
 VARIANT_TITLES: dict[str, str] = {
     "dtvg": "DTVG", "pt": "PT", "spot": "SPoT", "tpv": "TPV", "ts": "TS only", "kc": "KC only",
     "all": "all sources", "only-target": "only target", "fixed": "fixed group",
     "greedy": "greedy (Alg. 2)", "first-drop": "first drop (3.2 text)",
     "prefix-argmax": "prefix argmax (released)",
     "attempt": "ATTEMPT", "mpt": "MPT", "dept": "DePT",
+    **{name: f"+{k} sources" for k, name in enumerate(FIGURE1_MIXES)},
+    "spot-track": "SPoT (similarity tracked)",
 }
 # The paper's DTVG numbers came from the released code's rule, so the
 # prefix-argmax variant is compared with them; the other readings have none.
@@ -284,13 +297,13 @@ PAPER_AVERAGES: dict[str, dict[str, dict[str, float]]] = {
 # ("we directly quote the results of the baselines reported in previous
 # works", section 4.1). Tables 2 and 7 mark their rows with a subscript: PT_1
 # and SPoT_1 are "sourced from Asai et al. (2022)". Tables 3 and 8 print no
-# mark; issue 9 attributes their PT rows to MPT (Wang et al., 2023), which we
-# could not check here (that paper is not in the workspace). Tables 1, 4, 5
+# mark; we attribute their PT rows to MPT (Wang et al., 2023), which we
+# could not check against that paper. Tables 1, 4, 5
 # and 9 are the authors' own runs (C.1: "reconstructed soft prompts"; 4.4:
 # "we analyze DTVG only against some fundamental baselines").
 OWN = "run by the authors"
 ATTEMPT = "quoted from Asai et al. (2022), ATTEMPT (subscript 1 in the table)"
-MPT = "quoted from Wang et al. (2023), MPT, per issue 9 (the table prints no mark; not verified)"
+MPT = "quoted from Wang et al. (2023), MPT, by our reading (the table prints no mark; not verified)"
 # The other methods' rows, by the tables' subscripts (Table 2: 3 = Wang et al.,
 # 4 = Shi and Lipani; Table 7: 2 = Wang et al., 3 = Shi and Lipani). Tables 3
 # and 8 print no marks; section 4.1 says baselines are quoted where possible.
@@ -478,6 +491,19 @@ EXPERIMENTS: dict[str, Experiment] = {
             "without grouping (the released code's ablation 4, 'Without Grouping').",
             paper_averages=(("all", "SuperGLUE", 74.8), ("ts", "SuperGLUE", 75.9),
                             ("kc", "SuperGLUE", 75.1)),
+        ),
+        Experiment(
+            "figure1", "Figure 1",
+            "RTE validation as sources are added in a random order (mixing), and SPoT's most "
+            "similar source over training",
+            (Row("t5-base-dtvg-rte", "rte", "rte"),), (42,), split="validation",
+            variants=(*FIGURE1_MIXES, "spot-track"), run_variants=(*FIGURE1_MIXES, "spot-track"),
+            prerequisites=_stage1(("rte",)),
+            notes="Top: a prompt from P_init trained on RTE mixed with the first k sources of "
+            f"the order {', '.join(FIGURE1_ORDER)} (examples-proportional mixing without a "
+            "cap); the paper prints neither its order nor its seed. Bottom: SPoT on RTE, "
+            "logging the cosine of mean-pooled prompts to each source (paper section 1). "
+            "Draw it with `python -m dtvg_dist.report figure1`.",
         ),
         Experiment(
             "figure5", "Figure 5", "transfer ablation on SuperGLUE: only target, fixed group, DTVG",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, read_jsonl
 
 
@@ -34,7 +35,7 @@ def _metric(results: dict[str, Any], split: str) -> str:
 def summary_table(output_dir: Path, target_task: str) -> str:
     """PT (stage 1 on the target) next to the stage-2 method, and its groups."""
     rows = []
-    pt_file = output_dir / "stage1" / target_task / RESULTS
+    pt_file = run_files.stage1_dir(output_dir, target_task) / RESULTS
     if pt_file.is_file():
         rows.append(("PT (stage 1)", json.loads(pt_file.read_text())))
     main_file = output_dir / RESULTS
@@ -68,8 +69,7 @@ def summary_table(output_dir: Path, target_task: str) -> str:
 def run_dir(runs_dir: Path, recipe: str, variant: str, seed: int) -> Path:
     """Where one run of a row writes: runs/<recipe>/<seed> for the recipe's own
     method, runs/<recipe>@<variant>/<seed> for a baseline or an ablation."""
-    name = recipe if variant == "dtvg" else f"{recipe}@{variant}"
-    return Path(runs_dir) / name / str(seed)
+    return run_files.run_dir(runs_dir, recipe, seed, None if variant == "dtvg" else variant)
 
 
 def lr_variant(lr: float, source_lr: float) -> str:

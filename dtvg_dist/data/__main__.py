@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist import cli
+from dtvg_dist.errors import UsageError  # noqa: F401 - raised here; its public name
 from dtvg_dist.tasks.registry import TASKS, get_task
 from dtvg_dist.tasks.schema import DataError
 
@@ -42,9 +44,6 @@ otherwise data.* keys (data.local_dir, data.paths.TASK, data.revisions.TASK, ...
 
 _OWN_KEYS = ("recipe", "tasks", "tokenizer", "family", "sample")
 
-
-class UsageError(ValueError):
-    """A bad command line; the message says what to give instead."""
 
 
 @dataclass
@@ -178,7 +177,9 @@ def _recipe_tokenizer(node: dict[str, Any]) -> tuple[Any, str, str]:
 
 
 def _family(hf_config: Any) -> str:
-    return "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal"
+    from dtvg_dist.model.backbone import family_of
+
+    return family_of(hf_config)
 
 
 def _plan(req: Request) -> Plan:
@@ -254,22 +255,20 @@ def run_download(plan: Plan, dest: str) -> int:
     return 1 if failed else 0
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or "-h" in args or "--help" in args:
         print(USAGE)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from dtvg_dist.config import RecipeError
-    from dtvg_dist.model.backbone import BackboneUnavailable
-
-    try:
-        req = parse_args(args)
-        plan = _plan(req)
-        sample = _sample(req.options)
-    except (UsageError, RecipeError, BackboneUnavailable, DataError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # Beyond the package's user errors: the data settings' own ValueError and
+    # an unreadable local file (OSError) are the user's to fix here too.
+    code, got = cli.run_job(lambda: (req := parse_args(args), _plan(req), _sample(req.options)),
+                        also=(ValueError, OSError))
+    if got is None:
+        return code
+    req, plan, sample = got
     if req.command == "check":
         return run_check(plan, sample)
     return run_download(plan, req.to or "")

@@ -47,6 +47,7 @@ import pyarrow as pa
 from dtvg_dist.data import DataSettings, Layout, example_layout, expansion_rule, prepare_splits
 from dtvg_dist.data.rowtable import RowTable
 from dtvg_dist.data.sources import Part, locate_original
+from dtvg_dist.store import run_files
 from dtvg_dist.tasks import Task
 
 __all__ = [
@@ -62,7 +63,7 @@ __all__ = [
 log = logging.getLogger("dtvg_dist.data")
 
 CACHE_ENV = "DTVG_DATA_CACHE"
-DEFAULT_CACHE_DIR = "runs/.cache/tokenized"
+DEFAULT_CACHE_DIR = "tokenized"  # under run_files.cache_root()
 FORMAT = 1  # the files' layout; part of the key
 SPLITS = ("train", "validation", "test")
 BATCH_ROWS = 1000  # rows formatted and tokenized at a time
@@ -471,8 +472,10 @@ def cache_key(
 
 
 def cache_dir(settings: DataSettings) -> Path:
-    """data.cache_dir, else $DTVG_DATA_CACHE, else runs/.cache/tokenized."""
-    return Path(settings.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+    """data.cache_dir, else $DTVG_DATA_CACHE, else <$DTVG_CACHE or runs/.cache>/tokenized."""
+    if settings.cache_dir or os.environ.get(CACHE_ENV):
+        return Path(settings.cache_dir or os.environ[CACHE_ENV]).expanduser()
+    return run_files.cache_root() / DEFAULT_CACHE_DIR
 
 
 # ---- the entry point -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtvg_dist.errors import BackboneUnavailable, RecipeError
 from dtvg_dist.utils import to_plain
 
 logger = logging.getLogger("dtvg_dist.model.backbone")
@@ -89,10 +90,6 @@ def _looks_local(path: str) -> bool:
     )
 
 
-class BackboneUnavailable(ValueError):
-    """A backbone hub id whose files are not on this machine and cannot be
-    fetched (not in the hub cache, and the hub offline or unreachable)."""
-
 
 _CONFIG_FILES = ("config.json",)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "tokenizer.model")
@@ -156,17 +153,24 @@ def resolve_pretrained(settings: BackboneSettings) -> dict[str, str]:
         if os.path.isdir(path):
             out[what] = f"local folder {path}"
         elif _looks_local(value):
-            raise ValueError(f"backbone.{key}={value!r}: local folder not found")
+            raise RecipeError(f"backbone.{key}={value!r}: local folder not found")
         else:
             out[what] = _fetch_from_hub(key, value, filenames)
     return out
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """Map a ``dtype`` setting to a torch dtype, or say which values are valid."""
+    """Map a ``dtype`` setting to a torch dtype, or say which values are valid
+    (the one dtype table: the planner takes its byte sizes from here too)."""
     if name not in DTYPES:
-        raise ValueError(f"backbone.dtype={name!r} is not one of fp32, bf16, fp16")
+        raise RecipeError(f"backbone.dtype={name!r} is not one of fp32, bf16, fp16")
     return DTYPES[name]
+
+
+def family_of(hf_config: Any) -> str:
+    """The model family of a transformers config: "seq2seq" (encoder-decoder,
+    T5) or "causal" (decoder-only, Llama)."""
+    return "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal"
 
 
 def config_name(config: Mapping[str, Any], init_seed: int) -> str:
@@ -182,23 +186,23 @@ def config_name(config: Mapping[str, Any], init_seed: int) -> str:
 
 
 def validate_settings(s: BackboneSettings) -> None:
-    """Raise ValueError naming the key and value of the first bad setting."""
+    """Raise RecipeError naming the key and value of the first bad setting."""
     if (s.name_or_path is None) == (s.config is None):
-        raise ValueError(
+        raise RecipeError(
             "backbone: set exactly one of backbone.name_or_path (hub id or local folder) and "
             f"backbone.config (dict for random weights); got name_or_path={s.name_or_path!r}, "
             f"config={'set' if s.config is not None else None}"
         )
     resolve_dtype(s.dtype)
     if s.family not in FAMILIES:
-        raise ValueError(f"backbone.family={s.family!r} is not one of {', '.join(FAMILIES)}")
+        raise RecipeError(f"backbone.family={s.family!r} is not one of {', '.join(FAMILIES)}")
     if s.attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(
+        raise RecipeError(
             f"backbone.attn_implementation={s.attn_implementation!r} is not one of "
             f"{', '.join(ATTN_IMPLEMENTATIONS)}"
         )
     if s.config is not None and "model_type" not in s.config:
-        raise ValueError("backbone.config needs a 'model_type' key (e.g. 't5' or 'llama')")
+        raise RecipeError("backbone.config needs a 'model_type' key (e.g. 't5' or 'llama')")
     for key in ("name_or_path", "tokenizer"):
         value = getattr(s, key)
         if (
@@ -206,9 +210,9 @@ def validate_settings(s: BackboneSettings) -> None:
             and _looks_local(value)
             and not os.path.isdir(os.path.expanduser(value))
         ):
-            raise ValueError(f"backbone.{key}={value!r}: local folder not found")
+            raise RecipeError(f"backbone.{key}={value!r}: local folder not found")
     if s.load_in_8bit and s.config is not None:
-        raise ValueError(
+        raise RecipeError(
             "backbone.load_in_8bit=True needs backbone.name_or_path (a saved checkpoint); "
             "save the config-built model with save_pretrained and load that folder"
         )
@@ -237,7 +241,7 @@ def choose_attn_implementation(
         elif not supports_fa2:
             why = f"{model_cls.__name__} does not support it"
         if why:
-            raise ValueError(
+            raise RecipeError(
                 f"backbone.attn_implementation='flash_attention_2' cannot run: {why}. "
                 "Use attn_implementation='auto' (falls back to sdpa) or 'sdpa'."
             )
@@ -275,16 +279,15 @@ def cpu_has_native_bf16() -> bool:
 def warn_if_bf16_emulated(dtype: torch.dtype, device: torch.device) -> bool:
     """Log a warning when bf16 will run on a CPU that emulates it; True if warned.
 
-    Measured (/work/shared/PLATFORM.md): one SmolLM2-135M training step took
-    251 s in bf16 and 8.4 s in fp32 on an AMD EPYC with AVX2 only.
+    Why: on an AMD EPYC with AVX2 only, one SmolLM2-135M training step took
+    251 s in bf16 and 8.4 s in fp32 (docs/many-gpus.md).
     """
     if dtype != torch.bfloat16 or device.type != "cpu" or cpu_has_native_bf16():
         return False
     logger.warning(
         "backbone.dtype=bf16 on a CPU without native bf16 matrix instructions "
         "(no AVX512-BF16 / AMX; torch CPU capability %s): bf16 matmuls are emulated here "
-        "and run far slower than fp32 (one SmolLM2-135M training step: 251 s in bf16 vs "
-        "8.4 s in fp32 on an AVX2-only AMD EPYC). Set backbone.dtype=fp32 on this machine.",
+        "and can run many times slower than fp32. Set backbone.dtype=fp32 on this machine.",
         torch.backends.cpu.get_cpu_capability(),
     )
     return True
@@ -329,10 +332,10 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
         name = os.path.basename(os.path.normpath(path))
 
-    is_enc_dec = bool(getattr(hf_config, "is_encoder_decoder", False))
-    family = "seq2seq" if is_enc_dec else "causal"
+    family = family_of(hf_config)
+    is_enc_dec = family == "seq2seq"
     if settings.family != "auto" and settings.family != family:
-        raise ValueError(
+        raise RecipeError(
             f"backbone.family={settings.family!r} but the model config says {family!r} "
             f"(is_encoder_decoder={is_enc_dec})"
         )
@@ -400,7 +403,7 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(
+        raise RecipeError(
             f"backbone.tokenizer={tok_src!r} has {len(tokenizer)} tokens but the model's "
             f"embedding table has {model.get_input_embeddings().num_embeddings} rows"
         )

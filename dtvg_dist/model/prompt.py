@@ -253,6 +253,11 @@ class AnswerOutput(ModelOutput):
     logits: Tensor | None = None
     targets: Tensor | None = None
     keep: Tensor | None = None
+    # With return_hidden: the last hidden states (T5: encoder, decoder; causal:
+    # the one stack), the prompted attention mask and the (shifted) labels.
+    hidden: tuple[Tensor, ...] | None = None
+    mask_ext: Tensor | None = None
+    labels_ext: Tensor | None = None
 
 
 def token_mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -310,8 +315,19 @@ class PromptedModel(nn.Module):
     def is_seq2seq(self) -> bool:
         return self.family == "seq2seq"
 
-    def _insert(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
+    def _prompt(self, emb: Tensor, real: Tensor, task_ids: Tensor | None, prompt: Tensor | None) -> Tensor:
+        """The prompt to insert: ``prompt`` when given (MPT's teachers), else the
+        module's, told each row's task where ``task_ids`` is given (MPT's
+        source training: one prompt per task)."""
+        if prompt is not None:
+            return prompt
+        if task_ids is None:
+            return self.prompt(emb, real)
+        return self.prompt(emb, real, task_ids=task_ids)
+
+    def insert_prompt(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
         put the prompt in. Returns (embeds, mask, labels) extended by r.
@@ -332,7 +348,7 @@ class PromptedModel(nn.Module):
             if update is not None:
                 positions = torch.arange(length, device=input_ids.device).expand(bsz, -1)
                 emb = update(emb, positions.masked_fill(~real, -1), length)
-            prompt = self.prompt(emb, real).to(emb.dtype)  # fp32 master -> activation dtype
+            prompt = self._prompt(emb, real, task_ids, prompt).to(emb.dtype)  # fp32 master -> activation dtype
             prompt_b = prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)
             ones = attention_mask.new_ones(bsz, prompt_b.shape[1])
             return torch.cat([prompt_b, emb], 1), torch.cat([ones, attention_mask], 1), labels
@@ -361,7 +377,7 @@ class PromptedModel(nn.Module):
             real = real & (labels_ext == IGNORE_INDEX)
         if update is not None:
             emb = update(emb, torch.where(real, j - r - first, -1), length)
-        prompt = self.prompt(emb, real)
+        prompt = self._prompt(emb, real, task_ids, prompt)
         d = emb.shape[-1]
         rows = torch.arange(bsz, device=dev).unsqueeze(1) * (length + r) + first
         rows = (rows + torch.arange(r, device=dev)).reshape(-1)  # [B * r] flat rows
@@ -393,7 +409,7 @@ class PromptedModel(nn.Module):
         HF output with its ``.loss``."""
         if labels is not None and self.answer_only_logits:
             return self.answer_logits(input_ids, attention_mask, labels, **kwargs)
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels)
         if self.is_seq2seq:
             if labels_ext is not None:
                 labels_ext = labels_ext.contiguous()  # T5 computes its loss with .view(-1)
@@ -409,7 +425,9 @@ class PromptedModel(nn.Module):
         )
 
     def answer_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **kwargs: Any
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
+        return_hidden: bool = False, **kwargs: Any,
     ) -> AnswerOutput:
         """Logits at the answer positions and their token-mean loss (see AnswerOutput).
 
@@ -420,7 +438,9 @@ class PromptedModel(nn.Module):
         sees only the rows whose label is not -100. With
         ``answer_only_logits`` off the same rows are cut from full logits
         (a reference; same result, full cost)."""
-        embeds, mask, labels_ext = self._insert(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels, task_ids, prompt)
+        if return_hidden:  # MPT's distillation reads the last hidden states
+            kwargs["output_hidden_states"] = True
         assert labels_ext is not None
         if self.is_seq2seq:
             keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
@@ -431,9 +451,14 @@ class PromptedModel(nn.Module):
             call = {"inputs_embeds": embeds, "attention_mask": mask, **kwargs}
             if self.answer_only_logits:
                 with _head_rows(self.model.get_output_embeddings(), keep):
-                    logits = self.model(**call).logits
+                    out = self.model(**call)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (
+                (out.encoder_last_hidden_state, out.decoder_hidden_states[-1]) if return_hidden else None
+            )
         else:
             # Position j predicts token j + 1: keep j where label j + 1 is an answer token.
             nxt = F.pad(labels_ext[:, 1:], (0, 1), value=IGNORE_INDEX)
@@ -449,9 +474,12 @@ class PromptedModel(nn.Module):
                         "output head cannot be limited to the answer positions; set "
                         "backbone.answer_only_logits=false"
                     )
-                logits = self.model(**call, logits_to_keep=keep).logits
+                out = self.model(**call, logits_to_keep=keep)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (out.hidden_states[-1],) if return_hidden else None
             labels_ext = nxt
         if logits.dim() != 2:
             raise RuntimeError(
@@ -460,7 +488,9 @@ class PromptedModel(nn.Module):
             )
         targets = labels_ext[keep]
         return AnswerOutput(
-            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep
+            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep,
+            hidden=hidden, mask_ext=mask if return_hidden else None,
+            labels_ext=labels_ext if return_hidden else None,
         )
 
     @torch.no_grad()
@@ -477,7 +507,7 @@ class PromptedModel(nn.Module):
         kw.setdefault("do_sample", False)
         kw.setdefault("num_beams", 1)
         if self.is_seq2seq:
-            embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+            embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
             out = self.model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, **kw
             )
@@ -486,7 +516,7 @@ class PromptedModel(nn.Module):
         order = torch.sort(attention_mask.to(torch.long), dim=1, stable=True).indices
         input_ids = torch.gather(input_ids, 1, order)
         attention_mask = torch.gather(attention_mask, 1, order)
-        embeds, mask, _ = self._insert(input_ids, attention_mask, None)
+        embeds, mask, _ = self.insert_prompt(input_ids, attention_mask, None)
         if not kw.pop("use_cache", True):
             return self._greedy_no_cache(embeds, mask, max_new_tokens, **kw)
         out = self.model.generate(

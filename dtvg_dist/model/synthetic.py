@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -95,6 +95,15 @@ def synthetic_tasks() -> list[Task]:
         )
         for name, (rule, n_train, n_val, seed) in SPECS.items()
     ]
+
+
+def register_if_named(task_names: Iterable[object]) -> bool:
+    """Register the suite when any of `task_names` is one of its tasks: the one
+    "does this recipe use synthetic tasks" check (pipeline, planner, data check)."""
+    if any(str(name) in SPECS for name in task_names):
+        register_synthetic_tasks()
+        return True
+    return False
 
 
 def register_synthetic_tasks() -> None:

@@ -1,6 +1,7 @@
-"""The files of one run (DESIGN section 4): config.yaml, metrics.jsonl,
-grouping.jsonl, results.json, prompt.safetensors. Only the main process
-writes; every write of a whole file goes through a temporary name."""
+"""The files of one run (config.yaml, metrics.jsonl, grouping.jsonl,
+results.json, prompt.safetensors) and where runs live on disk, in one place.
+Only the main process writes; every write of a whole file goes through a
+temporary name."""
 
 from __future__ import annotations
 
@@ -18,6 +19,39 @@ METRICS = "metrics.jsonl"
 GROUPING = "grouping.jsonl"
 RESULTS = "results.json"
 PROMPT = "prompt.safetensors"
+
+# ---- the run-folder layout: every command and report reads it from here ----
+RUNS_DIR = Path("runs")
+STAGE1 = "stage1"  # <output_dir>/stage1/<task>: the stage-1 runs of a pipeline
+CACHE_ENV = "DTVG_CACHE"  # the root of the caches (synthetic backbones, tokenized splits)
+
+
+def cache_root() -> Path:
+    """$DTVG_CACHE, else runs/.cache: synthetic backbones and (unless
+    $DTVG_DATA_CACHE or data.cache_dir) tokenized splits live under it."""
+    return Path(os.environ.get(CACHE_ENV) or RUNS_DIR / ".cache").expanduser()
+
+
+def run_dir(runs_dir: Path | str, recipe: str, seed: int, variant: str | None = None) -> Path:
+    """<runs>/<recipe>/<seed>, or <runs>/<recipe>@<variant>/<seed> for a
+    baseline or an ablation of the recipe."""
+    name = recipe if variant is None else f"{recipe}@{variant}"
+    return Path(runs_dir) / name / str(seed)
+
+
+def stage1_dir(output_dir: Path | str, task: str) -> Path:
+    """A stage-1 run of `task` inside its pipeline's output_dir."""
+    return Path(output_dir) / STAGE1 / task
+
+
+def default_bank_dir(backbone_name: str) -> Path:
+    """The bank a recipe without bank_dir shares with every recipe of its backbone."""
+    return RUNS_DIR / "bank" / backbone_name
+
+
+def seed_bank_dir(bank: Path | str, seed: int) -> Path:
+    """One bank per seed inside `bank` (P_init drawn under that seed)."""
+    return Path(bank) / f"seed{seed}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

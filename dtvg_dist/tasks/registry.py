@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 from dtvg_dist.tasks.base import Task
 
-__all__ = ["TASKS", "get_task", "register_task", "unregister_task"]
+__all__ = ["TASKS", "get_task", "register_task", "restore", "snapshot", "unregister_task"]
 
 _REGISTRY: dict[str, Task] = {}
 
@@ -47,6 +47,18 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
 def unregister_task(name: str) -> None:
     """Remove a task (mainly for tests and notebooks that re-register)."""
     _REGISTRY.pop(name, None)
+
+
+def snapshot() -> dict[str, Task]:
+    """A copy of the registry, for `restore`: tests and notebooks that register
+    tasks put it back as it was."""
+    return dict(_REGISTRY)
+
+
+def restore(saved: dict[str, Task]) -> None:
+    """Make the registry exactly `saved` (a `snapshot()`), in its order."""
+    _REGISTRY.clear()
+    _REGISTRY.update(saved)
 
 
 def get_task(name: str) -> Task:

@@ -12,13 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dtvg_dist.errors import DataError  # noqa: F401 - raised here; its public name
+
 __all__ = ["KINDS", "Column", "DataError", "check_row"]
 
 KINDS = ("text", "label", "choice", "score", "int", "list", "json")
 
-
-class DataError(ValueError):
-    """A dataset could not be loaded or a row is invalid; the message says where."""
 
 
 @dataclass(frozen=True)

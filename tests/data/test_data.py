@@ -317,13 +317,11 @@ def test_encode_release_template_matches_the_released_tokenisation_on_llama3():
     """The released decoder_preprocess_function tokenises f"{source} Label : " and
     the target separately (each with the tokenizer's BOS), then appends pad
     (= EOS, Llama-3 has no pad token): our ids must be the same."""
-    from pathlib import Path
+    from tokenizer_fixtures import LLAMA3_SKIP, llama3_dir
 
-    # shared/fixtures next to the checkout or above a worktree (as tests/conftest.py)
-    found = (p / "shared" / "fixtures" for p in Path(__file__).resolve().parents[1:])
-    folder = next((f for f in found if f.is_dir()), Path("shared/fixtures")) / "llama3-tokenizer"
+    folder = llama3_dir()
     if not (folder / "tokenizer.json").is_file():
-        pytest.skip(f"real tokenizer fixture absent: {folder}")
+        pytest.skip(LLAMA3_SKIP)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir
 
 from dtvg_dist.data import (
     DataSettings,
@@ -26,8 +27,6 @@ from dtvg_dist.data.tokenized import TokenizedSplit, cache_dir, tokenized_splits
 from dtvg_dist.tasks import Task, get_task
 
 TESTS = Path(__file__).resolve().parents[1]
-# The workspace's shared/fixtures next to the checkout (or a worktree of it).
-FIXTURES = next((p / "shared" / "fixtures" for p in TESTS.parents if (p / "shared" / "fixtures").is_dir()), None)
 
 
 def _hub_fixtures():
@@ -59,15 +58,15 @@ def tokenizers(toy_words) -> dict:
     from dtvg_dist.model.toy_tokenizer import build_toy_tokenizer
 
     out = {"toy": build_toy_tokenizer(toy_words)}
-    for name, folder in (("t5", "t5-tokenizer"), ("llama3", "llama3-tokenizer")):
-        if FIXTURES is not None and (FIXTURES / folder / "tokenizer.json").is_file():
-            out[name] = AutoTokenizer.from_pretrained(str(FIXTURES / folder))
+    for name, folder in (("t5", T5_DIR), ("llama3", llama3_dir())):
+        if (folder / "tokenizer.json").is_file():
+            out[name] = AutoTokenizer.from_pretrained(str(folder))
     return out
 
 
 def tokenizer(tokenizers: dict, name: str):
     if name not in tokenizers:
-        pytest.skip(f"real tokenizer fixture absent: shared/fixtures/{name} (only in the dtvg workspace)")
+        pytest.skip(LLAMA3_SKIP)  # T5's ships with the tests
     return tokenizers[name]
 
 
@@ -248,8 +247,13 @@ def test_a_folder_another_process_finished_first_wins(tokenizers, tmp_path):
 
 
 def test_cache_location_setting_env_and_default(monkeypatch, tmp_path):
+    from dtvg_dist.store import run_files
+
     monkeypatch.delenv(tokenized.CACHE_ENV, raising=False)
+    monkeypatch.delenv(run_files.CACHE_ENV, raising=False)
     assert cache_dir(DataSettings()) == Path("runs/.cache/tokenized")
+    monkeypatch.setenv(run_files.CACHE_ENV, str(tmp_path / "root"))
+    assert cache_dir(DataSettings()) == tmp_path / "root" / "tokenized"
     monkeypatch.setenv(tokenized.CACHE_ENV, str(tmp_path / "env"))
     assert cache_dir(DataSettings()) == tmp_path / "env"
     assert cache_dir(DataSettings(cache_dir=str(tmp_path / "set"))) == tmp_path / "set"

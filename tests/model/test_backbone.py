@@ -93,7 +93,7 @@ def test_bf16_on_cpu_that_emulates_it_warns(tiny_llama_config, monkeypatch, capl
     warned = "bf16 matmuls are emulated" in caplog.text
     assert warned == (dtype == "bf16" and not native)
     if warned:
-        assert "251 s in bf16" in caplog.text and "Set backbone.dtype=fp32" in caplog.text
+        assert "emulated" in caplog.text and "Set backbone.dtype=fp32" in caplog.text
 
 
 @pytest.mark.parametrize(

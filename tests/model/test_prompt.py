@@ -125,7 +125,7 @@ def test_llama_prompt_sits_before_first_real_token(tiny_checkpoints):
     model = PromptedModel(bb, prompt)
     enc = _batch(bb.tokenizer, "left")
     labels = enc.input_ids.clone()
-    embeds, mask, labels_ext = model._insert(enc.input_ids, enc.attention_mask, labels)
+    embeds, mask, labels_ext = model.insert_prompt(enc.input_ids, enc.attention_mask, labels)
     emb = bb.model.get_input_embeddings()(enc.input_ids)
     for b in range(len(TEXTS)):
         pads = int((enc.attention_mask[b] == 0).sum())

@@ -13,11 +13,12 @@ from dtvg_dist.model.methods.attempt import ATTEMPT, AttemptSettings
 from dtvg_dist.model.methods.base import BuildContext, Built, Method, trainable_count
 from dtvg_dist.model.methods.dept import DePT, DeptSettings
 from dtvg_dist.model.methods.dtvg import DTVG
+from dtvg_dist.model.methods.mpt import MPT, MptSettings
 from dtvg_dist.model.methods.pt import PromptTuning
 from dtvg_dist.model.methods.spot import SPoT
 from dtvg_dist.model.methods.tpv import TPVTransfer
 
-_BUILTIN: tuple[Method, ...] = (PromptTuning(), SPoT(), TPVTransfer(), DTVG(), ATTEMPT(), DePT())
+_BUILTIN: tuple[Method, ...] = (PromptTuning(), SPoT(), TPVTransfer(), DTVG(), ATTEMPT(), DePT(), MPT())
 REGISTRY: dict[str, Method] = {m.name: m for m in _BUILTIN}
 
 
@@ -39,6 +40,6 @@ def get_method(name: str) -> Method:
 
 __all__ = [
     "ATTEMPT", "DTVG", "REGISTRY", "AttemptSettings", "BuildContext", "Built", "DePT",
-    "DeptSettings", "Method", "PromptTuning", "SPoT", "TPVTransfer", "get_method",
+    "DeptSettings", "MPT", "Method", "MptSettings", "PromptTuning", "SPoT", "TPVTransfer", "get_method",
     "method_names", "trainable_count",
 ]

@@ -88,6 +88,12 @@ class Method:
         Returns facts for the stage-2 results.json."""
         return {}
 
+    def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Any:
+        """The file :meth:`pre_stage` leaves for the bank ``bank_dir`` (a Path),
+        or None when it leaves none. A grid runs the pre-stage once per such
+        file (``stage=pre``) and makes the stage-2 runs that read it wait."""
+        return None
+
     def build(self, ctx: BuildContext) -> Built:
         raise NotImplementedError
 
@@ -98,6 +104,10 @@ class Method:
     def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
         """Trainable / frozen tensor sizes for the launch planner."""
         return PromptState(r * d, 0, r * d)
+
+    def pre_stage_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState | None:
+        """Tensor sizes of the pre-stage's prompt module for the planner (None: no pre-stage)."""
+        return None
 
     def prompt_tokens(self, cfg: Any) -> int:
         """Positions the prompt adds to every input (the planner's activations)."""

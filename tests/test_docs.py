@@ -1,0 +1,94 @@
+"""The docs cannot drift from the code: every command in a ```bash runnable
+fence of README.md or docs/*.md runs here, in a fresh folder per page, top to
+bottom (a page may train a run and then predict from it), and every
+`python -m dtvg_dist.X` anywhere in the docs names a command that exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+RUNNABLE = "```bash runnable"
+COMMAND = re.compile(r"python3? -m (dtvg_dist(?:\.\w+)*)")
+
+
+def fences(text: str) -> list[tuple[str, list[str]]]:
+    """(opening line, body lines) of every fenced block."""
+    blocks, current, opener = [], None, ""
+    for line in text.splitlines():
+        if current is None and line.startswith("```"):
+            current, opener = [], line.strip()
+        elif current is not None and line.strip() == "```":
+            blocks.append((opener, current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def runnable_commands(page: Path) -> list[str]:
+    """The shell commands of a page's runnable fences (continuations joined)."""
+    commands: list[str] = []
+    for opener, body in fences(page.read_text()):
+        if opener != RUNNABLE:
+            continue
+        joined = "\n".join(body).replace("\\\n", " ")
+        commands += [c.strip() for c in joined.splitlines() if c.strip() and not c.lstrip().startswith("#")]
+    return commands
+
+
+def test_readme_is_short_and_keeps_the_ci_blocks() -> None:
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 250
+    for marker in ("<!-- demo-command -->", "<!-- /demo-command -->", "<!-- test-command -->", "<!-- /test-command -->"):
+        assert marker in text, marker
+
+
+def test_every_page_is_linked_from_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    for page in PAGES[1:]:
+        assert f"docs/{page.name}" in readme, page.name
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_commands_in_the_docs_exist(page: Path) -> None:
+    """A renamed or removed command fails here, in every fence, runnable or not."""
+    for _, body in fences(page.read_text()):
+        for module in COMMAND.findall("\n".join(body)):
+            assert importlib.util.find_spec(module) is not None, f"{page.name}: python -m {module}"
+
+
+RUNNABLE_PAGES = [p for p in PAGES if runnable_commands(p)]
+
+
+def test_the_runnable_pages_are_found() -> None:
+    assert {p.name for p in RUNNABLE_PAGES} >= {"README.md", "outputs.md", "reproducing.md"}
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=lambda p: p.name)
+def test_runnable_commands_run(page: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"  # `python` in the docs is this interpreter
+    bin_dir.mkdir()
+    for name in ("python", "python3"):
+        (bin_dir / name).symlink_to(sys.executable)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    for command in runnable_commands(page):
+        assert COMMAND.search(command) or shlex.split(command)[0] in {"printf", "cat", "ls"}, command
+        proc = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{page.name}: {command}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
