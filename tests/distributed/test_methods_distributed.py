@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_runs import check, evals, launch_cmd, losses, prompt, results, run, single_cmd, start, wait
+from dist_runs import (
+    check,
+    evals,
+    launch_cmd,
+    losses,
+    prompt,
+    results,
+    run,
+    single_cmd,
+    start,
+    wait,
+)
 
 pytestmark = pytest.mark.distributed
 
