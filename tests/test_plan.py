@@ -182,3 +182,21 @@ def test_cli_module_prints_the_plan() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "recommended: DDP bf16" in proc.stdout
     assert "accelerate launch --config_file launch_configs/multi_gpu_ddp.yaml --num_processes 8" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["attempt", "dept"])
+def test_method_prompt_sizes_reach_memory_and_traffic(method: str) -> None:
+    """The planner asks the method: ATTEMPT trains the target prompt plus the
+    attention module (sources frozen, as buffers); DePT a shorter prompt plus A
+    and B, and its inputs are shorter by r - m positions."""
+    world = 2
+    extra = ["dept.prompt_length=4", "dept.rank=2", "dept.max_length=64"] if method == "dept" else []
+    p = make_plan("tiny-llama", gpus=world, gpu_memory_gib=10.0,
+                  overrides=["stage=2", f"method={method}", *extra])
+    d, r = 32, 8
+    trainable = r * d + 2 * 100 * d + 2 * d if method == "attempt" else 4 * d + 64 * 2 + 2 * d
+    assert p.workload["prompt_trainable"] == trainable
+    assert p.mode("ddp").sends == int(2 * (world - 1) / world * trainable * 4)
+    dtvg = make_plan("tiny-llama", gpus=world, gpu_memory_gib=10.0, overrides=["stage=2"])
+    if method == "dept":
+        assert p.mode("ddp").activations < dtvg.mode("ddp").activations  # 4 prompt rows, not 8

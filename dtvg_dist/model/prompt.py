@@ -71,8 +71,10 @@ class SoftPrompt(nn.Module):
         self.prompt = nn.Parameter(init.detach().to(torch.float32).clone())
 
     def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
-        """The [r, d] prompt; the inputs (see PromptedModel) are not needed."""
-        return self.prompt
+        """The [r, d] prompt; the inputs (see PromptedModel) are not needed.
+        A new tensor, not the parameter: ZeRO-3 may free the parameter's
+        storage when this forward returns."""
+        return self.prompt.clone()
 
     def param_groups(
         self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0

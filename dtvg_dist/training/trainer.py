@@ -48,6 +48,7 @@ from dtvg_dist.training.distributed import (
     all_reduce_sum,
     checkpoint_optimizer,
     full_trainable_state,
+    gathered,
     keep_prompt_whole,
     load_trainable_state,
     mask_broadcaster,
@@ -455,7 +456,8 @@ class Trainer:
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
-        saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
+        with gathered(list(self.prompt.parameters())):  # ZeRO-3: whole tensors, every rank
+            saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
         self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})

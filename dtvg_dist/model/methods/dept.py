@@ -112,7 +112,9 @@ class DePTPrompt(nn.Module):
         )
 
     def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
-        return self.prompt
+        # A new tensor, not the parameter: ZeRO-3 may free the parameter's
+        # storage when this forward returns (seen with tiny Llama).
+        return self.prompt.clone()
 
     def param_groups(
         self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
