@@ -133,8 +133,8 @@ class MPTSourcePrompts(nn.Module):
         self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None,
         task_ids: Tensor | None = None,
     ) -> Tensor:
-        if task_ids is None:
-            return self.shared
+        if task_ids is None:  # a copy: under ZeRO-3 the parameter's storage is released after forward
+            return self.shared.clone()
         return mpt_prompt(self.shared, self.u.index_select(0, task_ids), self.v.index_select(0, task_ids))
 
     def param_groups(
