@@ -3,7 +3,8 @@ codes, so `train`, `predict`, `plan`, ... agree.
 
 A `UserError` (bad recipe, missing file, unavailable backbone, bad bank or run
 folder, bad command line) is one `error:` line on stderr and exit 2; a diverged
-training run (`TrainingDiverged`) exit 3. Anything else is a bug and keeps its
+training run (`TrainingDiverged`) exit 3; a run stopped by a signal after its
+checkpoint (`Preempted`) exit 75, requeue it. Anything else is a bug and keeps its
 traceback."""
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from dtvg_dist.errors import EXIT_DIVERGED, EXIT_USER_ERROR, TrainingDiverged, UserError
+from dtvg_dist.errors import (
+    EXIT_DIVERGED,
+    EXIT_REQUEUE,
+    EXIT_USER_ERROR,
+    Preempted,
+    TrainingDiverged,
+    UserError,
+)
 
 T = TypeVar("T")
 
@@ -24,6 +32,8 @@ def exit_code(err: BaseException) -> int | None:
         return EXIT_USER_ERROR
     if isinstance(err, TrainingDiverged):
         return EXIT_DIVERGED
+    if isinstance(err, Preempted):
+        return EXIT_REQUEUE
     return None
 
 
@@ -33,9 +43,9 @@ def run_job(job: Callable[[], T], also: tuple[type[BaseException], ...] = ()) ->
     as user errors (exit 2)."""
     try:
         return 0, job()
-    except (UserError, TrainingDiverged, *also) as err:
+    except (UserError, TrainingDiverged, Preempted, *also) as err:
         code = exit_code(err) or EXIT_USER_ERROR
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{'stopped' if code == EXIT_REQUEUE else 'error'}: {err}", file=sys.stderr)
         return code, None
 
 

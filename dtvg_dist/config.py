@@ -22,14 +22,22 @@ from dtvg_dist.core import GROUPING_RULES
 from dtvg_dist.data import TEMPLATES, DataSettings
 from dtvg_dist.errors import RecipeError
 from dtvg_dist.model.backbone import BackboneSettings
+from dtvg_dist.model.methods import (
+    AttemptSettings,
+    DeptSettings,
+    MptSettings,
+    get_method,
+    method_names,
+)
 from dtvg_dist.training.tracking import missing_tracker_package
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-STAGES = ("1", "2", "all")
-# pt: prompt tuning from P_init; spot: start from the source prompt with the
-# highest cosine of mean-pooled prompts (SPoT); tpv: the same single-source
-# start, the source chosen by Eq. 2 on TPVs (Table 1, C.1); dtvg: stage 2.
-METHODS = ("pt", "spot", "tpv", "dtvg")
+# pre: only the method's work between stage 1 and stage 2 (MPT's source
+# training), so that a grid runs it once for every target that reuses it.
+STAGES = ("1", "pre", "2", "all")
+# The registered prompt methods (dtvg_dist/model/methods/): pt, spot, tpv,
+# dtvg, attempt, dept, ... Each may have a settings node named after it.
+METHODS = method_names()
 
 
 @dataclass
@@ -42,7 +50,8 @@ class PromptSettings:
 @dataclass
 class GroupingSettings:
     # greedy (Algorithm 2 as printed) | first-drop (section 3.2's text) |
-    # prefix-argmax (the released code) | positive | exhaustive-kc | all | none
+    # prefix-argmax (the released code) | positive | exhaustive-kc (the released
+    # KC ablation) | exhaustive-kc-nonempty | all | none
     rule: str = "greedy"
     fixed: bool = False  # keep the group `rule` picks at step 0 for the whole run (Figure 5)
 
@@ -51,7 +60,17 @@ class GroupingSettings:
 class OptimSettings:
     lr: float = 0.3  # target prompt / TPV and alpha_t (paper C.7)
     source_lr: float = 0.4  # source alphas (DTVG only)
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-5  # stage 1 (and stage 2 unless stage2_weight_decay is set)
+    # Adam's epsilon; 1e-8 is torch's and the transformers Trainer's default
+    # (TrainingArguments.adam_epsilon), which the released stage 1 runs with.
+    eps: float = 1e-8
+    # Stage 2's AdamW; None = the stage-1 value above. The released stage 2
+    # builds its own transformers.AdamW(groups, lr=...) (zpy2477/DTVG
+    # run_seq2seq.py lines 537-541), whose defaults in transformers 4.45.2
+    # (optimization.py, AdamW.__init__) are weight_decay=0.0 and eps=1e-6:
+    # the paper recipes set those (recipes/t5-base.yaml).
+    stage2_weight_decay: float | None = None
+    stage2_eps: float | None = None
     warmup_steps: int = 500
     max_steps: int = 30000
     batch_size: int = 32  # global batch per optimizer step, per micro-step
@@ -68,6 +87,7 @@ class Stage1Settings:
     source_max_steps: int | None = None  # for the source tasks (paper: 300k)
     lr: float | None = None  # default: optim.lr
     overwrite: bool = False  # retrain tasks the bank already has
+    lock_wait_s: float = 3600.0  # wait this long for another process training the same entry
 
 
 @dataclass
@@ -76,6 +96,13 @@ class EvalSettings:
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: the task's max target length
     rank_classification: bool = False  # classification: score the label words instead of generating
+    # QA (MRQA, SQuAD): "all" = best over every gold answer; "target" = against
+    # the trained target (answers[0]) decoded from its label ids, the released
+    # ATTEMPT/DePT data path (ReCoRD keeps all answers there too).
+    qa_references: str = "all"
+    # Generation (GEM): "text" = the target text; "target" = its label ids
+    # decoded (T5: truncated at 128 tokens), what the released code scores.
+    nlg_references: str = "text"
 
 
 @dataclass
@@ -83,6 +110,10 @@ class LoggingSettings:
     every_steps: int = 10
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
     progress_bar: bool = True
+    # Every logging.every_steps, the cosine of the mean-pooled prompt with each
+    # source's stage-1 prompt (SPoT's measure) to metrics.jsonl rows with
+    # split "source_similarity" (Figure 1, bottom).
+    source_similarity: bool = False
 
 
 @dataclass
@@ -111,6 +142,9 @@ class Recipe:
     data: DataSettings = field(default_factory=DataSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    attempt: AttemptSettings = field(default_factory=AttemptSettings)
+    dept: DeptSettings = field(default_factory=DeptSettings)
+    mpt: MptSettings = field(default_factory=MptSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     stage1: Stage1Settings = field(default_factory=Stage1Settings)
     eval: EvalSettings = field(default_factory=EvalSettings)
@@ -264,10 +298,16 @@ def validate(cfg: DictConfig) -> None:
         )
     _one_of(cfg, "grouping.rule", GROUPING_RULES)
     _one_of(cfg, "data.template", TEMPLATES)
+    _one_of(cfg, "eval.qa_references", ("all", "target"))
+    _one_of(cfg, "eval.nlg_references", ("text", "target"))
     if not cfg.target_task:
         raise RecipeError("target_task is not set (e.g. target_task=rte)")
-    if cfg.method != "pt" and cfg.stage != "1" and not cfg.source_tasks:
+    method = get_method(cfg.method)
+    if method.uses_sources and cfg.stage != "1" and not cfg.source_tasks:
         raise RecipeError(f"method={cfg.method} needs source_tasks (a list of task names)")
+    problem = method.check(cfg)
+    if problem:
+        raise RecipeError(problem)
     if len(set(cfg.source_tasks)) != len(cfg.source_tasks):
         raise RecipeError(f"source_tasks {list(cfg.source_tasks)} names a task twice")
     if cfg.target_task in cfg.source_tasks and not cfg.target_as_source:
@@ -289,9 +329,10 @@ def validate(cfg: DictConfig) -> None:
                 "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",
                 "eval.max_new_tokens"):
         _positive(cfg, key)
-    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm"):
+    for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm", "optim.eps",
+                "optim.stage2_eps"):
         _positive(cfg, key)
-    for key in ("optim.warmup_steps", "optim.weight_decay"):
+    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.stage2_weight_decay"):
         _positive(cfg, key, allow_zero=True)
     for tracker in cfg.logging.trackers:
         # Checked here, before any model loads: accelerate would only warn and train untracked.

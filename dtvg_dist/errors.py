@@ -35,6 +35,18 @@ class UsageError(UserError, ValueError):
     """A bad command line; the message says what to give instead."""
 
 
+class RunLocked(UserError, RuntimeError):
+    """Another live process holds a run folder's or bank entry's lock."""
+
+
+class CheckpointError(UserError, ValueError):
+    """No usable checkpoint to resume from; the message says what to delete."""
+
+
+class Preempted(RuntimeError):
+    """Training stopped on a signal after writing a checkpoint (exit 75: requeue)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf (not a user error: exit 3)."""
 

@@ -103,6 +103,12 @@ def _meta_model(base: str) -> tuple[Any, bool]:
 
 def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -> Path:
     """Write the PEFT prompt-tuning adapter of `run` into `out_dir`; returns it."""
+    method = run.method_spec()
+    if method.peft_adapter is None:
+        raise RecipeError(
+            f"{run.run_dir}: method {method.name} cannot be exported to PEFT: {method.peft_refusal}. "
+            "Use `python -m dtvg_dist.predict` with the run folder instead"
+        )
     try:
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     except ImportError:
@@ -125,7 +131,15 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
             f"base model {base!r} has embedding width {width} but the run's soft prompt is "
             f"[{r}, {d}]: it was trained on another backbone"
         )
-    peft_config = PromptTuningConfig(
+    multitask = method.peft_adapter == "MULTITASK_PROMPT_TUNING"
+    config_cls: Any = PromptTuningConfig
+    extra: dict[str, Any] = {}
+    if multitask:  # MPT: P* o (u v^T) as PEFT's one-task, rank-one multitask prompt
+        from peft import MultitaskPromptTuningConfig
+
+        config_cls, extra = MultitaskPromptTuningConfig, {"num_tasks": 1, "num_ranks": 1}
+    peft_config = config_cls(
+        **extra,
         task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
         num_virtual_tokens=r,
         token_dim=d,
@@ -139,7 +153,14 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
     encoder = peft_model.prompt_encoder["default"]
     encoder.to_empty(device="cpu")  # built on meta with the base model; give it storage
     with torch.no_grad():
-        encoder.embedding.weight.copy_(run.soft_prompt)
+        if multitask:
+            # PEFT's MultitaskPromptEmbedding.forward: embedding.weight *
+            # (prefix_task_cols[task] @ prefix_task_rows[task]), cols [1, r, 1], rows [1, 1, d].
+            encoder.embedding.weight.copy_(run.tensors["shared"])
+            encoder.prefix_task_cols.copy_(run.tensors["u"].reshape(1, r, 1))
+            encoder.prefix_task_rows.copy_(run.tensors["v"].reshape(1, 1, d))
+        else:
+            encoder.embedding.weight.copy_(run.soft_prompt)
     peft_model.peft_config["default"].base_model_name_or_path = base
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
@@ -150,6 +171,9 @@ def export_peft(run: TrainedRun, out_dir: Path, base_model: str | None = None) -
         "best_step": run.results.get("best_step"),
         "base_model": base,
         "num_virtual_tokens": r,
+        **({"peft_type": "MULTITASK_PROMPT_TUNING",
+            "usage": "PEFT's multitask prompt needs task_ids: pass task_ids=torch.zeros(batch, dtype=long)"}
+           if multitask else {}),
     }
     (out_dir / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     if tokenizer is not None:

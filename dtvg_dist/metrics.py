@@ -47,6 +47,9 @@ __all__ = [
     "bleu_dtvg",
     "gem_tokenize",
     "rouge",
+    "rouge_dtvg",
+    "meteor_dtvg",
+    "wordnet_reader",
 ]
 
 
@@ -292,3 +295,183 @@ def rouge(
             totals[k] += max(s[k].fmeasure for s in scores)
     n = len(predictions)
     return {k: 100.0 * v / n for k, v in totals.items()}
+
+
+# ---- the ROUGE and METEOR of the released DTVG code (Table 4, checkpoint choice) ------
+# DTVG's metrics/metrics.py compute_nlg_metrics -> metrics/rouge.py compute_rouge:
+# per example and per reference, rouge_score([pred.lower()], [ref.lower()])
+# with words = text.split(" ") (so runs of spaces give empty words), ROUGE-N on
+# n-gram *sets*, F = 2PR / (P + R + 1e-8), ROUGE-L sentence level on the LCS,
+# F = 2PR / (P + R + 1e-12), no stemming; each score is the best over the
+# references, then the mean over examples. The release prints fractions; these
+# are percent.
+
+
+def _dtvg_words(text: str) -> list[str]:
+    return text.lower().split(" ")
+
+
+def _set_rouge_n(hyp: list[str], ref: list[str], n: int) -> float:
+    def grams(words: list[str]) -> set[tuple[str, ...]]:
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+    h, r = grams(hyp), grams(ref)
+    overlap = len(h & r)
+    precision = overlap / len(h) if h else 0.0
+    recall = overlap / len(r) if r else 0.0
+    return 2.0 * ((precision * recall) / (precision + recall + 1e-8))
+
+
+def _lcs_length(x: list[str], y: list[str]) -> int:
+    prev = [0] * (len(y) + 1)
+    for xi in x:
+        cur = [0]
+        for j, yj in enumerate(y, start=1):
+            cur.append(prev[j - 1] + 1 if xi == yj else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def _rouge_l_sentence(hyp: list[str], ref: list[str]) -> float:
+    lcs = _lcs_length(hyp, ref)
+    r_lcs, p_lcs = lcs / len(ref), lcs / len(hyp)
+    return 2 * r_lcs * p_lcs / (r_lcs + p_lcs + 1e-12)
+
+
+def rouge_dtvg(
+    predictions: Sequence[str], references: Sequence[str | Sequence[str]]
+) -> dict[str, float]:
+    """ROUGE-1/2/L F as the released DTVG code computes them (see above), in
+    percent, as `rouge1_dtvg`, `rouge2_dtvg`, `rougeL_dtvg`."""
+    _check_lengths(predictions, references)
+    totals = {"rouge1_dtvg": 0.0, "rouge2_dtvg": 0.0, "rougeL_dtvg": 0.0}
+    for pred, ref in zip(predictions, references, strict=True):
+        refs = _as_list(ref)
+        if not refs:
+            raise ValueError("a generation reference is empty")
+        hyp = _dtvg_words(pred)
+        best = dict.fromkeys(totals, 0.0)
+        for r in refs:
+            words = _dtvg_words(r)
+            best["rouge1_dtvg"] = max(best["rouge1_dtvg"], _set_rouge_n(hyp, words, 1))
+            best["rouge2_dtvg"] = max(best["rouge2_dtvg"], _set_rouge_n(hyp, words, 2))
+            best["rougeL_dtvg"] = max(best["rougeL_dtvg"], _rouge_l_sentence(hyp, words))
+        for k in totals:
+            totals[k] += best[k]
+    n = len(predictions)
+    return {k: 100.0 * v / n for k, v in totals.items()}
+
+
+# DTVG's metrics/meteor.py is NLTK's METEOR (exact, Porter-stem, then WordNet
+# synonym matches; alpha 0.9, beta 3, gamma 0.5; str.lower), the best over the
+# references, on the same tokens as its BLEU (GEM tokens, see gem_tokenize).
+# WordNet's data is no Python package: Debian's `wordnet-base` installs the
+# WordNet 3.0 database in /usr/share/wordnet, the files NLTK's reader opens,
+# except `lexnames` (the lexicographer file list), which METEOR never reads but
+# the reader opens at start: it is written from lexnames(5WN).
+WORDNET_DIRS = ("/usr/share/wordnet",)
+_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
+    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
+    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
+    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
+    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather",
+    "adj.ppl",
+)
+_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+_wordnet_cache: dict[str, object] = {}
+
+
+def _wordnet_folder() -> str | None:
+    import os
+
+    for folder in (os.environ.get("DTVG_WORDNET"), *WORDNET_DIRS):
+        if folder and os.path.isfile(os.path.join(folder, "data.noun")):
+            return folder
+    return None
+
+
+def _wordnet30_class(base: type) -> type:
+    class WordNet30(base):  # type: ignore[misc, valid-type]
+        """The reader with no mapping to NLTK's own `wordnet` corpus: the
+        database is WordNet 3.0 itself, and the map only serves the
+        multilingual (OMW) functions METEOR never calls."""
+
+        def map_wn(self, version: str = "wordnet") -> None:
+            return None
+
+    return WordNet30
+
+
+def _wordnet_copy(folder: str) -> str:
+    """A copy of the database with `lexnames` added, in the user's cache
+    (NLTK refuses files reached through links out of its root). Written to a
+    temporary folder and renamed, so concurrent processes never see half."""
+    import os
+    import shutil
+    import tempfile
+
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dtvg_dist")
+    root = os.path.join(cache, "wordnet-3.0")
+    if os.path.isfile(os.path.join(root, "lexnames")):
+        return root
+    os.makedirs(cache, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="wordnet-", dir=cache)
+    for name in os.listdir(folder):
+        if name.startswith(("data.", "index.")) or name.endswith(".exc"):
+            shutil.copyfile(os.path.join(folder, name), os.path.join(tmp, name))
+    with open(os.path.join(tmp, "lexnames"), "w") as out:
+        for i, name in enumerate(_LEXNAMES):
+            out.write(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n")
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def wordnet_reader():
+    """NLTK's WordNet reader over a WordNet 3.0 database folder (DTVG_WORDNET,
+    else Debian's /usr/share/wordnet), or None when there is none; built once."""
+    if "reader" in _wordnet_cache:
+        return _wordnet_cache["reader"]
+    import os
+    import warnings as _warnings
+
+    folder = _wordnet_folder()
+    reader = None
+    if folder is not None:
+        import nltk
+        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+        root = folder
+        if not os.path.isfile(os.path.join(folder, "lexnames")):
+            root = _wordnet_copy(folder)
+        if root not in nltk.data.path:
+            nltk.data.path.append(root)  # NLTK reads only from its data path
+        with _warnings.catch_warnings():  # "multilingual functions are not available": none used
+            _warnings.simplefilter("ignore", UserWarning)
+            reader = _wordnet30_class(WordNetCorpusReader)(root, None)
+    _wordnet_cache["reader"] = reader
+    return reader
+
+
+def meteor_dtvg(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> float | None:
+    """Mean METEOR (percent) as the released DTVG code computes it; None when
+    no WordNet database is installed (the caller says so and leaves it out)."""
+    _check_lengths(predictions, references)
+    wordnet = wordnet_reader()
+    if wordnet is None:
+        return None
+    from nltk.translate.meteor_score import meteor_score
+
+    total = 0.0
+    for pred, ref in zip(predictions, references, strict=True):
+        refs = [gem_tokenize(r) for r in _as_list(ref)]
+        if not refs:
+            raise ValueError("a generation reference is empty")
+        total += meteor_score(refs, gem_tokenize(pred), wordnet=wordnet)
+    return 100.0 * total / len(predictions)

@@ -1,10 +1,12 @@
-"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (PT, SPoT or
-DTVG transfer on the target), wired from a validated recipe."""
+"""Stage 1 (prompt tuning per task -> TPV bank) and stage 2 (the recipe's
+method on the target, see dtvg_dist.model.methods), wired from a validated recipe."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,21 +16,23 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from dtvg_dist.config import RecipeError, recipe_tasks, resolved_yaml
-from dtvg_dist.data import DataSettings
+from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
-from dtvg_dist.model.prompt import (
-    DTVGPrompt,
-    SoftPrompt,
-    sample_p_init,
-    spot_pick_source,
-    tpv_pick_source,
-)
+from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
+from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
 from dtvg_dist.store import run_files
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
+from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
 from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.tasks import TASKS, get_task
-from dtvg_dist.training.distributed import accelerator_for_recipe, gathered, zero_init
+from dtvg_dist.training.distributed import (
+    accelerator_for_recipe,
+    all_reduce_sum,
+    gathered,
+    zero_init,
+)
+from dtvg_dist.training.signals import stop_request
 from dtvg_dist.training.tracking import flat_config
 from dtvg_dist.training.trainer import RunResult, RunSpec, Trainer
 
@@ -96,7 +100,7 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
         sort_keys=True,
     )
     folder = run_files.cache_root() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
+    folder = ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
     settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
 
@@ -107,6 +111,11 @@ class Pipeline:
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))
+        stop_request()  # from here on SIGTERM / SIGUSR1 stop training cleanly
+        self._locks = contextlib.ExitStack()
+        self._entry_claims = self._locks.enter_context(contextlib.ExitStack())
+        self._lock_output_dir()
+        self.bank_used: dict[str, Path] = {}  # task -> entry file this run was built from
         # Rank 0 first: ranks must not write the tokenizer (or a synthetic
         # checkpoint) at once; no zero.Init there, it would need every rank.
         with self.acc.main_process_first(), zero_init(self.acc, False):
@@ -130,6 +139,66 @@ class Pipeline:
             self.acc.init_trackers(cfg.recipe, config=config)
             where = f"; TensorBoard event files in {self.out / cfg.recipe}" if "tensorboard" in cfg.logging.trackers else ""
             log.info("trackers %s (project %s)%s", list(cfg.logging.trackers), cfg.recipe, where)
+
+    def _agree(self, value: int) -> int:
+        """The main process's `value` on every rank (the others pass 0)."""
+        return int(all_reduce_sum(self.acc, torch.tensor(float(value), device=self.acc.device)).item())
+
+    def _lock_output_dir(self) -> None:
+        """Hold output_dir for this pipeline's life: a second process on the
+        same folder stops here, before writing anything."""
+        refused: RunLocked | None = None
+        if self.acc.is_main_process:
+            try:
+                self._locks.enter_context(run_lock(self.out))
+            except RunLocked as err:
+                refused = err
+        if self._agree(refused is not None):
+            raise refused or RunLocked(f"run folder {self.out} is in use by another process")
+
+    def close(self) -> None:
+        """Give the output_dir lock back."""
+        self._locks.close()
+
+    def _load_bank(self, tasks: list[str], r: int) -> dict[str, BankEntry]:
+        entries = load_bank(self.bank_dir, tasks, backbone=self.backbone.name,
+                            d=self.backbone.hidden_size, r=r)
+        self.bank_used.update({task: entry.path for task, entry in entries.items()})
+        return entries
+
+    def _claim_entry(self, name: str) -> bool:
+        """Take stage 1's lock on bank entry `name` (giving back the previous
+        entry's), polled by the main process with every rank in step; True
+        when another process held it first and has written the entry
+        meanwhile, so this one uses it instead of training it again."""
+        self._entry_claims.close()
+        claim = EntryClaim(self.bank_dir, name) if self.acc.is_main_process else None
+        deadline = time.monotonic() + self.cfg.stage1.lock_wait_s
+        status, wait = 0, 0.0  # 0 waiting, 1 taken, 2 taken after a wait, 3 gave up
+        while status == 0:
+            if claim is not None:
+                if claim.try_take(wait):
+                    status = 2 if claim.waited else 1
+                elif time.monotonic() >= deadline:
+                    status = 3
+                elif wait == 0.0:
+                    log.info("stage 1: bank entry %s is being trained by %s; waiting up to %s s",
+                             name, claim.holder(), self.cfg.stage1.lock_wait_s)
+                wait = max(0.0, min(5.0, deadline - time.monotonic()))
+            status = self._agree(status)
+        if status == 3:
+            raise RunLocked(
+                f"bank entry {name} in {self.bank_dir} is still being trained by "
+                f"{claim.holder() if claim else 'another process'} after "
+                f"stage1.lock_wait_s={self.cfg.stage1.lock_wait_s}; run again when it has finished"
+            )
+        if claim is not None:
+            self._entry_claims.callback(claim.release)
+        done = status == 2 and entry_path(self.bank_dir, name).is_file()
+        if done:
+            log.info("stage 1: %s was trained meanwhile by another process; using its bank entry",
+                     name)
+        return done
 
     # -------------------------------------------------------------------- data
     def splits(self, task_name: str) -> dict[str, TokenizedSplit]:
@@ -162,9 +231,9 @@ class Pipeline:
     def p_init(self, tasks: list[str]) -> torch.Tensor:
         """The bank's P_init when it has one (never re-sampled), else a new sample."""
         entry = self._existing_p_init(tasks)
-        r, d = self.cfg.prompt.length, self.backbone.hidden_size
+        r = self.cfg.prompt.length
         if entry is not None:
-            load_bank(self.bank_dir, [entry.task], backbone=self.backbone.name, d=d, r=r)
+            self._load_bank([entry.task], r)
             log.info("P_init from bank entry %s (seed %d)", entry.path, entry.init_seed)
             return entry.p_init
         weight = self.backbone.model.get_input_embeddings().weight
@@ -183,6 +252,8 @@ class Pipeline:
         results = {}
         p_init = self.p_init(tasks) if todo else None
         for name in todo:
+            if self._claim_entry(name):
+                continue
             is_source = name in cfg.source_tasks
             max_steps = (cfg.stage1.source_max_steps if is_source else None) or cfg.stage1.max_steps
             data = self.splits(name)
@@ -199,6 +270,8 @@ class Pipeline:
                 validation=data["validation"],
                 test=data["test"],
                 extra_results={"stage": 1, "init_seed": cfg.prompt.init_seed},
+                bank_entries=dict(self.bank_used),
+                stage=1,
             )
             result = Trainer(cfg, spec, self.backbone, self.acc).run()
             if self.acc.is_main_process:
@@ -210,54 +283,82 @@ class Pipeline:
                 log.info("stage 1: %s -> bank entry %s", name, path)
             self.acc.wait_for_everyone()
             results[name] = result
+        self._entry_claims.close()
         return results
+
+    # ------------------------------------------------------- multi-task runs
+    def train_mixture(
+        self, *, name: str, prompt: torch.nn.Module, tasks: list[str], model_factory: Any,
+        max_steps: int, lr: float, extra_results: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Train ``prompt`` on the union of the training examples of ``tasks``
+        (examples-proportional mixing: one seeded permutation of the union,
+        each example tagged with its task's index as ``task_id``), with the
+        loss of ``model_factory``'s model. No validation: the last state is
+        kept. Writes ``<output_dir>/<name>/``; what a method trains before
+        stage 2 (MPT's source training) runs here."""
+        train = [
+            {**feature, "task_id": k}
+            for k, task in enumerate(tasks)
+            for feature in self.splits(task)["train"]
+        ]
+        spec = RunSpec(
+            name=name,
+            task=get_task(tasks[0]),
+            method=self.cfg.method,
+            prompt=prompt,
+            run_dir=self.out / name,
+            max_steps=max_steps,
+            lr=lr,
+            source_lr=lr,
+            train=train,
+            validation=[],
+            test=[],
+            extra_results={"mixture_tasks": list(tasks), **(extra_results or {})},
+            model_factory=model_factory,
+            select_last=True,
+        )
+        return Trainer(self.cfg, spec, self.backbone, self.acc).run()
 
     # ------------------------------------------------------------------ stage 2
     def stage2_prompt(self) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The stage-2 prompt module of `method` and what results.json should
-        say about it (the bank it came from, the chosen source or the rule)."""
+        say about it (the bank it came from, the chosen source or the rule).
+        The method says which bank entries it reads and builds the module."""
         cfg = self.cfg
-        method = cfg.method
-        needed = list(dict.fromkeys([cfg.target_task] + (list(cfg.source_tasks) if method != "pt" else [])))
-        entries = load_bank(
-            self.bank_dir, needed, backbone=self.backbone.name,
-            d=self.backbone.hidden_size, r=cfg.prompt.length,
-        )
-        target = entries[cfg.target_task]
-        dev = self.acc.device
-        facts: dict[str, Any] = {"bank_dir": str(self.bank_dir), "p_init_seed": target.init_seed}
-        if method == "pt":
-            return SoftPrompt(target.p_init.to(dev)), facts
-        sources = [entries[name] for name in cfg.source_tasks]
-        if method in ("spot", "tpv"):
-            # Both start the target from one source's stage-1 prompt (SPoT; paper C.1):
-            # SPoT picks by cosine of mean-pooled prompts, TPV by Eq. 2 on the TPVs.
-            if method == "spot":
-                index = spot_pick_source(target.prompt, torch.stack([s.prompt for s in sources]))
-            else:
-                index = tpv_pick_source(target.tpv, torch.stack([s.tpv for s in sources]))
-            log.info("%s: initialising from source %s", method.upper(), sources[index].task)
-            return SoftPrompt(sources[index].prompt.to(dev)), {
-                **facts, f"{method}_source": sources[index].task
-            }
-        module = DTVGPrompt(
-            target.p_init.to(dev),
-            target.tpv.to(dev),
-            torch.stack([s.tpv for s in sources]).to(dev),
-            [s.task for s in sources],
-            rule=cfg.grouping.rule,
-            fixed=cfg.grouping.fixed,
-        )
-        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
-                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
-        return module, {**facts, "grouping_rule": cfg.grouping.rule,
-                        "grouping_fixed": bool(cfg.grouping.fixed),
-                        "source_tasks": list(cfg.source_tasks)}
+        method = get_method(cfg.method)
+        entries = self._load_bank(method.bank_tasks(cfg), cfg.prompt.length)
+        ctx = BuildContext(cfg, entries, self.backbone, self.acc.device, pipeline=self)
+        built = method.build(ctx)
+        count = trainable_count(built.module)
+        log.info("%s: %d trainable parameters", method.title, count)
+        return built.module, {"bank_dir": str(self.bank_dir),
+                              "p_init_seed": ctx.target.init_seed,
+                              "trainable_parameters": count, **built.facts}
+
+    def similarity_sources(self) -> tuple[list[str], torch.Tensor] | None:
+        """The sources' stage-1 prompts when logging.source_similarity is on
+        (Figure 1, bottom: which source SPoT finds most similar over training)."""
+        cfg = self.cfg
+        if not cfg.logging.source_similarity or not cfg.source_tasks:
+            return None
+        entries = load_bank(self.bank_dir, list(cfg.source_tasks), backbone=self.backbone.name,
+                            d=self.backbone.hidden_size, r=cfg.prompt.length)
+        names = list(cfg.source_tasks)
+        return names, torch.stack([entries[n].prompt for n in names]).to(self.acc.device)
 
     def run_stage2(self) -> RunResult:
         cfg = self.cfg
+        method = get_method(cfg.method)
+        pre = method.pre_stage(self)  # e.g. MPT's source training; nothing for most methods
         prompt, extra = self.stage2_prompt()
+        lr, second_lr = method.learning_rates(cfg)
         data = self.splits(cfg.target_task)
+        train: Any = data["train"]
+        if cfg.data.mix_tasks:  # Figure 1 (top): the target mixed with these tasks
+            train = MixedSplit([train, *(self.splits(t)["train"] for t in cfg.data.mix_tasks)])
+            log.info("stage 2: training on %s mixed with %s (%d examples, examples-proportional)",
+                     cfg.target_task, ", ".join(cfg.data.mix_tasks), len(train))
         spec = RunSpec(
             name=f"stage2/{cfg.method}",
             task=get_task(cfg.target_task),
@@ -265,20 +366,27 @@ class Pipeline:
             prompt=prompt,
             run_dir=self.out,
             max_steps=cfg.optim.max_steps,
-            lr=cfg.optim.lr,
-            source_lr=cfg.optim.source_lr,
-            train=data["train"],
+            lr=lr,
+            source_lr=second_lr,
+            train=train,
             validation=data["validation"],
             test=data["test"],
-            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **extra},
+            extra_results={"stage": 2, "recipe": cfg.recipe, "seed": cfg.seed, **pre, **extra},
+            bank_entries=dict(self.bank_used),
+            similarity_sources=self.similarity_sources(),
         )
         return Trainer(cfg, spec, self.backbone, self.acc).run()
 
     def run(self) -> PipelineResult:
         result = PipelineResult(self.out)
-        if self.cfg.stage in ("1", "all"):
-            result.stage1 = self.run_stage1()
-        if self.cfg.stage in ("2", "all"):
-            result.stage2 = self.run_stage2()
+        try:
+            if self.cfg.stage in ("1", "all"):
+                result.stage1 = self.run_stage1()
+            if self.cfg.stage == "pre":
+                get_method(self.cfg.method).pre_stage(self)
+            if self.cfg.stage in ("2", "all"):
+                result.stage2 = self.run_stage2()
+        finally:
+            self.close()
         self.acc.end_training()
         return result

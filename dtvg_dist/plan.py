@@ -39,6 +39,7 @@ from dtvg_dist.analysis.memory import (
     zero3_elements_per_rank,
 )
 from dtvg_dist.config import list_recipes, load_recipe
+from dtvg_dist.model.methods import get_method
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIGS = REPO / "launch_configs"
@@ -109,6 +110,8 @@ def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
         return "stage 1 (prompt tuning)", stage1
     if cfg.stage == "2":
         return f"stage 2 ({cfg.method})", [target]
+    if cfg.stage == "pre":  # the method's pre-stage over the sources (MPT's source training)
+        return f"pre-stage ({cfg.method})", list(cfg.source_tasks)
     return f"stage 1 + stage 2 ({cfg.method})", list(dict.fromkeys([*stage1, target]))
 
 
@@ -127,8 +130,14 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
         raise PlanError(f"backbone.dtype={dtype!r} is not one of fp32, bf16, fp16")
     r = int(cfg.prompt.length)
     n_src = len(cfg.source_tasks)
-    dtvg = cfg.method == "dtvg" and cfg.stage != "1"
-    prompt = PromptState.of("dtvg" if dtvg else "pt", r, shape.hidden, n_src)
+    # The method says what its stage-2 prompt holds and how many positions it
+    # adds; stage 1 is prompt tuning with r rows. With both stages, the larger.
+    method = get_method("pt" if cfg.stage == "1" else str(cfg.method))
+    prompt = method.prompt_state(cfg, r, shape.hidden, n_src)
+    if cfg.stage == "pre":
+        prompt = method.pre_stage_state(cfg, r, shape.hidden, n_src) or prompt
+    tokens = method.prompt_tokens(cfg)
+    prompt_len = tokens if cfg.stage == "2" else max(r, tokens)
     out = []
     for name in names if task_name is None else [task_name]:
         try:
@@ -137,7 +146,7 @@ def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[
             raise PlanError(str(err)) from None
         out.append(Workload(
             recipe=str(cfg.recipe), stage_desc=stage_desc, task=task.name,
-            batch=int(cfg.optim.batch_size), grad_accum=int(cfg.optim.grad_accum), prompt_len=r,
+            batch=int(cfg.optim.batch_size), grad_accum=int(cfg.optim.grad_accum), prompt_len=prompt_len,
             source_len=task.max_source_length, target_len=task.max_target_length,
             eval_batch=int(cfg.eval.batch_size),
             new_tokens=int(cfg.eval.max_new_tokens or task.max_target_length),
@@ -426,6 +435,31 @@ def make_plan(
         },
         modes=modes, recommended=key, why=why, launch_notes=notes,
     )
+
+
+def recommend(
+    recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan a grid gives a run: the fewest GPUs of one node (1, 2, 4,
+    ... up to ``max_gpus``) on which a mode that keeps the backbone's
+    numerics fits (DDP, ZeRO-3); only when none does, the fewest on which
+    DDP 8-bit fits. The plan at ``max_gpus`` (recommended None) when
+    nothing fits."""
+    counts = [1]
+    while counts[-1] * 2 <= max_gpus:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != max_gpus and max_gpus > 1:
+        counts.append(max_gpus)
+    plans: list[Plan] = []
+    for gpus in counts:
+        plans.append(make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config))
+        if plans[-1].recommended in ("ddp", "zero3"):
+            return plans[-1]
+    for plan in plans:
+        if plan.recommended is not None:
+            return plan
+    return plans[-1]
 
 
 # -------------------------------------------------------------------- output

@@ -148,7 +148,7 @@ def predict_file(
 
     from dtvg_dist.data import encode
     from dtvg_dist.model.backbone import load_backbone
-    from dtvg_dist.model.prompt import PromptedModel, SoftPrompt
+    from dtvg_dist.model.prompt import PromptedModel
     from dtvg_dist.pipeline import backbone_settings, check_tasks
     from dtvg_dist.store.run_files import atomic_write_text
     from dtvg_dist.training.distributed import LaunchError, build_accelerator
@@ -181,7 +181,7 @@ def predict_file(
             f"{run.run_dir}: the soft prompt is [{r}, {d}] but backbone {backbone.name} has width "
             f"{backbone.hidden_size}"
         )
-    model = PromptedModel(backbone, SoftPrompt(run.soft_prompt.to(acc.device))).eval()
+    model = PromptedModel(backbone, run.prompt_module().to(acc.device)).eval()
     features = encode(task, rows.rows, backbone.tokenizer, backbone.family, cfg.data.template)
     words = list(task.label_words) if task.is_classification else None
     rank = bool(cfg.eval.rank_classification) and words is not None

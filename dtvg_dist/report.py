@@ -6,6 +6,14 @@ from dtvg_dist import cli
 from dtvg_dist.analysis.report import STD_CONVENTIONS, write_report
 
 
+def _parameter_counts(recipe: str) -> dict[str, int | None]:
+    """Figure 8's x axis: every registered method's module, built at `recipe`'s sizes."""
+    from dtvg_dist.config import load_recipe
+    from dtvg_dist.parameter_counts import method_parameter_counts
+
+    return method_parameter_counts(load_recipe(recipe))
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -17,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:  # the analysis figures: dtvg_dist.analysis.figures
         from dtvg_dist.analysis.figures import main as figures_main
 
-        return figures_main(argv)
+        return figures_main(argv, parameter_counts=_parameter_counts)
 
     from dtvg_dist.analysis.paper_results import EXPERIMENTS
 

@@ -1,276 +1,136 @@
 """Run one of the paper's experiments end to end: its stage-1 recipes, then
 every row's recipe over the experiment's seeds, then the report.
 
-    python -m dtvg_dist.reproduce EXPERIMENT [--seeds 22,32] [--variants dtvg,pt]
-        [--recipes A,B] [--runs-dir runs] [--launcher "accelerate launch --config_file X"]
-        [--shared-bank] [--lr-search] [--std sample|population]
-        [--no-stage1] [--dry-run] [key=value ...]
+    python -m dtvg_dist.reproduce EXPERIMENT [--executor serial|local|slurm]
+        [--max-parallel N] [--gpus-per-run auto|N] [--gpu-memory GiB]
+        [--seeds 22,32] [--variants dtvg,pt] [--recipes A,B] [--runs-dir runs]
+        [--launcher "accelerate launch --config_file X"] [--shared-bank]
+        [--lr-search] [--std sample|population] [--no-stage1] [--dry-run]
+        [key=value ...]
+    python -m dtvg_dist.reproduce EXPERIMENT --status [same options]
+    python -m dtvg_dist.reproduce demo [--seeds 22,32] [--variants pt,dtvg] [...]
     python -m dtvg_dist.reproduce table9 [--recipes t5-base-dtvg-rte] [--steps 20] [--rounds 3]
     python -m dtvg_dist.reproduce --list
 
-Stage 1 runs once per seed by default, as the released scripts do (they
-load `<task>_seed=<seed>` TPVs): seed S trains its TPVs from a P_init drawn
-with seed S into `<bank>/seed<S>`. `--shared-bank` trains one bank at the
-recipes' seed and lets every seed use it (cheaper, less spread).
+The experiment is a grid of jobs with explicit dependencies
+(dtvg_dist.grid): a stage-2 run starts only once the stage-1 runs of its
+bank are done, and a failed stage-1 run fails only the runs that need it.
+The executor decides where they run: `serial` one at a time (default),
+`local` up to --max-parallel at once on this machine's GPUs (or cores),
+`slurm` on a cluster. Each run is a subprocess of the trainer CLI, so a
+crash ends one run, not the grid; its output is in `<run folder>/run.log`.
 
-Each run is a subprocess of the trainer CLI, so a crash ends one run, not
-the grid, and any launcher works. A run whose results.json exists is
-skipped, and a stage-1 recipe whose TPVs are all in its bank is skipped, so
-an interrupted grid resumes by running the same command again.
+A run whose results.json exists is skipped, a stage-1 run whose TPVs are
+all in its bank is skipped, and a run another process holds is waited for,
+never started twice, so an interrupted grid resumes by running the same
+command again; `--status` shows every run's state.
+
+`--gpus-per-run auto` (default) asks the planner (python -m dtvg_dist.plan)
+for each recipe's recommended launch on the visible GPUs (or --gpu-memory);
+on a CPU machine every run is one process. A number overrides it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import shlex
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from dtvg_dist import cli
-from dtvg_dist.analysis.paper_results import EXPERIMENTS, LR_GRID, TABLE9, VARIANTS, Experiment
-from dtvg_dist.analysis.report import lr_variant, run_dir, write_report
+from dtvg_dist.analysis.demo_report import DEMO, claims, collect, to_text, write_outputs
+from dtvg_dist.analysis.memory import GIB
+from dtvg_dist.analysis.paper_results import EXPERIMENTS, TABLE9, VARIANTS
+from dtvg_dist.analysis.report import write_report
 from dtvg_dist.config import RecipeError, load_recipe
-from dtvg_dist.store.bank import entry_path
-from dtvg_dist.store.run_files import RESULTS
+from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs
+from dtvg_dist.grid.executors import (
+    FAILED,
+    OK_STATES,
+    SUBMITTED,
+    Executor,
+    Result,
+    load_executors,
+    make_executor,
+    summary,
+    visible_gpus,
+)
+from dtvg_dist.grid.jobs import Launch
+from dtvg_dist.grid.status import render, status
 
-RESERVED = ("seed", "output_dir")  # set per run by this script
-PER_SEED_RESERVED = ("prompt.init_seed",)  # set per seed unless --shared-bank
-DEFAULT_RUNS = Path("runs")
 TABLE9_RECIPE = "t5-base-dtvg-rte"  # appendix J: T5-base on RTE
+REPO = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Job:
-    """One trainer invocation (or a skip, with its reason)."""
-
-    recipe: str
-    output_dir: Path
-    args: list[str]  # the trainer's arguments after `-m dtvg_dist.train`
-    stage1: bool = False
-    seed: int | None = None
-    variant: str = "dtvg"
-    copies: list[tuple[Path, Path]] = field(default_factory=list)  # bank entries to copy first
-    links: list[tuple[Path, str]] = field(default_factory=list)  # variant folder -> shared runs
-    skip: str | None = None
+# ------------------------------------------------------------- how to launch
+def _absolute_configs(tokens: list[str]) -> list[str]:
+    """The planner prints launch_configs/ relative to the repository; a grid
+    may run from anywhere."""
+    return [str(REPO / t) if t.startswith("launch_configs/") else t for t in tokens]
 
 
-def relocate(path: str, runs_dir: Path) -> str:
-    """A recipe path under runs/ moved under --runs-dir, so a smoke test in
-    another folder never writes (or reads) the real TPV banks."""
-    if runs_dir == DEFAULT_RUNS or not path.startswith("runs/"):
-        return path
-    return str(runs_dir / path[len("runs/"):])
+def planned_launch(recipe: str, overrides: list[str], gpus: int | None, gpu_memory_gib: float,
+                   max_gpus: int) -> Launch:
+    """The planner's launch for a recipe: at `gpus` GPUs, or (None) at the
+    fewest GPUs on which a mode fits. One GPU in DDP is this python itself
+    (launch_configs/single_gpu.yaml says the two are the same)."""
+    from dtvg_dist.plan import make_plan, recommend
+
+    plan = (make_plan(recipe, gpus, gpu_memory_gib, 1, overrides) if gpus is not None
+            else recommend(recipe, gpu_memory_gib, max_gpus, overrides))
+    if plan.recommended is None:
+        raise RecipeError(f"recipe {recipe}: no launch mode fits {plan.gpus} GPU(s) of "
+                          f"{gpu_memory_gib:g} GiB ({plan.why}); see python -m dtvg_dist.plan "
+                          f"recipe={recipe} --gpus {plan.gpus} --gpu-memory {gpu_memory_gib:g}")
+    mode = plan.mode(plan.recommended)
+    tokens = shlex.split(mode.launch)
+    cut = tokens.index("-m")
+    tail = tokens[cut + 2:]  # recipe=R, the overrides given, the mode's own
+    extra = tuple(t for t in tail[1:] if t not in overrides)
+    if plan.world == 1 and mode.key == "ddp":
+        return Launch(prefix=(sys.executable,), gpus=1, extra=extra, mode="ddp")
+    return Launch(prefix=tuple(_absolute_configs(tokens[:cut])), gpus=plan.world, extra=extra,
+                  mode=mode.key)
 
 
-def seed_bank(bank: str, seed: int) -> str:
-    """The per-seed bank folder: `<bank>/seed<S>`; a bank path that already
-    interpolates ${seed} (the few-shot banks) is per seed as it stands."""
-    return bank if "${seed}" in bank else f"{bank}/seed{seed}"
+def launch_for(gpus_per_run: str, launcher: str | None, gpu_memory_gib: float | None,
+               devices: list[str]) -> LaunchFor:
+    """How every job of the grid is started, from --gpus-per-run, --launcher
+    and --gpu-memory; the planner is asked once per recipe and overrides."""
+    explicit = None if gpus_per_run == "auto" else int(gpus_per_run)
+    if launcher:
+        prefix = tuple(shlex.split(launcher))
+        count = explicit if explicit is not None else (1 if devices else 0)
+        return lambda recipe, overrides: Launch(prefix=prefix, gpus=count)
+    memory = gpu_memory_gib
+    if memory is None and devices:
+        import torch
+
+        memory = torch.cuda.get_device_properties(0).total_memory / GIB
+    if memory is None:  # no GPU: one CPU process per run, or the explicit count
+        if explicit is None or explicit <= 1:
+            return lambda recipe, overrides: Launch(prefix=(sys.executable,), gpus=explicit or 0)
+        count = explicit
+        ddp = ("accelerate", "launch", "--config_file", str(REPO / "launch_configs/multi_gpu_ddp.yaml"),
+               "--num_processes", str(count))
+        return lambda recipe, overrides: Launch(prefix=ddp, gpus=count, mode="ddp")
+    max_gpus = max(1, len(devices)) if devices else 8
+
+    @functools.cache
+    def cached(recipe: str, overrides: tuple[str, ...]) -> Launch:
+        return planned_launch(recipe, list(overrides), explicit, memory, max_gpus)
+
+    return lambda recipe, overrides: cached(recipe, tuple(overrides))
 
 
-@dataclass
-class Loaded:
-    """A validated recipe, the overrides its runs get, and its bank path
-    (moved under --runs-dir unless the user set bank_dir; may hold ${...})."""
-
-    cfg: DictConfig
-    overrides: list[str]
-    bank: str | None
-    bank_moved: bool
-
-
-def _load(recipe: str, overrides: list[str], runs_dir: Path) -> Loaded:
-    try:
-        cfg = load_recipe(recipe, overrides)
-    except RecipeError as err:
-        raise RecipeError(f"recipe {recipe}: {err}") from None
-    raw = OmegaConf.to_container(cfg, resolve=False).get("bank_dir")
-    user_set = any(item.startswith("bank_dir=") for item in overrides)
-    moved = relocate(raw, runs_dir) if isinstance(raw, str) and not user_set else raw
-    return Loaded(cfg, list(overrides), moved, moved != raw)
-
-
-def _bank_args(loaded: Loaded, seed: int | None, per_seed: bool) -> tuple[list[str], Path | None]:
-    """Overrides that point a run at its bank, and the folder they resolve to
-    for run seed `seed` (None: the recipe's). Shared: the recipe's bank
-    (relocated if needed); per seed: `seed_bank` of it, P_init drawn with
-    the seed."""
-    cfg = loaded.cfg.copy()
-    if seed is not None:
-        cfg.seed = seed
-    if not per_seed:
-        args = []
-        if loaded.bank_moved:
-            cfg.bank_dir = loaded.bank  # ${seed} etc. stay interpolations
-            args = [f"bank_dir={loaded.bank}"]
-        return args, Path(cfg.bank_dir) if cfg.bank_dir else None
-    if loaded.bank is None:
-        raise RecipeError(f"recipe {cfg.recipe} sets no bank_dir: per-seed banks need one "
-                          "(set bank_dir, or pass --shared-bank)")
-    cfg.bank_dir = seed_bank(loaded.bank, cfg.seed)
-    folder = str(cfg.bank_dir)  # resolved with the run's seed
-    return [f"prompt.init_seed={cfg.seed}", f"bank_dir={folder}"], Path(folder)
-
-
-def _stage1_job(recipe: str, overrides: list[str], runs_dir: Path, seed: int | None) -> Job:
-    loaded = _load(recipe, overrides, runs_dir)
-    cfg = loaded.cfg
-    bank_args, bank = _bank_args(loaded, seed, per_seed=seed is not None)
-    run_seed = cfg.seed if seed is None else seed
-    out = runs_dir / recipe / str(run_seed)
-    head = [f"recipe={recipe}"] + ([f"seed={seed}"] if seed is not None else [])
-    job = Job(recipe, out, [*head, f"output_dir={out}", *bank_args, *overrides], stage1=True,
-              seed=seed)
-    tasks = list(cfg.stage1.tasks) or list(dict.fromkeys([*cfg.source_tasks, cfg.target_task]))
-    if bank is not None and all(entry_path(bank, t).is_file() for t in tasks):
-        job.skip = f"bank {bank} has {', '.join(tasks)}"
-    return job
-
-
-def _source_copies(cfg: DictConfig, bank: Path, source_bank: Path) -> list[tuple[Path, Path]]:
-    """Few-shot: the run's own bank gets the full-data source TPVs (C.8)."""
-    return [
-        (entry_path(source_bank, task), entry_path(bank, task))
-        for task in cfg.source_tasks
-        if not entry_path(bank, task).is_file()
-    ]
-
-
-def lr_grid() -> dict[str, tuple[str, ...]]:
-    """C.7's learning-rate pairs as variants of the dtvg column."""
-    return {lr_variant(lr, slr): (f"optim.lr={lr}", f"optim.source_lr={slr}")
-            for lr in LR_GRID[0] for slr in LR_GRID[1]}
-
-
-def _same_run(a: DictConfig, b: DictConfig) -> bool:
-    """Two configurations that would train the same run."""
-    return OmegaConf.to_container(a, resolve=False) == OmegaConf.to_container(b, resolve=False)
-
-
-def plan(
-    exp: Experiment,
-    *,
-    seeds: tuple[int, ...],
-    variants: tuple[str, ...],
-    overrides: list[str],
-    runs_dir: Path,
-    recipes: tuple[str, ...] | None = None,
-    stage1: bool = True,
-    shared_bank: bool = False,
-    lr_search: bool = False,
-) -> list[Job]:
-    """Every job of the experiment in run order: per seed, its stage-1 runs
-    (with --shared-bank: once, first), then its stage-2 runs."""
-    reserved = RESERVED if shared_bank else RESERVED + PER_SEED_RESERVED
-    for item in overrides:
-        if item.split("=", 1)[0] in reserved:
-            hint = "--shared-bank" if item.startswith("prompt.") else "--seeds / --runs-dir"
-            raise RecipeError(f"{item!r}: this script sets it per run (see {hint})")
-    extra = dict(lr_grid()) if lr_search else {}
-    if lr_search and "dtvg" not in variants:
-        raise RecipeError("--lr-search searches the dtvg column: include dtvg in --variants")
-    table = {**VARIANTS, **extra}
-    names = [*variants, *extra]
-    loaded = {(r, v): _load(r, [*table[v], *overrides], runs_dir)
-              for r in recipes or exp.recipes for v in dict.fromkeys(["dtvg", *names])}
-    source_bank = relocate(exp.source_bank, runs_dir) if exp.source_bank else None
-    jobs: list[Job] = []
-    if stage1 and shared_bank:
-        jobs += [_stage1_job(r, overrides, runs_dir, None) for r in exp.prerequisites]
-    for seed in seeds:
-        if stage1 and not shared_bank:
-            jobs += [_stage1_job(r, overrides, runs_dir, seed) for r in exp.prerequisites]
-        planned: dict[Path, Job] = {}
-        for recipe in recipes or exp.recipes:
-            for variant in names:
-                this = loaded[(recipe, variant)]
-                out = run_dir(runs_dir, recipe, variant, seed)
-                link: tuple[Path, str] | None = None
-                free = out.parent.is_symlink() or not out.parent.exists()
-                if variant != "dtvg" and free and _same_run(this.cfg, loaded[(recipe, "dtvg")].cfg):
-                    # e.g. prefix-argmax on the paper recipes: their own rule
-                    out = run_dir(runs_dir, recipe, "dtvg", seed)
-                    link = (run_dir(runs_dir, recipe, variant, seed).parent, out.parent.name)
-                if out in planned:
-                    if link is not None:
-                        planned[out].links.append(link)
-                    continue
-                bank_args, bank = _bank_args(this, seed, per_seed=not shared_bank)
-                args = [f"recipe={recipe}", f"seed={seed}", f"output_dir={out}", *bank_args,
-                        *table[variant], *overrides]
-                job = Job(recipe, out, args, seed=seed, variant=variant,
-                          links=[link] if link else [])
-                if (out / RESULTS).is_file():
-                    job.skip = f"{out / RESULTS} exists"
-                elif source_bank is not None and bank is not None:
-                    sources = Path(source_bank if shared_bank else seed_bank(source_bank, seed))
-                    job.copies = _source_copies(this.cfg, bank, sources)
-                planned[out] = job
-                jobs.append(job)
-    return jobs
-
-
-def command(job: Job, launcher: list[str]) -> list[str]:
-    return [*launcher, "-m", "dtvg_dist.train", *job.args]
-
-
-def _copy_entries(job: Job) -> str | None:
-    """Copy the job's bank entries; the error text when a source TPV is missing."""
-    missing = [str(src) for src, _ in job.copies if not src.is_file()]
-    if missing:
-        return f"source TPVs missing: {', '.join(missing)} (run the stage-1 recipes first)"
-    for src, dst in job.copies:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    return None
-
-
-def _make_links(job: Job) -> None:
-    for path, target in job.links:
-        if not path.exists() and not path.is_symlink():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.symlink_to(target, target_is_directory=True)
-
-
-def execute(jobs: list[Job], launcher: list[str], dry_run: bool) -> list[Job]:
-    """Run the jobs in order; returns the failed ones. A failed stage-1 job
-    stops the grid: every later run would need its TPV."""
-    failed: list[Job] = []
-    for job in jobs:
-        cmd = command(job, launcher)
-        for path, target in job.links:
-            print(f"# link {path} -> {target} (the same configuration)", flush=True)
-        if not dry_run:
-            _make_links(job)
-        if job.skip:
-            print(f"# skip {job.recipe}" + (f" seed {job.seed}" if job.seed is not None else "")
-                  + f": {job.skip}", flush=True)
-            continue
-        for src, dst in job.copies:
-            print(f"# copy {src} -> {dst}", flush=True)
-        print(shlex.join(cmd), flush=True)
-        if dry_run:
-            continue
-        error = _copy_entries(job)
-        if error is None and subprocess.run(cmd, check=False).returncode != 0:
-            error = f"exit status != 0: {shlex.join(cmd)}"
-        if error is not None:
-            print(f"# FAILED {job.recipe} seed {job.seed}: {error}", file=sys.stderr, flush=True)
-            failed.append(job)
-            if job.stage1:
-                print("# stopping: stage 2 needs this stage-1 run", file=sys.stderr, flush=True)
-                break
-    return failed
-
-
-def _csv(text: str | None) -> list[str]:
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
+def _gpus_per_run(text: str) -> str:
+    if text == "auto" or (text.isdigit() and int(text) >= 0):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: give auto or a number of GPUs, e.g. 1")
 
 
 def _listing() -> str:
@@ -286,6 +146,15 @@ def _listing() -> str:
     return "\n".join(lines)
 
 
+    lines.append(f"  {'demo':<9} {'demo':<9} {len(DEMO.methods)} methods x {len(DEMO.seeds)} seeds "
+                 f"{DEMO.seeds} on the synthetic suite, offline (python -m dtvg_dist.demo prints it)")
+    return "\n".join(lines)
+
+
+def _csv(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dtvg_dist.reproduce",
@@ -293,17 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("experiment", nargs="?", help="table1, table2, ..., table9 (see --list)")
+    parser.add_argument("experiment", nargs="?", help="table1, table2, ..., table9, demo (see --list)")
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides for every run")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the experiment's)")
     parser.add_argument("--variants", help=f"comma-separated: {', '.join(VARIANTS)}, or 'all' "
-                        "for the experiment's report columns (default: its own)")
-    parser.add_argument("--recipes", help="comma-separated subset of the experiment's recipes")
+                        "for the experiment's report columns (default: its own); demo: its methods")
+    parser.add_argument("--recipes", help="comma-separated subset of the experiment's recipes "
+                        "(demo: the one stage-2 recipe)")
     parser.add_argument("--runs-dir", default="runs", help="output root (default: runs)")
     parser.add_argument("--launcher", default=None,
                         help='how to start python, e.g. "accelerate launch --config_file X" '
-                        "(default: this python)")
+                        "(default: the planner's launch, see --gpus-per-run)")
     parser.add_argument("--shared-bank", action="store_true",
                         help="one stage-1 bank at the recipes' seed for every seed (default: a "
                         "bank per seed, P_init drawn with that seed, as the released scripts)")
@@ -317,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plot", action="store_true", help="write no PNG with the report")
     parser.add_argument("--steps", type=int, default=20, help="table9: timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="table9: interleaved rounds")
+    grid = parser.add_argument_group("executors (where the runs go)")
+    executors = load_executors()
+    grid.add_argument("--executor", default="serial", choices=list(executors),
+                      help="serial: one run at a time (default); local: several at once on this "
+                      "machine; slurm: submitted to a SLURM cluster")
+    grid.add_argument("--status", action="store_true",
+                      help="print every run's state (done, running, pending, failed, missing); run nothing")
+    grid.add_argument("--gpus-per-run", default="auto", type=_gpus_per_run,
+                      help="auto (default): the planner's recommended launch per recipe; or a number")
+    grid.add_argument("--gpu-memory", type=float, default=None, metavar="GiB",
+                      help="memory of one GPU for the planner (default: the first visible GPU's)")
+    for cls in executors.values():
+        cls.add_arguments(grid)
     return parser
 
 
@@ -362,6 +245,78 @@ def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds
     return result
 
 
+def _failed_code(results: dict[str, Result]) -> int:
+    """The exit status of a grid: 0, or the first failed run's (1 when unknown)."""
+    bad = [r for r in results.values() if r.state not in OK_STATES + (SUBMITTED,)]
+    if not bad:
+        return 0
+    print(f"{len(bad)} run(s) did not finish: " + ", ".join(f"{r.job} ({r.state})" for r in bad),
+          file=sys.stderr)
+    return next((r.code for r in bad if r.state == FAILED and r.code), 1)
+
+
+def _submitted(results: dict[str, Result], argv_hint: str) -> bool:
+    if not any(r.state == SUBMITTED for r in results.values()):
+        return False
+    print(f"# submitted; follow with: {argv_hint} --status", flush=True)
+    return True
+
+
+def run_demo(out: Path, *, seeds: tuple[int, ...], methods: tuple[str, ...], overrides: list[str],
+             executor: Executor, recipe: str | None = None, dry_run: bool = False,
+             show_status: bool = False, launch: LaunchFor | None = None) -> int:
+    """The demo's grid on an executor, then its table and figures (the
+    runs' own files read back). Raises RecipeError for a bad recipe."""
+    kwargs = {"launch_for": launch} if launch is not None else {}
+    jobs = demo_jobs(DEMO, out=out, seeds=seeds, methods=methods, overrides=overrides,
+                     recipe=recipe, **kwargs)
+    if show_status:
+        print(render(status(jobs, executor.scheduler_states(jobs))))
+        return 0
+    logging.getLogger("dtvg_dist.demo").info(
+        "demo: %d runs (%s), seeds %s, output %s, executor %s", len(jobs),
+        ", ".join(dict.fromkeys(j.describe().split(": ", 1)[1] for j in jobs)),
+        ",".join(map(str, seeds)), out, executor.name)
+    start = time.time()
+    results = executor.run(jobs, dry_run=dry_run)
+    if dry_run or _submitted(results, f"python -m dtvg_dist.reproduce demo --runs-dir {out.parent}"):
+        return 0
+    code = _failed_code(results)
+    if code:
+        return code
+    table = collect(out, seeds, methods)
+    table["claims"] = claims(table)
+    table["wall_time_s"] = round(time.time() - start, 1)
+    table["executor"] = executor.name
+    paths = write_outputs(out, table)
+    print(to_text(table))
+    print(f"({len(jobs)} runs in {table['wall_time_s']:.0f} s; wrote "
+          + ", ".join(str(p) for p in paths.values()) + ")")
+    return 0
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, executor: Executor,
+          launch: LaunchFor) -> int:
+    try:
+        seeds = tuple(dict.fromkeys(int(s) for s in _csv(args.seeds))) or DEMO.seeds
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: give integers, e.g. --seeds 22,32")
+    methods = tuple(dict.fromkeys(_csv(args.variants))) or tuple(m.key for m in DEMO.methods)
+    keys = [m.key for m in DEMO.methods]
+    for method in methods:
+        if method not in keys:
+            parser.error(f"--variants: {method!r} is not one of the demo's {', '.join(keys)}")
+    recipes = _csv(args.recipes)
+    if len(recipes) > 1:
+        parser.error("demo runs one stage-2 recipe: --recipes NAME")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    return run_demo(Path(args.runs_dir) / "demo", seeds=seeds, methods=methods,
+                    overrides=list(args.overrides), executor=executor,
+                    recipe=recipes[0] if recipes else None, dry_run=args.dry_run,
+                    show_status=args.status, launch=launch)
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -380,8 +335,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
-    if args.experiment not in EXPERIMENTS:
-        parser.error(f"experiment {args.experiment!r} is not one of {', '.join(EXPERIMENTS)}, table9")
+    if args.experiment not in (*EXPERIMENTS, "demo"):
+        parser.error(f"experiment {args.experiment!r} is not one of "
+                     f"{', '.join(EXPERIMENTS)}, demo, table9")
+    try:
+        executor = make_executor(args.executor, args)
+        devices = visible_gpus() if args.gpus_per_run == "auto" and not args.launcher else []
+        launch = launch_for(args.gpus_per_run, args.launcher, args.gpu_memory, devices)
+        if args.experiment == "demo":
+            return _demo(parser, args, executor, launch)
+    except (RecipeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     exp = EXPERIMENTS[args.experiment]
     try:
         seeds = tuple(int(s) for s in _csv(args.seeds)) or exp.seeds
@@ -397,35 +362,38 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in recipes or ():
         if recipe not in exp.recipes:
             parser.error(f"--recipes: {recipe!r} is not in {exp.name} ({', '.join(exp.recipes)})")
-    launcher = shlex.split(args.launcher) if args.launcher else [sys.executable]
     try:
-        jobs = plan(exp, seeds=seeds, variants=variants, overrides=list(args.overrides),
-                    runs_dir=runs_dir, recipes=recipes, stage1=not args.no_stage1,
-                    shared_bank=args.shared_bank, lr_search=args.lr_search)
+        jobs = experiment_jobs(exp, seeds=seeds, variants=variants, overrides=list(args.overrides),
+                               runs_dir=runs_dir, recipes=recipes, stage1=not args.no_stage1,
+                               shared_bank=args.shared_bank, lr_search=args.lr_search,
+                               launch_for=launch)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    todo = sum(job.skip is None for job in jobs)
+    if args.status:
+        print(render(status(jobs, executor.scheduler_states(jobs))))
+        return 0
+    todo = sum(not job.is_done() for job in jobs)
     banks = "one shared stage-1 bank" if args.shared_bank else "a stage-1 bank per seed"
     print(f"# {exp.name} ({exp.table}): {len(jobs)} runs, {todo} to do, "
-          f"seeds {','.join(map(str, seeds))}, variants {','.join(variants)}, {banks}"
-          + (", lr search (C.7)" if args.lr_search else ""), flush=True)
-    failed = execute(jobs, launcher, args.dry_run)
+          f"seeds {','.join(map(str, seeds))}, variants {','.join(variants)}, {banks}, "
+          f"executor {executor.name}" + (", lr search (C.7)" if args.lr_search else ""), flush=True)
+    results = executor.run(jobs, dry_run=args.dry_run)
     report_variants = tuple(dict.fromkeys([*exp.variants, *variants]))
     flags = f" --variants {','.join(report_variants)} --std {args.std}" + (
         " --lr-search" if args.lr_search else "")
     if args.dry_run:
         print(f"# then: python -m dtvg_dist.report {exp.name} --runs-dir {runs_dir}{flags}")
         return 0
+    print(f"# {summary(results)}", flush=True)
+    if _submitted(results, f"python -m dtvg_dist.reproduce {exp.name} --runs-dir {runs_dir}"):
+        print(f"# then: python -m dtvg_dist.report {exp.name} --runs-dir {runs_dir}{flags}")
+        return 0
     paths = write_report(exp.name, runs_dir, seeds=seeds, with_plot=not args.no_plot,
                          variants=report_variants, std=args.std, lr_search=args.lr_search)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    if failed:
-        print(f"{len(failed)} run(s) failed: " + ", ".join(f"{j.recipe}/{j.seed}" for j in failed),
-              file=sys.stderr)
-        return 1
-    return 0
+    return 1 if _failed_code(results) else 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]
        accelerate launch [--config_file launch_configs/X.yaml] -m dtvg_dist.train recipe=NAME ...
 
 Trains DTVG soft prompts. stage=1|2|all, method=pt|spot|tpv|dtvg,
-grouping.rule=greedy|first-drop|prefix-argmax|positive|exhaustive-kc|all|none,
+grouping.rule=greedy|first-drop|prefix-argmax|positive|exhaustive-kc|exhaustive-kc-nonempty|all|none,
 grouping.fixed=true|false, and any recipe key as a.b=value (e.g. optim.lr=0.1 data.local_dir=/data).
   --print-config   print the resolved recipe and exit
 """

@@ -6,14 +6,16 @@ output dir; a stage-1 run `<output_dir>/stage1/<task>/` uses its parent's),
 `results.json` (task, method, backbone) and `prompt.safetensors`, whose
 `soft_prompt` is the final [r, d] prompt of the best checkpoint: for DTVG the
 merged P_mix with that checkpoint's group and alphas (`Trainer._finish`
-loads the best state and evaluates the prompt module once more). Every
-method's prompt is therefore one fixed tensor here.
+loads the best state and evaluates the prompt module once more). For a
+method whose prompt depends on the input (ATTEMPT) or that also changes the
+input embeddings (DePT) `soft_prompt` is only part of it: the method rebuilds
+its module from the other tensors of the file (`TrainedRun.prompt_module`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from dtvg_dist.config import RecipeError, load_run_config
+from dtvg_dist.model.methods import Method, get_method
 from dtvg_dist.store.run_files import CONFIG, PROMPT, RESULTS, STAGE1, load_tensors
 
 SOFT_PROMPT = "soft_prompt"
@@ -37,6 +40,7 @@ class TrainedRun:
     cfg: DictConfig
     results: dict[str, Any]
     soft_prompt: torch.Tensor  # [r, d], fp32
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # all of prompt.safetensors
 
     @property
     def task(self) -> str:
@@ -45,6 +49,22 @@ class TrainedRun:
     @property
     def method(self) -> str:
         return str(self.results.get("method", "?"))
+
+    def method_spec(self) -> Method:
+        """The registered method the run trained (its results.json says which)."""
+        try:
+            return get_method(self.method)
+        except KeyError as err:
+            raise RunDirError(f"{self.run_dir}: {err.args[0]}") from None
+
+    def prompt_module(self) -> torch.nn.Module:
+        """The trained prompt module, rebuilt by its method from prompt.safetensors."""
+        try:
+            return self.method_spec().rebuild(self.tensors, self.cfg)
+        except KeyError as err:
+            raise RunDirError(
+                f"{self.run_dir}: prompt.safetensors lacks {err} that method {self.method} needs"
+            ) from None
 
 
 def _config_path(run_dir: Path) -> Path:
@@ -86,4 +106,4 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> Trained
     if soft_prompt.dim() != 2:
         raise RunDirError(f"{prompt_path}: {SOFT_PROMPT} has shape {tuple(soft_prompt.shape)}, not [r, d]")
     cfg = load_run_config(config_path, overrides)
-    return TrainedRun(run_dir, config_path.parent, cfg, results, soft_prompt)
+    return TrainedRun(run_dir, config_path.parent, cfg, results, soft_prompt, dict(tensors))

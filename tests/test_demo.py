@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import demo
+from dtvg_dist.analysis.demo_report import DEMO
 from dtvg_dist.config import load_recipe
+from dtvg_dist.grid.build import demo_jobs
 from dtvg_dist.store.run_files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +57,14 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
     out, stdout = demo_run
     table = json.loads((out / "demo.json").read_text())
     assert table["seeds"] == list(SEEDS) and table["target"] == "syn_target"
-    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg"]
-    for row in table["rows"]:
+    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "stage1_target"]
+    stage1 = table["rows"][-1]  # the target's stage-1 run: the extra cost of SPoT, all and DTVG
+    for seed in SEEDS:
+        results = json.loads((out / "stage1" / str(seed) / "stage1" / "syn_target" / "results.json").read_text())
+        assert stage1["seeds"][str(seed)]["test"] == results["test"]["accuracy"] and results["steps"] == 4
+    assert stage1["title"] == "PT, stage 1 (4 steps)"
+    assert [c["text"] for c in table["claims"]] == [c["text"] for c in demo.claims(table)]
+    for row in table["rows"][:-1]:
         tests = []
         for seed in SEEDS:
             run = demo.run_dir(out, row["method"], seed)
@@ -103,12 +111,20 @@ def test_groups_are_the_grouping_logs(demo_run) -> None:
 
 
 def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
-    planned = demo.jobs("demo", ["optim.max_steps=3"], (22, 32), tmp_path, tuple(demo.METHODS))
-    assert [recipe for _, recipe, _ in planned] == ["demo-stage1", *["demo"] * 4] * 2
-    stage1 = load_recipe(planned[0][1], planned[0][2])
-    assert stage1.stage == "1" and stage1.eval.every_steps == 50 and stage1.optim.max_steps == 3
+    planned = demo_jobs(DEMO, out=tmp_path, seeds=(22, 32), methods=tuple(demo.METHODS),
+                        overrides=["optim.max_steps=3"])
+    assert [job.recipe for job in planned] == ["demo-stage1", *["demo"] * 4] * 2
+
+    def cfg(job):
+        return load_recipe(job.recipe, [a for a in job.args if not a.startswith("recipe=")])
+
+    stage1 = cfg(planned[0])
+    assert stage1.stage == "1" and stage1.eval.every_steps == 10 and stage1.optim.max_steps == 3
     assert stage1.prompt.init_seed == 22 and stage1.bank_dir == str(tmp_path / "bank" / "seed22")
-    by_method = {what.split(": ")[1]: load_recipe(r, o) for what, r, o in planned[5:]}
+    assert planned[0].stage1 and planned[0].needs == ()
+    by_method = {job.title.split(": ")[1]: cfg(job) for job in planned[5:]}
+    assert all(job.needs == (planned[5].name,) for job in planned[6:])  # seed 32's stage 1
+    assert planned[5].name == "stage1/32"
     assert by_method["PT"].method == "pt" and by_method["SPoT"].method == "spot"
     assert by_method["all sources, no grouping"].grouping.rule == "all"
     dtvg = by_method["DTVG"]

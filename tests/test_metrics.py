@@ -179,3 +179,74 @@ def test_bleu_dtvg_matches_sacrebleu_on_the_same_tokens(seed):
     joined = lambda texts: [" ".join(metrics.gem_tokenize(t)) for t in texts]  # noqa: E731
     theirs = sacrebleu.corpus_bleu(joined(preds), [joined(refs)], tokenize="none", smooth_method="none").score
     assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+# ---- the released DTVG code's ROUGE and METEOR ---------------------------------------
+_GEN_WORDS = ["The", "the", "a", "cat", "cats", "dog", "sat", "sitting", "on", "mat", "near", "King's",
+              "cheap", "inexpensive", "big", "large", "shop", "store", "runs", "running", ",", ".", ""]
+
+
+def _corpus(rng: np.random.Generator, n: int, multi: bool) -> list:
+    def text() -> str:
+        return " ".join(rng.choice(_GEN_WORDS, rng.integers(1, 12)))  # "" words make double spaces
+
+    if not multi:
+        return [text() for _ in range(n)]
+    return [[text() for _ in range(rng.integers(1, 4))] for _ in range(n)]
+
+
+@pytest.mark.parametrize(("seed", "multi"), [(0, False), (1, False), (2, True), (3, True)])
+def test_rouge_dtvg_matches_the_released_function(seed, multi):
+    """Random corpora (mixed case, runs of spaces, several references) against
+    the release's metrics/rouge.py compute_rouge itself; tolerance 1e-9 percent."""
+    from dtvg_release_metrics import compute_rouge
+
+    rng = np.random.default_rng(seed)
+    preds, refs = _corpus(rng, 30, False), _corpus(rng, 30, multi)
+    ours = metrics.rouge_dtvg(preds, refs)
+    theirs = compute_rouge(translation_corpus=preds, reference_corpus=refs)
+    for key, release_key in (("rouge1_dtvg", "rouge_1"), ("rouge2_dtvg", "rouge_2"), ("rougeL_dtvg", "rouge_l")):
+        assert ours[key] == pytest.approx(100.0 * theirs[f"{release_key}/f_score"], abs=1e-9), key
+
+
+def test_rouge_dtvg_has_no_stemmer_and_counts_ngram_sets():
+    # rouge-score stems "cats" to "cat"; the release's ROUGE does not
+    assert metrics.rouge_dtvg(["cats"], ["cat"])["rouge1_dtvg"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics.rouge(["cats"], ["cat"])["rouge1"] == pytest.approx(100.0)
+    # "a a b" against "a b": sets {a, b} both sides -> 1-gram F = 1
+    assert metrics.rouge_dtvg(["a a b"], ["A b"])["rouge1_dtvg"] == pytest.approx(100.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_meteor_dtvg_matches_the_released_function(seed):
+    """NLTK 3.10's METEOR on Debian's WordNet 3.0 against the release's copy
+    (NLTK 3.9 matching loops) on the same GEM tokens; tolerance 1e-9 percent."""
+    from dtvg_release_metrics import meteor_score
+
+    wordnet = metrics.wordnet_reader()
+    if wordnet is None:
+        pytest.skip("no WordNet database (Debian package wordnet-base)")
+    rng = np.random.default_rng(seed)
+    preds, refs = _corpus(rng, 25, False), _corpus(rng, 25, True)
+    theirs = np.mean([
+        meteor_score([metrics.gem_tokenize(r) for r in rs], metrics.gem_tokenize(p), wordnet=wordnet)
+        for p, rs in zip(preds, refs, strict=True)
+    ])
+    assert metrics.meteor_dtvg(preds, refs) == pytest.approx(100.0 * theirs, abs=1e-9)
+
+
+def test_meteor_dtvg_uses_wordnet_synonyms():
+    if metrics.wordnet_reader() is None:
+        pytest.skip("no WordNet database (Debian package wordnet-base)")
+    # "store" is a synonym of "shop" and its own Porter stem (NLTK matches synonyms
+    # against the stemmed leftovers, so "inexpensive" -> "inexpens" would not match)
+    synonym = metrics.meteor_dtvg(["a cheap shop"], ["a cheap store"])
+    unrelated = metrics.meteor_dtvg(["a cheap tree"], ["a cheap store"])
+    assert synonym > unrelated > 0
+
+
+def test_meteor_dtvg_is_none_without_wordnet(monkeypatch):
+    monkeypatch.setattr(metrics, "_wordnet_cache", {})
+    monkeypatch.setattr(metrics, "WORDNET_DIRS", ())
+    monkeypatch.delenv("DTVG_WORDNET", raising=False)
+    assert metrics.meteor_dtvg(["a"], ["a"]) is None

@@ -12,7 +12,7 @@ from dtvg_dist.analysis.paper_results import EXPERIMENTS, GLUE, MRQA, NLG, OTHER
 from dtvg_dist.config import list_recipes, load_recipe, recipe_path
 from dtvg_dist.tasks import TASKS, get_task
 
-TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1"}  # offline recipes owned elsewhere
+TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1", "demo-immature", "demo-immature-stage1"}  # offline recipes owned elsewhere
 PAPER_RECIPES = [name for name in list_recipes() if name not in TINY]
 TARGETS = GLUE + SUPERGLUE + MRQA + OTHER  # Tables 2 and 7
 
@@ -229,3 +229,27 @@ def test_help_lists_the_paper_recipes() -> None:
 
     listing = _recipe_listing()
     assert "llama3-8b-cb" in listing and "Table 5" in listing
+
+
+def _paper_count(text: str) -> float:
+    """'232K' / '76.8k' -> thousands."""
+    return float(text.rstrip("Kk"))
+
+
+@pytest.mark.parametrize(("name", "d"), [("t5-base-attempt", 768), ("t5-base-dept", 768),
+                                         ("llama3.2-1b-dept", 2048), ("llama3.2-1b-attempt", 2048)])
+def test_method_recipes_have_the_papers_parameter_counts(name: str, d: int) -> None:
+    """ATTEMPT: Table 2's 232K for T5-base; DePT: PT's budget r d (76.8K for T5-base)."""
+    from dtvg_dist.analysis.paper_results import PAPER_PARAMS
+    from dtvg_dist.model.methods import get_method
+
+    c = cfg(name)
+    state = get_method(c.method).prompt_state(c, c.prompt.length, d, len(c.source_tasks))
+    assert c.optim.weight_decay == 0.0  # both releases' optimizers
+    if c.method == "dept":
+        assert state.trainable == c.prompt.length * d  # exactly PT's budget
+        assert c.dept.prompt_length == 60
+    else:
+        assert state.trainable == c.prompt.length * d + 2 * 100 * d + 2 * d
+    if d == 768:
+        assert round(state.trainable / 1000, 1) == pytest.approx(_paper_count(PAPER_PARAMS[c.method]), abs=0.5)

@@ -9,12 +9,17 @@ from finished runs and TPV banks:
   a bank's tasks, min-max normalised as the paper's figures are, ordered by
   hierarchical clustering (scipy) with its dendrogram; several banks (one
   per seed) side by side.
+- `figure1` (Figure 1): RTE validation as sources are mixed in one at a
+  time, and SPoT's similarity of the RTE prompt to each source over training.
+- `figure8` (Figure 8): GLUE average against each method's trainable
+  parameters (counted from the methods' own modules by the command layer).
 - `table_bars`: a table report's bars, ours vs the paper per row, with the
   standard deviations as error bars (the report writes the data as JSON).
 
     python -m dtvg_dist.report grouping RUN_DIR [RUN_DIR ...] [--compare PT_RUN ...] [--out F.png]
     python -m dtvg_dist.report bank BANK_DIR [BANK_DIR ...] [--tasks a,b,c] [--out F.png]
     python -m dtvg_dist.report figure7|figure9|figure10|figure11 [--runs-dir runs] [--seeds ...]
+    python -m dtvg_dist.report figure1|figure8 [--runs-dir runs] [--seeds ...] [--out DIR]
 
 Matplotlib runs on the Agg backend: no display is needed.
 """
@@ -291,6 +296,112 @@ def table_bars(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------- Figures 1 and 8
+def figure1_data(runs_dir: Path | str = "runs", seed: int = 42) -> dict[str, Any]:
+    """Figure 1 from reproduce's `figure1` runs: the best RTE validation score
+    of each mixture (RTE + the first k sources of FIGURE1_ORDER), and SPoT's
+    cosine to each source over training with the most similar one."""
+    from dtvg_dist.analysis.paper_results import FIGURE1_MIXES, FIGURE1_ORDER
+
+    runs_dir = Path(runs_dir)
+    top = []
+    for k, variant in enumerate(FIGURE1_MIXES):
+        run = runs_dir / f"t5-base-dtvg-rte@{variant}" / str(seed)
+        results = run / RESULTS
+        best = json.loads(results.read_text()).get("best_validation", {}) if results.is_file() else {}
+        top.append({"sources": list(FIGURE1_ORDER[:k]), "added": FIGURE1_ORDER[k - 1] if k else None,
+                    "run": str(run), "accuracy": best.get("accuracy")})
+    track = runs_dir / "t5-base-dtvg-rte@spot-track" / str(seed)
+    rows = [r for r in read_jsonl(track / METRICS) if r.get("split") == "source_similarity"] \
+        if (track / METRICS).is_file() else []
+    sources = [k for k in (rows[0] if rows else {}) if k not in ("step", "split", "most_similar")]
+    bottom = {"run": str(track), "steps": [r["step"] for r in rows],
+              "cosine": {s: [r[s] for r in rows] for s in sources},
+              "most_similar": [r["most_similar"] for r in rows]}
+    if all(t["accuracy"] is None for t in top) and not rows:
+        raise FileNotFoundError(f"no figure1 runs under {runs_dir} (seed {seed}): "
+                                "run `python -m dtvg_dist.reproduce figure1` first")
+    return {"order": list(FIGURE1_ORDER), "seed": seed, "mixtures": top, "similarity": bottom}
+
+
+def figure1(runs_dir: Path | str = "runs", png: Path | str = "runs/reports/figure1.png",
+            seed: int = 42) -> dict[str, Path]:
+    """Top: RTE validation accuracy against the sources mixed in; bottom: the
+    cosine of SPoT's RTE prompt to each source, the most similar one marked."""
+    data = figure1_data(runs_dir, seed)
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5))
+    mixtures = data["mixtures"]
+    xs = [i for i, m in enumerate(mixtures) if m["accuracy"] is not None]
+    top.plot(xs, [mixtures[i]["accuracy"] for i in xs], marker="o")
+    top.set_xticks(range(len(mixtures)))
+    top.set_xticklabels(["RTE only"] + [f"+{m['added']}" for m in mixtures[1:]], fontsize=8)
+    top.set_ylabel("RTE validation accuracy (%)")
+    top.set_title("sources added one at a time (examples-proportional mixing)")
+    sim = data["similarity"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (source, values) in enumerate(sim["cosine"].items()):
+        color = colors[i % len(colors)]
+        bottom.plot(sim["steps"], values, color=color, label=source)
+        marked = [j for j, most in enumerate(sim["most_similar"]) if most == source]
+        bottom.scatter([sim["steps"][j] for j in marked], [values[j] for j in marked], color=color,
+                       marker="*", s=60, zorder=3)
+    bottom.set_xlabel("RTE training step")
+    bottom.set_ylabel("cosine (mean-pooled prompts)")
+    bottom.set_title("SPoT: similarity of the RTE prompt to each source (* = most similar)")
+    if sim["cosine"]:
+        bottom.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return _save(fig, Path(png), data)
+
+
+def figure8_data(counts: dict[str, int | None], runs_dir: Path | str = "runs",
+                 seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Figure 8: each method's trainable parameters (`counts`, from its own
+    module) against its GLUE average, ours from reproduce's table2 runs and the
+    paper's where Table 2 prints one."""
+    from dtvg_dist.analysis.paper_results import PAPER_AVERAGES, VARIANTS
+    from dtvg_dist.analysis.report import collect
+
+    methods = [m for m, n in counts.items() if n is not None]
+    variants = tuple(m for m in methods if m in VARIANTS)
+    table = collect("table2", runs_dir, seeds, variants=variants) if variants else {"averages": []}
+    glue = next((a["cells"] for a in table["averages"] if a["group"] == "GLUE"), {})
+    points = []
+    for method in methods:
+        cell = glue.get(method, {})
+        points.append({
+            "method": method, "trainable_parameters": counts[method],
+            "ours": cell.get("ours"), "rows_found": cell.get("rows_found", 0),
+            "paper": PAPER_AVERAGES.get("table2", {}).get(method, {}).get("GLUE"),
+        })
+    return {"benchmark": "GLUE", "points": points,
+            "not_counted": sorted(m for m, n in counts.items() if n is None)}
+
+
+def figure8(counts: dict[str, int | None], runs_dir: Path | str = "runs",
+            png: Path | str = "runs/reports/figure8.png",
+            seeds: tuple[int, ...] | None = None) -> dict[str, Path]:
+    """GLUE average (y) against trainable parameters (x, log scale) per method."""
+    data = figure8_data(counts, runs_dir, seeds)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for kind, marker in (("ours", "o"), ("paper", "s")):
+        pts = [p for p in data["points"] if p[kind] is not None]
+        ax.scatter([p["trainable_parameters"] for p in pts], [p[kind] for p in pts], marker=marker,
+                   alpha=1.0 if kind == "ours" else 0.5, label=kind)
+        for p in pts:
+            ax.annotate(p["method"], (p["trainable_parameters"], p[kind]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 3))
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (the method's prompt module)")
+    ax.set_ylabel("GLUE average (%)")
+    ax.set_title("Figure 8: performance & parameters")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(png), data)
+
+
 # ------------------------------------------------------- the paper's figures
 # Figure 7: RTE; Figure 9: MRPC, SciTail, NQ (appendix H), DTVG next to PT.
 # Figure 10: 5 source and 6 target tasks (appendix I names SQuAD, ReCoRD,
@@ -336,15 +447,18 @@ def paper_figure(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...
 
 
 # ---------------------------------------------------------------- command
-COMMANDS = ("grouping", "bank", *PAPER_FIGURES)
+COMMANDS = ("grouping", "bank", *PAPER_FIGURES, "figure1", "figure8")
 
 
 def _csv(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def main(argv: list[str]) -> int:
-    """`python -m dtvg_dist.report grouping|bank|figure7|figure9|figure10|figure11 ...`"""
+def main(argv: list[str], parameter_counts: Any = None) -> int:
+    """`python -m dtvg_dist.report grouping|bank|figure1|figure7..figure11|figure8 ...`
+
+    `parameter_counts(recipe)` -> {method: trainable parameters} serves
+    figure8 (the command layer passes the one that builds the modules)."""
     parser = argparse.ArgumentParser(prog="python -m dtvg_dist.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -364,9 +478,29 @@ def main(argv: list[str]) -> int:
         paper.add_argument("--runs-dir", default="runs")
         paper.add_argument("--seeds", help=f"comma-separated (default: {PAPER_FIGURES[name]['seeds']})")
         paper.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
+    fig1 = sub.add_parser("figure1", help="Figure 1 from reproduce's figure1 runs")
+    fig8 = sub.add_parser("figure8", help="Figure 8: GLUE average against trainable parameters")
+    fig8.add_argument("--recipe", default="t5-base-dtvg-rte",
+                      help="the sizes the modules are built at (default: t5-base-dtvg-rte)")
+    for figure in (fig1, fig8):
+        figure.add_argument("--runs-dir", default="runs")
+        figure.add_argument("--seeds", help="comma-separated (figure1: the first; default: 42 / table2's)")
+        figure.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
+        # reproduce prints its report line with these; a figure has no columns to pick
+        figure.add_argument("--variants", help=argparse.SUPPRESS)
+        figure.add_argument("--std", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        if args.command in PAPER_FIGURES:
+        if args.command in ("figure1", "figure8"):
+            seeds = tuple(int(s) for s in _csv(args.seeds)) or None
+            out = Path(args.out) if args.out else Path(args.runs_dir) / "reports"
+            if args.command == "figure1":
+                paths = figure1(args.runs_dir, out / "figure1.png", seed=(seeds or (42,))[0])
+            else:
+                if parameter_counts is None:
+                    parser.error("figure8 needs the method modules: run `python -m dtvg_dist.report figure8`")
+                paths = figure8(parameter_counts(args.recipe), args.runs_dir, out / "figure8.png", seeds)
+        elif args.command in PAPER_FIGURES:
             seeds = tuple(int(s) for s in _csv(args.seeds)) or None
             paths = paper_figure(args.command, args.runs_dir, seeds, args.out)
         elif args.command == "grouping":

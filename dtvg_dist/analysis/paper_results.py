@@ -1,6 +1,7 @@
 """The paper's experiments as data: which recipes, seeds and metrics make up
 each table or figure (EXPERIMENTS), and the numbers the paper reports for
-DTVG, PT and SPoT (PAPER), so `reproduce` and `report` need no other source.
+DTVG, PT, SPoT and the quoted baselines ATTEMPT, MPT and DePT (PAPER), so
+`reproduce` and `report` need no other source.
 
 Numbers are transcribed from the paper's Tables 1, 2, 3, 4, 5, 7, 8 and 9,
 in percent (Table 4 prints BLEU as a fraction; it is stored x100 to match
@@ -22,8 +23,11 @@ __all__ = [
     "PAPER",
     "PAPER_AVERAGES",
     "PROVENANCE",
+    "PAPER_PARAMS",
     "EXPERIMENTS",
     "LR_GRID",
+    "FIGURE1_ORDER",
+    "FIGURE1_MIXES",
     "TABLE9",
     "VARIANTS",
     "SOURCES",
@@ -70,12 +74,35 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "greedy": ("grouping.rule=greedy",),
     "first-drop": ("grouping.rule=first-drop",),
     "prefix-argmax": ("grouping.rule=prefix-argmax",),
+    # The other prompt methods of the trainer (dtvg_dist/model/methods/), each
+    # with its release's optimizer: both releases build transformers' AdamW
+    # without weight decay (AkariAsai/ATTEMPT attempt/run_seq2seq.py, the HF
+    # Trainer's default weight_decay=0.0; ZhengxiangShi/DePT train.py lines
+    # 608-611, AdamW(groups, lr=...), weight_decay defaults to 0.0). Their
+    # other settings are the recipe's attempt.* / dept.* keys (recipes/t5-base.yaml).
+    **{name: (f"method={name}", *extra) for name, extra in (
+        ("attempt", ("optim.weight_decay=0.0",)),
+        ("mpt", ()),
+        ("dept", ("optim.weight_decay=0.0",)),
+    )},
 }
+# Figure 1 (top): RTE's prompt trained on RTE mixed with the first k sources
+# of a random order (examples-proportional mixing); "mix0" is RTE alone. The
+# paper does not print its order: this one is random.Random(0).sample(SOURCES, 6).
+FIGURE1_ORDER: tuple[str, ...] = ("sst2", "squad", "mnli", "qnli", "qqp", "record")
+FIGURE1_MIXES: tuple[str, ...] = tuple(f"mix{k}" for k in range(len(FIGURE1_ORDER) + 1))
+for _k, _name in enumerate(FIGURE1_MIXES):
+    VARIANTS[_name] = ("method=pt", f"data.mix_tasks=[{','.join(FIGURE1_ORDER[:_k])}]")
+# Figure 1 (bottom): SPoT on RTE with its cosine to every source logged over training.
+VARIANTS["spot-track"] = ("method=spot", "logging.source_similarity=true")
 VARIANT_TITLES: dict[str, str] = {
     "dtvg": "DTVG", "pt": "PT", "spot": "SPoT", "tpv": "TPV", "ts": "TS only", "kc": "KC only",
     "all": "all sources", "only-target": "only target", "fixed": "fixed group",
     "greedy": "greedy (Alg. 2)", "first-drop": "first drop (3.2 text)",
     "prefix-argmax": "prefix argmax (released)",
+    "attempt": "ATTEMPT", "mpt": "MPT", "dept": "DePT",
+    **{name: f"+{k} sources" for k, name in enumerate(FIGURE1_MIXES)},
+    "spot-track": "SPoT (similarity tracked)",
 }
 # The paper's DTVG numbers came from the released code's rule, so the
 # prefix-argmax variant is compared with them; the other readings have none.
@@ -125,33 +152,55 @@ _TABLE2 = {  # Table 2, T5-base, full data; GLUE then SuperGLUE
     "74.5±0.7 81.4±0.1 71.1±0.5 69.9±3.6 97.6±3.4",
     "pt": "81.3 89.7 92.8 90.9 89.5 68.1 54.7 10.6 58.7 61.7 48.9 51.9 67.9",
     "spot": "85.4 90.1 93.0 93.4 90.0 79.7 69.8 57.1 74.0 77.2 67.0 50.0 46.4",
+    # Quoted rows (PROVENANCE): ATTEMPT_1 (232K), MPT_3 (77.6K), DePT_4 (76.8k).
+    "attempt": "84.3 90.3 93.0 93.2 89.7 85.7 73.4 57.4 74.4 78.8 66.8 53.8 78.6",
+    "mpt": "85.9 90.3 93.1 93.8 90.4 89.1 79.4 62.4 74.8 79.6 69.0 67.3 79.8",
+    "dept": "85.0 90.4 93.2 94.2 90.8 90.7 79.1 63.8 74.3 79.3 68.7 67.3 92.9",
 }
 _TABLE7 = {  # Table 7, T5-base, full data; MRQA then Other
     "dtvg": "73.1±0.1 76.7±0.0 77.8±0.3 64.6±0.1 58.0±0.0 96.6±0.1 97.0±0.1 93.7±0.0",
     "pt": "67.9 72.9 75.7 61.1 49.6 95.1 87.9 55.8",
     "spot": "68.2 74.8 75.3 58.2 50.4 95.4 91.2 91.1",
+    # Quoted rows: ATTEMPT_1, MPT_2, DePT_3 (Table 7's subscripts).
+    "attempt": "70.4 75.2 77.3 62.8 57.6 96.7 93.1 92.1",
+    "mpt": "72.0±0.1 75.8±0.1 77.2±0.1 63.7±0.1 56.5±0.9 96.4±0.0 95.5±0.1 93.5±0.1",
+    "dept": "73.2±0.1 76.8±0.3 77.6±0.2 64.4±0.1 59.0±0.2 96.8±0.1 95.6±0.2 93.7±0.1",
 }
 _TABLE8 = {  # Table 8, few-shot; per k: GLUE then SuperGLUE ("Our" = DTVG)
     4: {
         "pt": "40.1 63.2 40.4 53.0 88.8 68.1 56.3 27.4 61.8 61.6 51.2 60.4 53.5",
+        "mpt": "59.4 82.0 86.2 56.5 89.1 68.1 62.6 34.8 62.2 62.2 52.9 67.3 73.6",
+        # The extracted text reads "44.01.1" for 44.0 with subscript 1.1 (and so on).
+        "dept": "44.0±1.1 77.4±6.7 85.8±4.4 59.3±3.1 84.1±2.7 73.5±2.8 63.5±2.8 29.3±2.3 "
+        "62.3±1.3 62.7±5.4 57.5±1.1 67.9±0.9 75.0±5.1",
         "dtvg": "49.3±1.7 87.5±0.7 80.2±0.3 81.8±1.9 87.9±0.5 68.1±0.0 72.7±0.7 22.2±4.5 "
         "61.4±0.2 60.6±1.5 59.4±1.7 45.2±1.0 86.9±1.7",
     },
     16: {
         "pt": "41.5 62.3 87.4 50.9 87.8 68.1 54.7 28.5 60.3 61.9 48.9 44.2 63.5",
+        "mpt": "61.6 84.7 90.6 63.2 89.1 70.1 64.8 32.1 64.5 63.3 49.8 67.3 78.6",
+        # The DePT row of k = 16 is labelled "10" in the extracted text.
+        "dept": "61.8±2.5 80.3±1.3 91.2±0.5 77.6±6.3 87.1±1.7 78.1±2.3 71.9±1.0 27.1±1.7 "
+        "60.6±2.8 66.9±4.4 59.6±0.7 57.7±2.7 78.6±4.3",
         "dtvg": "58.8±0.6 81.9±1.2 89.8±1.1 84.6±1.1 88.4±0.4 86.9±0.4 76.8±1.0 31.3±2.3 "
         "61.4±3.1 72.3±1.4 60.7±0.4 67.3±0.0 82.1±2.9",
     },
     32: {
         "pt": "37.0 62.3 56.7 50.9 87.5 68.1 54.7 23.2 59.2 61.7 52.6 67.3 67.8",
+        "mpt": "63.6 88.5 91.0 75.9 89.7 74.5 59.7 30.8 63.3 68.9 53.9 67.3 82.1",
+        "dept": "63.3±3.5 80.1±0.7 91.3±0.5 80.4±8.7 89.2±0.1 81.4±3.3 72.7±2.9 28.6±2.1 "
+        "60.1±2.7 67.2±3.4 58.0±0.7 63.1±3.6 82.1±2.3",
         "dtvg": "61.2±0.1 85.3±0.8 91.2±0.1 88.3±1.4 83.2±4.7 83.1±4.7 74.1±2.7 29.3±1.5 "
         "66.3±6.1 73.5±1.1 60.2±1.0 67.3±0.0 84.5±1.7",
     },
 }
-_TABLE3 = {  # Table 3, few-shot; per k: BoolQ, CB, SciTail
-    4: {"pt": "61.6 53.5 57.7", "dtvg": "60.6±1.5 86.9±1.7 78.3±1.1"},
-    16: {"pt": "61.9 63.5 60.8", "dtvg": "72.3±1.4 82.1±2.9 82.1±2.9"},
-    32: {"pt": "61.7 67.8 60.2", "dtvg": "73.5±1.1 84.5±1.7 85.3±2.5"},
+_TABLE3 = {  # Table 3, few-shot; per k: BoolQ, CB, SciTail (ATP = ATTEMPT)
+    4: {"pt": "61.6 53.5 57.7", "dtvg": "60.6±1.5 86.9±1.7 78.3±1.1",
+        "attempt": "61.8 82.1 80.2", "mpt": "62.2 73.6 80.2", "dept": "62.7±5.4 75.0±5.1 78.1±2.5"},
+    16: {"pt": "61.9 63.5 60.8", "dtvg": "72.3±1.4 82.1±2.9 82.1±2.9",
+         "attempt": "60.0 78.5 79.5", "mpt": "63.3 78.6 87.3", "dept": "66.9±4.4 78.6±4.3 78.5±1.4"},
+    32: {"pt": "61.7 67.8 60.2", "dtvg": "73.5±1.1 84.5±1.7 85.3±2.5",
+         "attempt": "65.3 85.7 80.2", "mpt": "68.9 82.1 86.3", "dept": "67.2±3.4 82.1±2.3 85.4±3.1"},
 }
 _TABLE3_TASKS = ("boolq", "cb", "scitail")
 _TABLE4 = {  # Table 4, T5-base, best validation; BLEU (x100), R-1, R-2, R-L
@@ -194,11 +243,11 @@ PAPER: dict[str, dict[str, dict[str, dict[str, PaperValue]]]] = {
     "table7": {m: _rows(T7, line, PRIMARY) for m, line in _TABLE7.items()},
     "table3": {
         m: _merge(*(_rows(_k_keys(k, _TABLE3_TASKS), lines[m], PRIMARY) for k, lines in _TABLE3.items()))
-        for m in ("pt", "dtvg")
+        for m in _TABLE3[4]
     },
     "table8": {
         m: _merge(*(_rows(_k_keys(k, T2), lines[m], PRIMARY) for k, lines in _TABLE8.items()))
-        for m in ("pt", "dtvg")
+        for m in _TABLE8[4]
     },
     "table4": {m: _nlg(m) for m in ("pt", "dtvg")},
     "table5": {
@@ -209,7 +258,8 @@ PAPER: dict[str, dict[str, dict[str, dict[str, PaperValue]]]] = {
 
 # The averages the paper prints: PAPER_AVERAGES[table][method][group].
 # (Table 8's PT GLUE average for k = 16 is printed as 56.7, though its eight
-# numbers average to 60.2; both are kept as printed.)
+# numbers average to 60.2, and its DePT SuperGLUE average for k = 32 as 66.4,
+# though its five numbers average to 66.1; all are kept as printed.)
 PAPER_AVERAGES: dict[str, dict[str, dict[str, float]]] = {
     "table1": {
         "pt": {"SuperGLUE": 72.1}, "spot": {"SuperGLUE": 72.6}, "tpv": {"SuperGLUE": 76.4},
@@ -218,17 +268,27 @@ PAPER_AVERAGES: dict[str, dict[str, dict[str, float]]] = {
         "dtvg": {"GLUE": 87.4, "SuperGLUE": 78.9},
         "pt": {"GLUE": 72.2, "SuperGLUE": 57.8},
         "spot": {"GLUE": 82.3, "SuperGLUE": 62.9},
+        "attempt": {"GLUE": 83.4, "SuperGLUE": 70.5},
+        "mpt": {"GLUE": 85.6, "SuperGLUE": 74.1},
+        "dept": {"GLUE": 85.9, "SuperGLUE": 76.5},
     },
     "table7": {
         "dtvg": {"MRQA": 73.1, "Other": 86.3},
         "pt": {"MRQA": 69.4, "Other": 72.1},
         "spot": {"MRQA": 69.1, "Other": 82.0},
+        "attempt": {"MRQA": 71.4, "Other": 84.9},
+        "mpt": {"MRQA": 72.2, "Other": 85.5},
+        "dept": {"MRQA": 73.0, "Other": 86.3},
     },
     "table8": {
         "pt": {"GLUE k=4": 54.7, "SuperGLUE k=4": 57.7, "GLUE k=16": 56.7,
                "SuperGLUE k=16": 55.8, "GLUE k=32": 55.1, "SuperGLUE k=32": 61.7},
         "dtvg": {"GLUE k=4": 68.7, "SuperGLUE k=4": 62.7, "GLUE k=16": 74.8,
                  "SuperGLUE k=16": 68.8, "GLUE k=32": 74.5, "SuperGLUE k=32": 70.4},
+        "mpt": {"GLUE k=4": 67.3, "SuperGLUE k=4": 63.6, "GLUE k=16": 69.5,
+                "SuperGLUE k=16": 64.7, "GLUE k=32": 71.7, "SuperGLUE k=32": 67.1},
+        "dept": {"GLUE k=4": 64.6, "SuperGLUE k=4": 65.1, "GLUE k=16": 71.9,
+                 "SuperGLUE k=16": 64.7, "GLUE k=32": 73.4, "SuperGLUE k=32": 66.4},
     },
 }
 
@@ -244,15 +304,30 @@ PAPER_AVERAGES: dict[str, dict[str, dict[str, float]]] = {
 OWN = "run by the authors"
 ATTEMPT = "quoted from Asai et al. (2022), ATTEMPT (subscript 1 in the table)"
 MPT = "quoted from Wang et al. (2023), MPT, by our reading (the table prints no mark; not verified)"
+# The other methods' rows, by the tables' subscripts (Table 2: 3 = Wang et al.,
+# 4 = Shi and Lipani; Table 7: 2 = Wang et al., 3 = Shi and Lipani). Tables 3
+# and 8 print no marks; section 4.1 says baselines are quoted where possible.
+QUOTED_MPT = "quoted from Wang et al. (2023), MPT (the table's subscript)"
+QUOTED_DEPT = "quoted from Shi and Lipani (2024), DePT (the table's subscript)"
+UNMARKED = "quoted from a previous work (section 4.1; the table prints no source mark)"
 PROVENANCE: dict[str, dict[str, str]] = {
     "table1": {"pt": OWN, "spot": OWN, "tpv": OWN},
-    "table2": {"dtvg": OWN, "pt": ATTEMPT, "spot": ATTEMPT},
-    "table7": {"dtvg": OWN, "pt": ATTEMPT, "spot": ATTEMPT},
-    "table3": {"dtvg": OWN, "pt": MPT},
-    "table8": {"dtvg": OWN, "pt": MPT},
+    "table2": {"dtvg": OWN, "pt": ATTEMPT, "spot": ATTEMPT, "attempt": ATTEMPT,
+               "mpt": QUOTED_MPT, "dept": QUOTED_DEPT},
+    "table7": {"dtvg": OWN, "pt": ATTEMPT, "spot": ATTEMPT, "attempt": ATTEMPT,
+               "mpt": QUOTED_MPT, "dept": QUOTED_DEPT},
+    "table3": {"dtvg": OWN, "pt": MPT, "attempt": UNMARKED, "mpt": UNMARKED, "dept": UNMARKED},
+    "table8": {"dtvg": OWN, "pt": MPT, "mpt": UNMARKED, "dept": UNMARKED},
     "table4": {"dtvg": OWN, "pt": OWN},
     "table5": {"dtvg": OWN, "pt": OWN, "spot": OWN},
     "table9": {"dtvg": OWN, "pt": OWN},
+}
+
+# Table 2's "param" column: trainable parameters per task (T5-base); the
+# methods' counts are checked against it (tests/model/test_methods.py).
+PAPER_PARAMS: dict[str, str] = {
+    "pt": "76.8K", "spot": "76.8K", "attempt": "232K", "mpt": "77.6K", "dept": "76.8k",
+    "dtvg": "77.5K",
 }
 
 # Table 9 (appendix J), T5-base on RTE: test accuracy and training samples/s.
@@ -416,6 +491,19 @@ EXPERIMENTS: dict[str, Experiment] = {
             "without grouping (the released code's ablation 4, 'Without Grouping').",
             paper_averages=(("all", "SuperGLUE", 74.8), ("ts", "SuperGLUE", 75.9),
                             ("kc", "SuperGLUE", 75.1)),
+        ),
+        Experiment(
+            "figure1", "Figure 1",
+            "RTE validation as sources are added in a random order (mixing), and SPoT's most "
+            "similar source over training",
+            (Row("t5-base-dtvg-rte", "rte", "rte"),), (42,), split="validation",
+            variants=(*FIGURE1_MIXES, "spot-track"), run_variants=(*FIGURE1_MIXES, "spot-track"),
+            prerequisites=_stage1(("rte",)),
+            notes="Top: a prompt from P_init trained on RTE mixed with the first k sources of "
+            f"the order {', '.join(FIGURE1_ORDER)} (examples-proportional mixing without a "
+            "cap); the paper prints neither its order nor its seed. Bottom: SPoT on RTE, "
+            "logging the cosine of mean-pooled prompts to each source (paper section 1). "
+            "Draw it with `python -m dtvg_dist.report figure1`.",
         ),
         Experiment(
             "figure5", "Figure 5", "transfer ablation on SuperGLUE: only target, fixed group, DTVG",

@@ -299,8 +299,10 @@ def to_markdown(data: dict[str, Any]) -> str:
         lines += [f"{title['dtvg']} (C.7 search): per row, the learning-rate pair (target / "
                   "source α) with the best mean validation score, shown as [lr a / b].", ""]
     header = ["row", "metric"]
+    # A column whose paper numbers another paper produced says so in its header.
+    quoted = {v for v, text in data.get("paper_sources", {}).items() if text.startswith("quoted")}
     for v in variants:
-        header += [f"{title[v]} ours", f"{title[v]} paper"]
+        header += [f"{title[v]} ours", f"{title[v]} paper" + (" (quoted)" if v in quoted else "")]
         if v == main:
             header.append("Δ")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -18,6 +18,9 @@ peft/soft_prompt_controller.py, `ablation == 0`: the ranking prefix of the
 sources with sim >= 0 whose KC is highest). With sims ranking sources 1..4
 and pairwise sims g12 = 1, g13 = g23 = 0.2, g14 = g24 = g34 = 2 they give
 {1, 2, 4}, {1, 2} and {1, 2, 3, 4}.
+
+The KC-only ablation `exhaustive-kc` is the released one (empty group unless
+some subset has KC > 0); `exhaustive-kc-nonempty` always keeps a source.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ GROUPING_RULES: tuple[str, ...] = (
     "prefix-argmax",
     "positive",
     "exhaustive-kc",
+    "exhaustive-kc-nonempty",
     "all",
     "none",
 )
@@ -48,9 +52,9 @@ def check_rule(rule: str, n_sources: int) -> None:
         raise ValueError(
             f"grouping.rule={rule!r} is not a grouping rule; choose one of {', '.join(GROUPING_RULES)}"
         )
-    if rule == "exhaustive-kc" and n_sources > MAX_EXHAUSTIVE_SOURCES:
+    if rule.startswith("exhaustive-kc") and n_sources > MAX_EXHAUSTIVE_SOURCES:
         raise ValueError(
-            f"grouping.rule='exhaustive-kc' scores all 2^n subsets and is limited to "
+            f"grouping.rule={rule!r} scores all 2^n subsets and is limited to "
             f"n <= {MAX_EXHAUSTIVE_SOURCES} sources; got n = {n_sources}. Use 'greedy'."
         )
 
@@ -189,15 +193,38 @@ def subset_matrix(n: int, device: torch.device | None = None, dtype=torch.float3
     return ((codes >> bits) & 1).to(dtype)
 
 
-def _exhaustive_kc(sims: Tensor, gram: Tensor) -> Tensor:
-    """KC ablation: the non-empty subset with the highest KC over all subsets;
-    ties -> the larger subset, then the smaller bitmask (lower source indices)."""
-    n = sims.shape[0]
-    subsets = subset_matrix(n, sims.device, sims.dtype)
+def _subset_kcs(n: int, gram: Tensor) -> tuple[Tensor, Tensor]:
+    """(every non-empty subset [2^n - 1, n] as `subset_matrix` orders them, its KC)."""
+    subsets = subset_matrix(n, gram.device, gram.dtype)
     off_diag = gram - torch.diag(torch.diagonal(gram))
     pair_sum = ((subsets @ off_diag) * subsets).sum(dim=1) / 2
+    return subsets, _kc(pair_sum, subsets.sum(dim=1))
+
+
+def _exhaustive_kc(sims: Tensor, gram: Tensor) -> Tensor:
+    """The released KC-only ablation (zpy2477/DTVG
+    peft/soft_prompt_controller.py, get_forward_prompt, `ablation == 2`,
+    lines 216-255): the group starts empty with KC 0 and a subset replaces it
+    only when its KC is strictly larger than every KC seen before, so the
+    group is empty when no subset has KC > 0 (e.g. all pairwise sims <= 0).
+    The release enumerates p = 0 .. 2^n - 1 taking the sources whose bit of p
+    is 0, i.e. bitmasks from the largest down: of equal maximal KCs the
+    largest bitmask wins. The target similarities play no part."""
+    n = sims.shape[0]
+    subsets, kc = _subset_kcs(n, gram)
+    best_kc = kc.max()
+    codes = torch.arange(1, 2**n, device=sims.device)
+    best = torch.argmax(torch.where(kc == best_kc, codes, torch.zeros_like(codes)))
+    row = torch.index_select(subsets, 0, best.reshape(1)).squeeze(0) > 0
+    return row & (best_kc > 0)
+
+
+def _exhaustive_kc_nonempty(sims: Tensor, gram: Tensor) -> Tensor:
+    """KC ablation read as "the subset of highest KC" with a source always
+    kept: the non-empty subset with the highest KC; ties -> the larger subset,
+    then the smaller bitmask (lower source indices)."""
+    subsets, kc = _subset_kcs(sims.shape[0], gram)
     count = subsets.sum(dim=1)
-    kc = _kc(pair_sum, count)
     best_kc = kc == kc.max()
     largest = count == torch.where(best_kc, count, torch.zeros_like(count)).max()
     best = torch.argmax((best_kc & largest).to(torch.int32))
@@ -217,6 +244,8 @@ def select_from_similarities(sims: Tensor, gram: Tensor, rule: str = "greedy") -
         return sims >= 0
     if rule == "exhaustive-kc":
         return _exhaustive_kc(sims, gram)
+    if rule == "exhaustive-kc-nonempty":
+        return _exhaustive_kc_nonempty(sims, gram)
     if rule == "all":
         return torch.ones_like(sims, dtype=torch.bool)
     return torch.zeros_like(sims, dtype=torch.bool)

@@ -14,6 +14,7 @@ from dtvg_dist.data.encoding import (
     encode,
     example_layout,
     generation_padding_side,
+    label_reference,
     padding_id,
 )
 from dtvg_dist.data.settings import (
@@ -27,6 +28,7 @@ from dtvg_dist.data.settings import (
     Rows,
 )
 from dtvg_dist.data.splits import (
+    MixedSplit,
     Prepared,
     apply_split_rule,
     expansion_rule,
@@ -40,6 +42,7 @@ from dtvg_dist.data.splits import (
 from dtvg_dist.tasks import DataError
 
 __all__ = [
+    "MixedSplit",
     "DataError",
     "SMALL_DATASET",
     "HELD_OUT_VALIDATION",
@@ -66,4 +69,5 @@ __all__ = [
     "padding_id",
     "collate_train",
     "collate_generate",
+    "label_reference",
 ]

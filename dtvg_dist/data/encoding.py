@@ -125,6 +125,28 @@ def encode(
     return features
 
 
+# ---- references as the released evaluation decodes them ----------------------------
+# The released code scores generated text against the decoded label ids
+# (ATTEMPT/DePT data/postprocessors.py PostProcessor.process:
+# tokenizer.batch_decode(labels, skip_special_tokens=True), stripped), with
+# one exception (ATTEMPT's Record post-processor: every gold answer). Its T5
+# evaluation labels are tokenised with max_length = data_args.max_target_length
+# = 128 and truncation (zpy2477/DTVG run_seq2seq.py line 453 and
+# seq2seq_preprocess_function line 152; options.py line 297): 127 answer
+# tokens and EOS. Its Llama labels are [BOS] + answer, untruncated
+# (decoder_test_preprocess_function).
+RELEASE_LABEL_TOKENS = 128
+
+
+def label_reference(feature: dict[str, Any], tokenizer: Any, family: str) -> str:
+    """The trained target of `feature` as the released evaluation sees it:
+    its label ids (truncated as the release's T5 labels are) decoded."""
+    ids = [int(i) for i in feature["labels"] if i != -100]
+    if family == "seq2seq" and len(ids) > RELEASE_LABEL_TOKENS:
+        ids = ids[: RELEASE_LABEL_TOKENS - 1] + ids[-1:]  # the truncated answer, then EOS
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
 # ---- collators ----------------------------------------------------------------------
 def _pad(seqs: Sequence[Sequence[int]], value: int, side: str = "right") -> torch.Tensor:
     width = max(len(s) for s in seqs)
@@ -160,11 +182,14 @@ def collate_train(features: Sequence[dict], pad_token_id: int | None) -> dict[st
     pad = _check_batch(features, pad_token_id)
     ids = [f["input_ids"] for f in features]
     mask = [[1] * len(s) for s in ids]
-    return {
+    batch = {
         "input_ids": _pad(ids, pad),
         "attention_mask": _pad(mask, 0),
         "labels": _pad([f["labels"] for f in features], -100),
     }
+    if "task_id" in features[0]:  # a multi-task mixture (MPT's source training)
+        batch["task_ids"] = torch.tensor([int(f["task_id"]) for f in features], dtype=torch.long)
+    return batch
 
 
 def collate_generate(features: Sequence[dict], pad_token_id: int | None, padding_side: str) -> dict[str, Any]:

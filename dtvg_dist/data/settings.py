@@ -76,6 +76,11 @@ class DataSettings:
     attempt_quirks: bool = False
     revisions: dict[str, str] = field(default_factory=dict)
     cache_dir: str | None = None
+    # Train the stage-2 prompt on the target's training set mixed with these
+    # tasks' (Figure 1, top: examples-proportional mixing, Raffel et al. 2020,
+    # with no size cap: the union is sampled uniformly, so each task in
+    # proportion to its size). Validation and test stay the target's.
+    mix_tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -117,6 +122,13 @@ class DataSettings:
             positive(key)
         if self.template not in TEMPLATES:
             raise ValueError(f"data.template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        from dtvg_dist.tasks import TASKS
+
+        unknown = [t for t in self.mix_tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"data.mix_tasks: {', '.join(map(repr, unknown))} not in the task registry")
+        if len(set(self.mix_tasks)) != len(self.mix_tasks):
+            raise ValueError(f"data.mix_tasks names a task twice: {list(self.mix_tasks)}")
 
     @classmethod
     def coerce(cls, settings: DataSettings | Mapping[str, Any] | None) -> DataSettings:

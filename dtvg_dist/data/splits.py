@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -300,3 +301,28 @@ def load_splits(
 
 
 # ---- tokenisation -------------------------------------------------------------------
+
+
+class MixedSplit(Sequence):
+    """Several tokenized training splits as one sequence, without copying:
+    index i < len(parts[0]) is parts[0][i], and so on. Sampling it uniformly
+    is examples-proportional mixing without a cap (Raffel et al., 2020)."""
+
+    def __init__(self, parts: Sequence[Sequence[dict]]) -> None:
+        self.parts = list(parts)
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self.starts, i) - 1
+        return self.parts[k][i - self.starts[k]]

@@ -70,7 +70,8 @@ class SoftPrompt(nn.Module):
             raise ValueError(f"SoftPrompt init must be [r, d], got shape {tuple(init.shape)}")
         self.prompt = nn.Parameter(init.detach().to(torch.float32).clone())
 
-    def forward(self) -> Tensor:
+    def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+        """The [r, d] prompt; the inputs (see PromptedModel) are not needed."""
         return self.prompt
 
     def param_groups(
@@ -175,7 +176,8 @@ class DTVGPrompt(nn.Module):
             self._fixed_ready = True
         return mask
 
-    def forward(self) -> Tensor:
+    def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+        """P_mix [r, d]; the inputs (see PromptedModel) are not needed."""
         p_mix, mask, sims = dtvg_prompt(
             self.p_init,
             self.target_tpv,
@@ -249,6 +251,11 @@ class AnswerOutput(ModelOutput):
     logits: Tensor | None = None
     targets: Tensor | None = None
     keep: Tensor | None = None
+    # With return_hidden: the last hidden states (T5: encoder, decoder; causal:
+    # the one stack), the prompted attention mask and the (shifted) labels.
+    hidden: tuple[Tensor, ...] | None = None
+    mask_ext: Tensor | None = None
+    labels_ext: Tensor | None = None
 
 
 def token_mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -306,18 +313,42 @@ class PromptedModel(nn.Module):
     def is_seq2seq(self) -> bool:
         return self.family == "seq2seq"
 
+    def _prompt(self, emb: Tensor, real: Tensor, task_ids: Tensor | None, prompt: Tensor | None) -> Tensor:
+        """The prompt to insert: ``prompt`` when given (MPT's teachers), else the
+        module's, told each row's task where ``task_ids`` is given (MPT's
+        source training: one prompt per task)."""
+        if prompt is not None:
+            return prompt
+        if task_ids is None:
+            return self.prompt(emb, real)
+        return self.prompt(emb, real, task_ids=task_ids)
+
     def insert_prompt(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed the tokens (inside forward: ZeRO-3 gathers the table here) and
-        put the prompt in. Returns (embeds, mask, labels) extended by r."""
+        put the prompt in. Returns (embeds, mask, labels) extended by r.
+
+        The prompt module sees the token embeddings and which are real tokens
+        (``prompt(embeds, real)``) and returns [r, d] or, per instance,
+        [B, r, d]; a module with an ``input_update`` submodule also rewrites
+        the token embeddings, given each token's index from the first real
+        token (-1 on pads and prompt slots). Causal models: only the input
+        tokens count, not the answer tokens that teacher forcing appends
+        (label != -100), so training sees what generation sees."""
         bsz, length = input_ids.shape
         attention_mask = attention_mask.to(torch.long)
+        update = getattr(self.prompt, "input_update", None)
         if self.is_seq2seq:  # encoder side only; decoder labels untouched
             emb = self.model.get_input_embeddings()(input_ids)
-            prompt = self.prompt().to(emb.dtype)  # fp32 master -> activation dtype
-            prompt_b = prompt.unsqueeze(0).expand(bsz, -1, -1)
-            ones = attention_mask.new_ones(bsz, prompt.shape[0])
+            real = attention_mask.bool()
+            if update is not None:
+                positions = torch.arange(length, device=input_ids.device).expand(bsz, -1)
+                emb = update(emb, positions.masked_fill(~real, -1), length)
+            prompt = self._prompt(emb, real, task_ids, prompt).to(emb.dtype)  # fp32 master -> activation dtype
+            prompt_b = prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)
+            ones = attention_mask.new_ones(bsz, prompt_b.shape[1])
             return torch.cat([prompt_b, emb], 1), torch.cat([ones, attention_mask], 1), labels
         # Causal: output position j takes token j before the first real token f,
         # prompt row j - f inside [f, f + r), token j - r after. Right padding
@@ -326,24 +357,44 @@ class PromptedModel(nn.Module):
         # goes in by whole rows (index_copy: row copies forward, a row gather
         # backward): no element-wise gather/scatter over [B, L + r, d], which
         # costs ~10 ms a step on CPU. No host reads of tensor values.
-        prompt = self.prompt()
-        r = prompt.shape[0]
+        r = self._prompt_rows()
         dev = input_ids.device
         first = attention_mask.argmax(dim=1, keepdim=True)  # [B, 1]
         j = torch.arange(length + r, device=dev).unsqueeze(0)
         in_prompt = (j >= first) & (j < first + r)  # [B, L + r]
         tok = torch.where(j < first, j, j - r).clamp(min=0)  # prompt slots: overwritten below
         emb = self.model.get_input_embeddings()(torch.gather(input_ids, 1, tok))
+        mask_ext = torch.gather(attention_mask, 1, tok).masked_fill(in_prompt, 1)
+        labels_ext = None
+        # The prompt module sees the input, not the answer: with labels (teacher
+        # forcing) the answer tokens are in the sequence, but a generation call
+        # only has the source, and the prompt must not read the answer.
+        real = (j >= first + r) & (mask_ext > 0)
+        if labels is not None:
+            labels_ext = torch.gather(labels, 1, tok).masked_fill(in_prompt, IGNORE_INDEX)
+            real = real & (labels_ext == IGNORE_INDEX)
+        if update is not None:
+            emb = update(emb, torch.where(real, j - r - first, -1), length)
+        prompt = self._prompt(emb, real, task_ids, prompt)
         d = emb.shape[-1]
         rows = torch.arange(bsz, device=dev).unsqueeze(1) * (length + r) + first
         rows = (rows + torch.arange(r, device=dev)).reshape(-1)  # [B * r] flat rows
-        src = prompt.to(emb.dtype).unsqueeze(0).expand(bsz, -1, -1).reshape(bsz * r, d)
+        prompt = prompt.to(emb.dtype)
+        src = (prompt if prompt.dim() == 3 else prompt.unsqueeze(0).expand(bsz, -1, -1)).reshape(bsz * r, d)
         emb_ext = emb.reshape(-1, d).index_copy(0, rows, src).view(bsz, length + r, d)
-        mask_ext = torch.gather(attention_mask, 1, tok).masked_fill(in_prompt, 1)
-        labels_ext = None
-        if labels is not None:
-            labels_ext = torch.gather(labels, 1, tok).masked_fill(in_prompt, IGNORE_INDEX)
         return emb_ext, mask_ext, labels_ext
+
+    def _prompt_rows(self) -> int:
+        """r, the prompt's row count, known before the prompt is computed (a
+        per-instance prompt needs the embeddings, the layout needs r first)."""
+        rows = getattr(self.prompt, "prompt_rows", None)
+        if rows is not None:
+            return int(rows)
+        for name in ("prompt", "target_prompt", "target_tpv"):
+            t = getattr(self.prompt, name, None)
+            if isinstance(t, Tensor):
+                return int(getattr(t, "ds_shape", t.shape)[0])
+        raise AttributeError(f"{type(self.prompt).__name__} has no prompt_rows attribute")
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None, **kwargs: Any
@@ -372,7 +423,9 @@ class PromptedModel(nn.Module):
         )
 
     def answer_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **kwargs: Any
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+        task_ids: Tensor | None = None, prompt: Tensor | None = None,
+        return_hidden: bool = False, **kwargs: Any,
     ) -> AnswerOutput:
         """Logits at the answer positions and their token-mean loss (see AnswerOutput).
 
@@ -383,7 +436,9 @@ class PromptedModel(nn.Module):
         sees only the rows whose label is not -100. With
         ``answer_only_logits`` off the same rows are cut from full logits
         (a reference; same result, full cost)."""
-        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels)
+        embeds, mask, labels_ext = self.insert_prompt(input_ids, attention_mask, labels, task_ids, prompt)
+        if return_hidden:  # MPT's distillation reads the last hidden states
+            kwargs["output_hidden_states"] = True
         assert labels_ext is not None
         if self.is_seq2seq:
             keep = labels_ext != IGNORE_INDEX  # [B, T]: the decoder predicts label t at t
@@ -394,9 +449,14 @@ class PromptedModel(nn.Module):
             call = {"inputs_embeds": embeds, "attention_mask": mask, **kwargs}
             if self.answer_only_logits:
                 with _head_rows(self.model.get_output_embeddings(), keep):
-                    logits = self.model(**call).logits
+                    out = self.model(**call)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (
+                (out.encoder_last_hidden_state, out.decoder_hidden_states[-1]) if return_hidden else None
+            )
         else:
             # Position j predicts token j + 1: keep j where label j + 1 is an answer token.
             nxt = F.pad(labels_ext[:, 1:], (0, 1), value=IGNORE_INDEX)
@@ -412,9 +472,12 @@ class PromptedModel(nn.Module):
                         "output head cannot be limited to the answer positions; set "
                         "backbone.answer_only_logits=false"
                     )
-                logits = self.model(**call, logits_to_keep=keep).logits
+                out = self.model(**call, logits_to_keep=keep)
+                logits = out.logits
             else:
-                logits = self.model(**call).logits[keep]
+                out = self.model(**call)
+                logits = out.logits[keep]
+            hidden = (out.hidden_states[-1],) if return_hidden else None
             labels_ext = nxt
         if logits.dim() != 2:
             raise RuntimeError(
@@ -423,7 +486,9 @@ class PromptedModel(nn.Module):
             )
         targets = labels_ext[keep]
         return AnswerOutput(
-            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep
+            loss=token_mean_loss(logits, targets), logits=logits, targets=targets, keep=keep,
+            hidden=hidden, mask_ext=mask if return_hidden else None,
+            labels_ext=labels_ext if return_hidden else None,
         )
 
     @torch.no_grad()

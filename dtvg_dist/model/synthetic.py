@@ -14,9 +14,11 @@ what they steer the backbone to decide:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -205,26 +207,94 @@ def _pretraining_prefix(
     return words + noise + (weights * strength)[..., None] * direction[:, None, :]
 
 
+# Perturbations that stand in for another machine (bench/demo_perturb.py).
+# The teaching's 600 AdamW steps are chaotic: a rounding difference of 1e-7
+# grows into a different backbone (taught in float64 instead of float32, the
+# weights end 17% apart and the TPVs learned on them nearly orthogonal), so
+# another CPU's kernels or thread count give another backbone, and the demo
+# is built to hold on any of them (docs/demo.md).
+# DTVG_DEMO_TEACH_DTYPE=float64 teaches in float64 (saved as float32);
+# DTVG_DEMO_WEIGHT_NOISE=1e-6 multiplies every taught weight by
+# (1 + 1e-6 * N(0, 1)) before saving (generator seed DTVG_DEMO_NOISE_SEED,
+# default 0). Either names the cached checkpoint, so no variant reuses another.
+TEACH_DTYPE_ENV = "DTVG_DEMO_TEACH_DTYPE"
+DEFAULT_TEACH_DTYPE = "float32"
+WEIGHT_NOISE_ENV = "DTVG_DEMO_WEIGHT_NOISE"
+NOISE_SEED_ENV = "DTVG_DEMO_NOISE_SEED"
+TEACH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def teaching_perturbation() -> dict[str, str | float | int]:
+    """The perturbation the environment asks for ({} for none); a bad value
+    is refused naming the variable."""
+    out: dict[str, str | float | int] = {}
+    dtype = os.environ.get(TEACH_DTYPE_ENV) or DEFAULT_TEACH_DTYPE
+    if dtype not in TEACH_DTYPES:
+        raise ValueError(f"{TEACH_DTYPE_ENV}={dtype!r}: choose one of {', '.join(TEACH_DTYPES)}")
+    if dtype != DEFAULT_TEACH_DTYPE:
+        out["teach_dtype"] = dtype
+    for env, key, kind in ((WEIGHT_NOISE_ENV, "weight_noise", float), (NOISE_SEED_ENV, "noise_seed", int)):
+        text = os.environ.get(env)
+        if text:
+            try:
+                out[key] = kind(text)
+            except ValueError:
+                raise ValueError(f"{env}={text!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if not out.get("weight_noise"):
+        out.pop("weight_noise", None)
+        out.pop("noise_seed", None)
+    return out
+
+
+def _perturbation_suffix(perturbation: dict[str, str | float | int]) -> str:
+    return "".join(f"-{k}={v}" for k, v in sorted(perturbation.items()))
+
+
+@torch.no_grad()
+def perturb_weights(model: torch.nn.Module, relative: float, seed: int) -> None:
+    """w <- w * (1 + relative * N(0, 1)), elementwise, from a fixed generator."""
+    gen = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        noise = torch.randn(param.shape, generator=gen, dtype=torch.float64)
+        param.copy_((param.double() * (1 + relative * noise)).to(param.dtype))
+
+
 def ensure_pretrained_backbone(
     folder: Path, config: dict, steps: int = 600, batch_size: int = 32, seed: int = 0, lr: float = 2e-3
 ) -> Path:
     """Build (once) a small seq2seq model from `config`, teach it the rules
     behind their instruction directions, and save it with its tokenizer as a
-    local checkpoint that `from_pretrained` loads."""
+    local checkpoint that `from_pretrained` loads. Returns its folder:
+    `folder`, or a sibling named by the perturbation the environment asks
+    for (`teaching_perturbation`)."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    perturbation = teaching_perturbation()
+    plain = folder
+    folder = folder.with_name(folder.name + _perturbation_suffix(perturbation))
     if (folder / "config.json").is_file():
         return folder
-    log.info("teaching the synthetic backbone its rules (%d steps, once; cached in %s)", steps, folder)
+    if "weight_noise" in perturbation and "teach_dtype" not in perturbation:
+        # the same teaching as the plain checkpoint's: perturb a copy of it
+        with _environment_without(WEIGHT_NOISE_ENV, NOISE_SEED_ENV):
+            ensure_pretrained_backbone(plain, config, steps, batch_size, seed, lr)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(plain))
+        perturb_weights(model, float(perturbation["weight_noise"]), int(perturbation.get("noise_seed", 0)))
+        ensure_tokenizer(folder)
+        _save(model, folder)
+        return folder
+    log.info("teaching the synthetic backbone its rules (%d steps, once; cached in %s%s)", steps, folder,
+             f"; perturbed: {perturbation}" if perturbation else "")
+    dtype = TEACH_DTYPES[str(perturbation.get("teach_dtype", DEFAULT_TEACH_DTYPE))]
     ensure_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     params = dict(config)
     model_type = params.pop("model_type")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(model_type, **params))
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(model_type, **params)).to(dtype)
         embed = model.get_input_embeddings()
-        dirs = instruction_directions(embed.weight.shape[1], seed)
+        dirs = {k: v.to(dtype) for k, v in instruction_directions(embed.weight.shape[1], seed).items()}
         gen = torch.Generator().manual_seed(seed + 1)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         examples = _pretraining_rows(steps * batch_size, seed)
@@ -234,16 +304,34 @@ def ensure_pretrained_backbone(
             enc = tokenizer([t for _, t, _ in batch], return_tensors="pt", padding=True)
             labels = tokenizer([a for _, _, a in batch], return_tensors="pt", padding=True).input_ids
             labels[labels == tokenizer.pad_token_id] = -100
-            prefix = _pretraining_prefix(embed, [r for r, _, _ in batch], dirs, gen)
+            prefix = _pretraining_prefix(embed, [r for r, _, _ in batch], dirs, gen).to(dtype)
             inputs = torch.cat([prefix, embed(enc.input_ids)], dim=1)
             mask = torch.cat([torch.ones(len(batch), PREFIX_ROWS, dtype=torch.long), enc.attention_mask], 1)
             loss = model(inputs_embeds=inputs, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+        model = model.float()
+        if perturbation.get("weight_noise"):
+            perturb_weights(model, float(perturbation["weight_noise"]), int(perturbation.get("noise_seed", 0)))
+    _save(model, folder)
+    return folder
+
+
+def _save(model: torch.nn.Module, folder: Path) -> None:
+    """Next to the tokenizer, through a temporary folder: config.json (what
+    marks the checkpoint done) appears only with the weights."""
     tmp = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(str(tmp))
     for name in tmp.iterdir():
         name.replace(folder / name.name)
     tmp.rmdir()
-    return folder
+
+
+@contextlib.contextmanager
+def _environment_without(*names: str) -> Iterator[None]:
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

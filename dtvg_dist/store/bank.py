@@ -201,3 +201,109 @@ def load_bank(
                         "one P_init, backbone, d and r"
                     )
     return entries
+
+
+# ---------------------------------------------------------------- MPT shared prompt
+
+MPT_FORMAT = "dtvg-mpt-shared/1"
+MPT_TENSORS = ("shared", "u", "v")
+MPT_META = (
+    "format", "sources", "backbone", "d", "r", "p_init_sha256", "teacher_sha256", "settings",
+    "steps", "version", *(f"{name}_sha256" for name in MPT_TENSORS),
+)
+
+
+@dataclass(frozen=True)
+class MPTSharedEntry:
+    """MPT source training's result: the shared prompt P* [r, d] and the
+    per-source task vectors u [K, r], v [K, d] (row k: ``sources[k]``)."""
+
+    shared: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    sources: list[str]
+    backbone: str
+    p_init_sha256: str
+    teacher_sha256: dict[str, str]
+    settings: dict
+    steps: int
+    version: str
+    path: Path
+
+
+def mpt_shared_key(sources: list[str], settings: dict) -> str:
+    """The entry's name: the ordered sources and the source-training settings
+    that change its result, hashed, so every target of a grid with the same
+    sources and settings reuses one source-training run."""
+    blob = json.dumps({"sources": list(sources), "settings": settings}, sort_keys=True)
+    return "mpt-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def mpt_shared_path(bank_dir: str | os.PathLike, key: str) -> Path:
+    """Beside the bank's task entries, in their own folder (the bank's
+    ``*.safetensors`` are task entries only)."""
+    return Path(bank_dir) / "mpt" / f"{key}.safetensors"
+
+
+def save_mpt_shared(
+    path: str | os.PathLike, shared: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+    sources: list[str], backbone: str, p_init_sha256: str, teacher_sha256: dict[str, str],
+    settings: dict, steps: int,
+) -> Path:
+    """Write the entry atomically (temporary name, then rename)."""
+    tensors = {k: t.detach().to("cpu", torch.float32).contiguous() for k, t in
+               (("shared", shared), ("u", u), ("v", v))}
+    r, d = tensors["shared"].shape
+    k = len(sources)
+    if tuple(tensors["u"].shape) != (k, r) or tuple(tensors["v"].shape) != (k, d):
+        raise BankError(
+            f"MPT shared entry: u {tuple(u.shape)} / v {tuple(v.shape)} do not fit {k} sources "
+            f"and shared [{r}, {d}]"
+        )
+    meta = {
+        "format": MPT_FORMAT, "sources": json.dumps(list(sources)), "backbone": backbone,
+        "d": str(d), "r": str(r), "p_init_sha256": p_init_sha256,
+        "teacher_sha256": json.dumps(teacher_sha256, sort_keys=True),
+        "settings": json.dumps(settings, sort_keys=True), "steps": str(int(steps)),
+        "version": __version__,
+        **{f"{name}_sha256": tensor_sha256(t) for name, t in tensors.items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_mpt_shared(path: str | os.PathLike) -> MPTSharedEntry:
+    """Read and verify an MPT shared entry (metadata, shapes, sha256)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BankError(
+            f"MPT shared prompt {path} does not exist (run stage=mpt-source with the same "
+            "source_tasks and mpt settings first)"
+        )
+    try:
+        meta = _read_metadata(path)
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise BankError(f"MPT shared prompt {path} is truncated or corrupt: {err}") from err
+    missing = [key for key in MPT_META if key not in meta]
+    if missing or meta.get("format") != MPT_FORMAT:
+        raise BankError(f"MPT shared prompt {path} lacks metadata {missing or ['format=' + MPT_FORMAT]}")
+    if set(tensors) != set(MPT_TENSORS):
+        raise BankError(f"MPT shared prompt {path} holds tensors {sorted(tensors)}, expected {list(MPT_TENSORS)}")
+    for name in MPT_TENSORS:
+        if tensor_sha256(tensors[name]) != meta[f"{name}_sha256"]:
+            raise BankError(f"MPT shared prompt {path}: {name} does not match its stored sha256 (corrupt)")
+    sources = json.loads(meta["sources"])
+    shared = tensors["shared"]
+    if list(shared.shape) != [int(meta["r"]), int(meta["d"])] or tensors["u"].shape[0] != len(sources):
+        raise BankError(f"MPT shared prompt {path}: tensor shapes disagree with its metadata")
+    return MPTSharedEntry(
+        shared=shared, u=tensors["u"], v=tensors["v"], sources=sources, backbone=meta["backbone"],
+        p_init_sha256=meta["p_init_sha256"], teacher_sha256=json.loads(meta["teacher_sha256"]),
+        settings=json.loads(meta["settings"]), steps=int(meta["steps"]), version=meta["version"],
+        path=path,
+    )

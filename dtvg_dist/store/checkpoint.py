@@ -6,11 +6,19 @@ A checkpoint holds what a resumed run needs to continue bit for bit: the
 trainable tensors, the optimizer's per-parameter state and hyperparameters,
 the scheduler's counters, the RNG states, the step, and the best validation
 result so far with its tensors.
+
+The last two checkpoints are kept (`checkpoint/`, then `checkpoint.prev/`),
+and state.json records the sha256 of each tensor file, so a truncated or
+corrupted newest one is reported and the previous one used. The checkpoint
+also records the sha256 of every bank entry the run was built from and, when
+a signal stopped the run, which one (a rerun then resumes by itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,9 +28,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dtvg_dist.errors import CheckpointError  # noqa: F401 - raised here, imported from here
+
+log = logging.getLogger("dtvg_dist.store.checkpoint")
+
 CHECKPOINT_DIR = "checkpoint"
+PREVIOUS = CHECKPOINT_DIR + ".prev"
+# newest first; checkpoint.old is what a crash between two renames left behind
+SLOTS = (CHECKPOINT_DIR, PREVIOUS, CHECKPOINT_DIR + ".old")
+
+
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -117,8 +143,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     state: TrainingState,
+    bank: dict[str, str] | None = None,
+    stopped_by: str | None = None,
 ) -> Path:
-    """Write `<run_dir>/checkpoint` atomically (tmp folder, then rename)."""
+    """Write `<run_dir>/checkpoint` atomically (tmp folder, then rename),
+    keeping the one before as `checkpoint.prev`. `bank`: entry -> sha256 of
+    the bank files the run uses; `stopped_by`: the signal that stopped it."""
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
     if tmp.exists():
@@ -138,18 +168,49 @@ def save_checkpoint(
         "optimizer": opt_meta,
         "scheduler": _scheduler_json(scheduler),
         "rng": rng_meta,
+        "files": {p.name: file_sha256(p) for p in sorted(tmp.glob("*.safetensors"))},
+        "bank": dict(bank or {}),
+        "stopped_by": stopped_by,
     }
     (tmp / "state.json").write_text(json.dumps(meta))
     _fsync_dir(tmp)
-    old = run_dir / (CHECKPOINT_DIR + ".old")
+    previous = run_dir / PREVIOUS
     if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(final, previous)
     os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+    legacy = run_dir / SLOTS[2]
+    if legacy.exists():
+        shutil.rmtree(legacy)
     return final
+
+
+def signal_stopped(output_dir: Path) -> list[Path]:
+    """The runs of a pipeline's output_dir (stage 2 there, stage 1 under
+    stage1/) whose newest checkpoint a stop signal wrote: for a job wrapper
+    that must tell a requeue request from a failure when a launcher (torchrun
+    reports any non-zero worker as failed) hides the workers' exit 75."""
+    runs = [output_dir, *sorted(p for p in (output_dir / "stage1").glob("*") if p.is_dir())]
+    return [run for run in runs if stopped_by_signal(run)]
+
+
+def mark_stopped(run_dir: Path, stopped_by: str) -> None:
+    """Record in the newest checkpoint that a signal stopped the run there."""
+    state_file = run_dir / CHECKPOINT_DIR / "state.json"
+    meta = json.loads(state_file.read_text())
+    meta["stopped_by"] = stopped_by
+    tmp = state_file.with_name("state.json.tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, state_file)
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """A fresh (not resumed) run: drop the checkpoints of an earlier run, so
+    a later resume never falls back to one of them."""
+    for name in (*SLOTS, CHECKPOINT_DIR + ".tmp"):
+        if (run_dir / name).exists():
+            shutil.rmtree(run_dir / name)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -158,13 +219,24 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoint folders of `run_dir`, newest first."""
+    return [run_dir / name for name in SLOTS if (run_dir / name / "state.json").is_file()]
+
+
 def find_checkpoint(run_dir: Path) -> Path | None:
-    """The latest whole checkpoint: `checkpoint/`, or `checkpoint.old/` if a
-    crash came between the two renames."""
-    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
-        path = run_dir / name
-        if (path / "state.json").is_file():
-            return path
+    """The newest checkpoint folder (not verified; `load_latest` verifies)."""
+    found = checkpoints(run_dir)
+    return found[0] if found else None
+
+
+def stopped_by_signal(run_dir: Path) -> str | None:
+    """The signal that stopped the run at its newest readable checkpoint, or None."""
+    for path in checkpoints(run_dir):
+        try:
+            return json.loads((path / "state.json").read_text()).get("stopped_by")
+        except (OSError, ValueError):
+            continue
     return None
 
 
@@ -177,6 +249,8 @@ class LoadedCheckpoint:
     _optimizer: tuple[dict[str, torch.Tensor], dict]
     _scheduler: dict[str, Any]
     _rng: tuple[dict[str, torch.Tensor], dict[str, Any]]
+    bank: dict[str, str] = field(default_factory=dict)
+    stopped_by: str | None = None
 
     def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         optimizer_from_files(optimizer, *self._optimizer)
@@ -186,15 +260,58 @@ class LoadedCheckpoint:
         _set_rng_state(*self._rng)
 
 
+def _tensors(path: Path, expected: dict[str, str]) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    want = expected.get(path.name)
+    if want is not None and file_sha256(path) != want:
+        raise CheckpointError(f"{path} does not match the sha256 in state.json (truncated or corrupt)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is unreadable ({str(err).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    meta = json.loads((path / "state.json").read_text())
+    """Read and verify one checkpoint folder; CheckpointError names the bad file."""
+    state_file = path / "state.json"
+    try:
+        meta = json.loads(state_file.read_text())
+        state = TrainingState(**meta["state"])
+        optimizer_meta, scheduler, rng = meta["optimizer"], meta["scheduler"], meta["rng"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{state_file} is unreadable ({err})") from None
+    files = meta.get("files", {})
     best_file = path / "best.safetensors"
+    has_best = best_file.is_file() or "best.safetensors" in files
     return LoadedCheckpoint(
-        trainable=load_file(str(path / "trainable.safetensors")),
-        best_trainable=load_file(str(best_file)) if best_file.is_file() else None,
-        state=TrainingState(**meta["state"]),
+        trainable=_tensors(path / "trainable.safetensors", files),
+        best_trainable=_tensors(best_file, files) if has_best else None,
+        state=state,
         path=path,
-        _optimizer=(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]),
-        _scheduler=meta["scheduler"],
-        _rng=(load_file(str(path / "rng.safetensors")), meta["rng"]),
+        _optimizer=(_tensors(path / "optimizer.safetensors", files), optimizer_meta),
+        _scheduler=scheduler,
+        _rng=(_tensors(path / "rng.safetensors", files), rng),
+        bank=meta.get("bank", {}),
+        stopped_by=meta.get("stopped_by"),
+    )
+
+
+def load_latest(run_dir: Path) -> LoadedCheckpoint | None:
+    """The newest checkpoint that loads and verifies; each one that does not
+    is reported in one line and the previous one tried. None when there is
+    none; CheckpointError, saying what to delete, when none is usable."""
+    found = checkpoints(run_dir)
+    problems = []
+    for path in found:
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("checkpoint unusable: %s; trying the previous one", err)
+            problems.append(str(err))
+    if not found:
+        return None
+    raise CheckpointError(
+        f"no usable checkpoint in {run_dir}: " + "; ".join(problems) + ". Delete "
+        + " and ".join(str(p) for p in found) + " to train this run from the start"
     )

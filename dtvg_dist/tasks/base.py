@@ -30,7 +30,8 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1", "accuracy_f1", "f1_macro", "matthews", "f1a", "em"),
     "regression": ("pearson", "spearman", "pearson_spearman"),
     "qa": ("em", "f1", "f1_em"),
-    "generation": ("bleu", "bleu_dtvg", "rouge1", "rouge2", "rougeL"),
+    "generation": ("bleu", "bleu_dtvg", "rouge1", "rouge2", "rougeL",
+                   "rouge1_dtvg", "rouge2_dtvg", "rougeL_dtvg", "meteor_dtvg"),
 }
 # Metrics that are the mean of two others; `select_by=mean` averages the parts instead.
 COMPOSITE_METRICS: dict[str, tuple[str, str]] = {
@@ -46,6 +47,7 @@ SELECT_BY = ("primary", "mean")
 _DEFAULT_TARGET_LENGTH = {"classification": 8, "regression": 8, "qa": 128, "generation": 128}
 # Substitute for an STS-B output that is no number, as ATTEMPT's string_to_float does.
 INVALID_SCORE = -1.0
+_NO_WORDNET_LOGGED: list[bool] = []  # the missing-WordNet line is logged once per process
 # Separates the label word from the question id in a MultiRC reference.
 GROUP_SEP = "\t"
 
@@ -121,6 +123,9 @@ class Task:
     expand_fn: Callable[[dict], list[dict]] | None = field(default=None, compare=False)
     attempt_quirk_fn: Callable[[dict], dict] | None = field(default=None, compare=False)
     selection_metrics: tuple[str, ...] = ()  # select_by=mean averages these (default: non-composite metrics)
+    # The released data path scores this QA task against every gold answer
+    # rather than the decoded trained target (ATTEMPT's Record post-processor).
+    release_all_answers: bool = False
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
@@ -329,6 +334,20 @@ class Task:
             out["bleu_dtvg"] = metrics.bleu_dtvg(predictions, references)
         if wanted & {"rouge1", "rouge2", "rougeL"}:
             out.update(metrics.rouge(predictions, references))
+        if wanted & {"rouge1_dtvg", "rouge2_dtvg", "rougeL_dtvg"}:
+            out.update(metrics.rouge_dtvg(predictions, references))
+        if "meteor_dtvg" in wanted:
+            meteor = metrics.meteor_dtvg(predictions, references)
+            if meteor is None:
+                if not _NO_WORDNET_LOGGED:
+                    log.warning(
+                        "task %s: no WordNet database (Debian package wordnet-base, or DTVG_WORDNET="
+                        "<WordNet 3.0 dict folder>): meteor_dtvg is left out of the scores and of "
+                        "the checkpoint mean", self.name,
+                    )
+                    _NO_WORDNET_LOGGED.append(True)
+            else:
+                out["meteor_dtvg"] = meteor
         return out
 
     def _score_classification(self, predictions: Sequence[str], references: Sequence[Any]) -> dict:

@@ -100,6 +100,9 @@ SUPERGLUE_TASKS: tuple[Task, ...] = (
         columns=(Column("passage"), Column("query"), Column("entities", "list"), Column("answers", "list")),
         metrics=("f1", "em"), primary_metric="f1",
         split_rule="hold_out", validation_split=None, test_split="validation",
+        # AkariAsai/ATTEMPT attempt/data/postprocessors.py, class Record:
+        # labels = [info["answers"] for info in data_info]
+        release_all_answers=True,
     ),
     # Table 6 underlines F1 (F1 over all answer options, "f1a"); DePT's MultiRC
     # test_f1 74.30 is Table 2's DePT 74.3.

@@ -16,7 +16,16 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from dtvg_dist.data import collate_generate, collate_train, generation_padding_side, padding_id
+from dtvg_dist.data import (
+    collate_generate,
+    collate_train,
+    generation_padding_side,
+    label_reference,
+    padding_id,
+)
+
+QA_REFERENCES = ("all", "target")
+NLG_REFERENCES = ("text", "target")
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -138,6 +147,22 @@ def gather_objects(accelerator: Accelerator, items: list[Any]) -> list[Any]:
     return [item for part in out for item in part]
 
 
+def reference_mode(task: Any, qa_references: str = "all", nlg_references: str = "text") -> str:
+    """"target" where the task is scored against its decoded trained target
+    (the released protocol: eval.qa_references=target for QA except the tasks
+    the release scores against all answers, eval.nlg_references=target for
+    generation), else "gold" (the task's own references)."""
+    if qa_references not in QA_REFERENCES:
+        raise ValueError(f"eval.qa_references must be one of {QA_REFERENCES}, got {qa_references!r}")
+    if nlg_references not in NLG_REFERENCES:
+        raise ValueError(f"eval.nlg_references must be one of {NLG_REFERENCES}, got {nlg_references!r}")
+    if task.kind == "qa" and qa_references == "target" and not task.release_all_answers:
+        return "target"
+    if task.kind == "generation" and nlg_references == "target":
+        return "target"
+    return "gold"
+
+
 def evaluate(
     accelerator: Accelerator,
     model: Any,
@@ -150,14 +175,23 @@ def evaluate(
     synced_gpus: bool = False,
     desc: str = "eval",
     rank_classification: bool = False,
+    references: str = "gold",
 ) -> tuple[dict[str, Any], list[str]]:
     """Scores `features` with the task's metrics; returns (metrics, predictions).
-    `rank_classification` applies to tasks with label words (others generate)."""
+    `rank_classification` applies to tasks with label words (others generate).
+    `references`: "gold" scores against the task's references, "target"
+    against each feature's decoded label ids (see `reference_mode`)."""
     words = list(task.label_words) if rank_classification and task.is_classification else None
     predictions = predict(
         accelerator, model, features, tokenizer, family, batch_size,
         max_new_tokens or task.max_target_length, synced_gpus, desc, rank_words=words,
     )
-    metrics = task.score(predictions, [f["reference"] for f in features])
+    if references == "target":
+        refs: list[Any] = [label_reference(f, tokenizer, family) for f in features]
+    elif references == "gold":
+        refs = [f["reference"] for f in features]
+    else:
+        raise ValueError(f"references must be 'gold' or 'target', got {references!r}")
+    metrics = task.score(predictions, refs)
     metrics["num_examples"] = len(features)
     return metrics, predictions

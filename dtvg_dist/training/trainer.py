@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,12 +29,19 @@ from tqdm.auto import tqdm
 
 from dtvg_dist.data import collate_train, padding_id
 from dtvg_dist.errors import TrainingDiverged  # noqa: F401 - raised here; its public name
+from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
+from dtvg_dist.store.bank import BankError
 from dtvg_dist.store.checkpoint import (
+    LoadedCheckpoint,
     TrainingState,
+    file_sha256,
     find_checkpoint,
-    load_checkpoint,
+    load_latest,
+    mark_stopped,
+    remove_checkpoints,
     save_checkpoint,
+    stopped_by_signal,
 )
 from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.training import faults
@@ -49,7 +57,8 @@ from dtvg_dist.training.distributed import (
     run_facts,
     zero_stage,
 )
-from dtvg_dist.training.evaluation import evaluate
+from dtvg_dist.training.evaluation import evaluate, reference_mode
+from dtvg_dist.training.signals import Preempted, stop_request
 from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
@@ -72,6 +81,18 @@ class RunSpec:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     extra_results: dict[str, Any] = field(default_factory=dict)
+    # The model the loss comes from, built as factory(backbone, prompt,
+    # answer_only_logits); default PromptedModel. MPT's source training gives
+    # its distillation model (a loss over student and teacher prompts).
+    model_factory: Callable[[Any, nn.Module, bool], nn.Module] | None = None
+    # Keep the last checkpoint's state rather than the best validation score
+    # (a run without a validation split to choose by: MPT's source training).
+    select_last: bool = False
+    # task -> bank entry file the prompt was built from (checked on resume)
+    bank_entries: dict[str, Path] = field(default_factory=dict)
+    stage: int = 2  # 1: a TPV of the bank; 2: target training (optimizer settings differ)
+    # (source names, their prompts [n, r, d]): log SPoT's similarity to each (Figure 1)
+    similarity_sources: tuple[list[str], torch.Tensor] | None = None
 
 
 @dataclass
@@ -115,6 +136,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return LambdaLR(optimizer, factor)
 
 
+def adamw_settings(optim: Any, stage: int) -> tuple[float, float]:
+    """(weight decay, eps) of the AdamW of a `stage` run: stage 2 takes
+    optim.stage2_weight_decay / optim.stage2_eps where set (the released
+    stage 2 runs transformers.AdamW's defaults, 0 and 1e-6), else stage 1's."""
+    weight_decay, eps = float(optim.weight_decay), float(optim.eps)
+    if stage == 2:
+        if optim.stage2_weight_decay is not None:
+            weight_decay = float(optim.stage2_weight_decay)
+        if optim.stage2_eps is not None:
+            eps = float(optim.stage2_eps)
+    return weight_decay, eps
+
+
 def answer_tokens(feature: dict[str, Any]) -> int:
     return sum(1 for label in feature["labels"] if label != -100)
 
@@ -146,12 +180,14 @@ class Trainer:
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
             self.prompt.mask_sync = mask_broadcaster(self.acc)
-        model = PromptedModel(
-            self.backbone, self.prompt, answer_only_logits=self.cfg.backbone.answer_only_logits
-        )
-        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, opt.weight_decay)
+        build = self.spec.model_factory or PromptedModel
+        model = build(self.backbone, self.prompt, self.cfg.backbone.answer_only_logits)
+        weight_decay, eps = adamw_settings(opt, self.spec.stage)
+        groups = self.prompt.param_groups(self.spec.lr, self.spec.source_lr, weight_decay)
         self.lr_names = [g["name"] for g in groups]
-        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, weight_decay=weight_decay, eps=eps)
+        log.info("%s: AdamW weight_decay=%g eps=%g (stage %d)", self.spec.name, weight_decay, eps,
+                 self.spec.stage)
         warmup = min(opt.warmup_steps, max(self.spec.max_steps - 1, 0))
         scheduler = linear_schedule(optimizer, warmup, self.spec.max_steps)
         keep_prompt_whole(self.acc, self.prompt, self.backbone.hidden_size)
@@ -193,7 +229,10 @@ class Trainer:
                 # accelerate/DeepSpeed divide by grad_accum, DDP averages ranks
                 self.acc.backward(share * (self.world * opt.grad_accum))
                 loss_sum = loss_sum + share.detach().float()
-        loss = all_reduce_sum(self.acc, loss_sum).item()
+        # The stop flag rides in the loss's all-reduce: every rank learns of a
+        # signal any rank received, at the same step, with no extra collective.
+        flag = torch.full_like(loss_sum, float(self._stop.requested))  # a fill, no host copy
+        loss, self._stop_votes = all_reduce_sum(self.acc, torch.stack([loss_sum, flag])).tolist()
         if not math.isfinite(loss):
             last = find_checkpoint(self.spec.run_dir)
             raise TrainingDiverged(
@@ -206,6 +245,24 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def _log_source_similarity(self, step: int) -> None:
+        """SPoT's cosine of mean-pooled prompts between the current prompt and
+        each source's stage-1 prompt, as a metrics.jsonl row (Figure 1)."""
+        if self.spec.similarity_sources is None:
+            return
+        names, sources = self.spec.similarity_sources
+        with torch.no_grad():
+            current = self.prompt().detach().float()
+            if current.dim() == 3:  # a per-example prompt: its batch mean
+                current = current.mean(dim=0)
+            cos = torch.nn.functional.cosine_similarity(
+                sources.float().mean(dim=-2), current.mean(dim=-2).unsqueeze(0), dim=-1
+            ).cpu().tolist()
+        sims = dict(zip(names, cos, strict=True))
+        most = max(sims, key=lambda n: (sims[n], -names.index(n)))
+        self.files.log_metrics({"step": step, "split": "source_similarity", "most_similar": most, **sims})
+        self._track(step, {f"source_similarity/{n}": v for n, v in sims.items()})
 
     def _grouping_row(self, step: int) -> dict[str, Any] | None:
         mask = getattr(self.prompt, "last_mask", None)
@@ -250,6 +307,9 @@ class Trainer:
             synced_gpus=self.synced_gpus,
             desc=f"{self.spec.name} {split}",
             rank_classification=self.cfg.eval.rank_classification,
+            references=reference_mode(
+                self.spec.task, self.cfg.eval.qa_references, self.cfg.eval.nlg_references
+            ),
         )
         return metrics
 
@@ -259,17 +319,23 @@ class Trainer:
         self.build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
-        ckpt = find_checkpoint(self.spec.run_dir) if self.cfg.resume else None
-        if ckpt is not None:
-            loaded = load_checkpoint(ckpt)
+        self._stop, self._stop_votes = stop_request(), 0.0
+        self.bank_sha = {task: file_sha256(path) for task, path in self.spec.bank_entries.items()}
+        # A run a signal stopped resumes when rerun, resume=true or not.
+        stopped = stopped_by_signal(self.spec.run_dir)
+        loaded = load_latest(self.spec.run_dir) if self.cfg.resume or stopped else None
+        if loaded is not None:
+            self._check_bank(loaded)
             load_trainable_state(self.acc, self.prompt, loaded.trainable)
             loaded.restore(checkpoint_optimizer(self.acc, self.optimizer, self.prompt), self.scheduler)
             state, best_state = loaded.state, loaded.best_trainable
             self.files.truncate_after(state.step)
-            log.info("%s: resumed from %s at step %d", self.spec.name, ckpt, state.step)
+            log.info("%s: resumed from %s at step %d%s", self.spec.name, loaded.path, state.step,
+                     f" (stopped there by {loaded.stopped_by})" if loaded.stopped_by else "")
         elif self.acc.is_main_process:
             for stale in ("metrics.jsonl", "grouping.jsonl"):
                 (self.spec.run_dir / stale).unlink(missing_ok=True)
+            remove_checkpoints(self.spec.run_dir)
         self.acc.wait_for_everyone()
         start_time = time.time()
         pending: list[dict[str, Any]] = []
@@ -293,11 +359,15 @@ class Trainer:
             if state.step % every_log == 0 or state.step == self.spec.max_steps:
                 self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
                 self._flush_grouping(pending)
+                self._log_source_similarity(state.step)
             else:
                 self.files.log_metrics({"step": state.step, "loss": loss})
-            if state.step % every_eval == 0 or state.step == self.spec.max_steps:
+            saved = state.step % every_eval == 0 or state.step == self.spec.max_steps
+            if saved:
                 self._flush_grouping(pending)
                 best_state = self._eval_and_checkpoint(state, best_state)
+            if self._stop_votes:
+                self._stop_now(state, best_state, pending, saved)
         bar.close()
         self._flush_grouping(pending)
         result = self._finish(state, best_state, time.time() - start_time)
@@ -313,20 +383,10 @@ class Trainer:
         self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
         self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
-        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
-        if best_state is None or (score is not None and (state.best_score is None or score > state.best_score)):
+        if best_state is None or self.spec.select_last or (score is not None and (state.best_score is None or score > state.best_score)):
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
-        if self.acc.is_main_process:
-            save_checkpoint(
-                self.spec.run_dir,
-                trainable=trainable,
-                best_trainable=best_state,
-                optimizer=optimizer,
-                scheduler=self.scheduler,
-                state=state,
-            )
-        self.acc.wait_for_everyone()
+        self._save(state, best_state, trainable)
         chosen_by = primary if self.cfg.data.select_by == "primary" else "mean of the metrics"
         log.info(
             "%s step %d: validation %s = %s, %s = %s (best %s at step %s)",
@@ -335,17 +395,71 @@ class Trainer:
         )
         return best_state
 
+    def _save(
+        self,
+        state: TrainingState,
+        best_state: dict[str, torch.Tensor] | None,
+        trainable: dict[str, torch.Tensor] | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
+        """Checkpoint (collectives on every rank, the main process writes)."""
+        if trainable is None:
+            trainable = full_trainable_state(self.acc, self.prompt)
+        optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
+        if self.acc.is_main_process:
+            save_checkpoint(
+                self.spec.run_dir,
+                trainable=trainable,
+                best_trainable=best_state,
+                optimizer=optimizer,
+                scheduler=self.scheduler,
+                state=state,
+                bank=self.bank_sha,
+                stopped_by=stopped_by,
+            )
+        self.acc.wait_for_everyone()
+
+    def _stop_now(
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None,
+        pending: list[dict[str, Any]], saved: bool,
+    ) -> None:
+        """A stop signal reached some rank during this step: checkpoint it
+        (or mark the one this step just wrote), then leave."""
+        why = self._stop.name if self._stop.requested else "a signal to another rank"
+        if saved:
+            if self.acc.is_main_process:
+                mark_stopped(self.spec.run_dir, why)
+            self.acc.wait_for_everyone()
+        else:
+            self._flush_grouping(pending)
+            self._save(state, best_state, stopped_by=why)
+        where = self.spec.run_dir / "checkpoint"
+        log.warning("%s: stopped by %s after step %d; checkpoint %s written, rerun to resume",
+                    self.spec.name, why, state.step, where)
+        raise Preempted(f"{self.spec.name}: stopped by {why} after step {state.step}; checkpoint "
+                        f"{where} written; run the same command again to resume")
+
+    def _check_bank(self, loaded: LoadedCheckpoint) -> None:
+        """Refuse to resume on a bank entry that changed since the checkpoint."""
+        for task, path in self.spec.bank_entries.items():
+            then, now = loaded.bank.get(task), self.bank_sha[task]
+            if then is not None and then != now:
+                raise BankError(
+                    f"bank entry {path} changed since checkpoint {loaded.path} was written "
+                    f"(sha256 {then[:12]}... then, {now[:12]}... now); restore that entry, or "
+                    f"delete {self.spec.run_dir / 'checkpoint'}* to train this run from the start"
+                )
+
     def _finish(
         self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
-        with torch.no_grad():
-            soft_prompt = self.prompt().detach().float()
+        saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
         test_metrics = self._evaluate("test")
         self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
         self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
-        prompt_tensors = {**best_state, "soft_prompt": soft_prompt}
+        prompt_tensors = {**best_state, **saved}
         self.files.write_prompt(
             prompt_tensors,
             {"task": self.spec.task.name, "method": self.spec.method, "best_step": str(state.best_step)},

@@ -77,6 +77,25 @@ def ref_prefix_argmax(sims, gram):
 
 
 def ref_exhaustive(sims, gram):
+    """The released KC-only ablation transcribed loop for loop (zpy2477/DTVG
+    peft/soft_prompt_controller.py, ablation == 2): p = 0 .. 2^n - 1 selects
+    the sources whose bit of p is 0; a subset replaces the group only when
+    its KC (mean over ordered pairs) is strictly above every KC so far,
+    starting from an empty group and KCS = [0]."""
+    n = len(sims)
+    chosen: list[int] = []
+    kcs = [0.0]
+    for p in range(2**n):
+        select = [i for i in range(n) if (p >> i) % 2 == 0]
+        intra = [gram[i][j] for i in select for j in select if i != j]
+        kc = sum(intra) / len(intra) if intra else 0.0
+        if kc > max(kcs):
+            chosen = select
+        kcs.append(kc)
+    return chosen
+
+
+def ref_exhaustive_nonempty(sims, gram):
     n = len(sims)
     best, best_key = None, None
     for code in range(1, 2**n):
@@ -99,6 +118,8 @@ def ref_select(sims, gram, rule):
         group = [i for i in range(n) if sims[i] >= 0]
     elif rule == "exhaustive-kc":
         group = ref_exhaustive(sims, gram)
+    elif rule == "exhaustive-kc-nonempty":
+        group = ref_exhaustive_nonempty(sims, gram)
     elif rule == "all":
         group = list(range(n))
     else:
@@ -308,7 +329,27 @@ def test_single_source():
     pos, neg = _one_row([[2.0]]), _one_row([[-2.0]])
     assert select_group(target, pos, "greedy").tolist() == [True]
     assert select_group(target, neg, "greedy").tolist() == [False]
-    assert select_group(target, neg, "exhaustive-kc").tolist() == [True]
+    assert select_group(target, neg, "exhaustive-kc-nonempty").tolist() == [True]
+    # one source has KC 0, never strictly above the release's starting 0
+    assert select_group(target, pos, "exhaustive-kc").tolist() == [False]
+
+
+def test_exhaustive_kc_is_empty_when_every_pair_conflicts():
+    # pairwise sims all -1, target sims 1, 2, 3 (Eq. 2 with r = 1)
+    gram = torch.tensor([[4.0, -1.0, -1.0], [-1.0, 4.0, -1.0], [-1.0, -1.0, 4.0]], dtype=torch.float64)
+    sims = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    assert select_from_similarities(sims, gram, "exhaustive-kc").tolist() == [False, False, False]
+    assert select_from_similarities(sims, gram, "exhaustive-kc-nonempty").tolist() == [True, False, False]
+    assert ref_exhaustive(sims.tolist(), gram.tolist()) == []
+
+
+def test_exhaustive_kc_ties_go_to_the_largest_bitmask():
+    # {0, 1} and {2, 3} both have KC 2; the release meets {2, 3} (bitmask 12) first
+    gram = torch.full((4, 4), -5.0, dtype=torch.float64)
+    gram[0, 1] = gram[1, 0] = gram[2, 3] = gram[3, 2] = 2.0
+    sims = torch.zeros(4, dtype=torch.float64)
+    assert select_from_similarities(sims, gram, "exhaustive-kc").tolist() == [False, False, True, True]
+    assert ref_exhaustive(sims.tolist(), gram.tolist()) == [2, 3]
 
 
 def test_twelve_sources_match_reference():

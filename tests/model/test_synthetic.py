@@ -77,3 +77,37 @@ def test_pretrained_backbone_is_built_once_and_loads(tmp_path) -> None:
     syn.ensure_pretrained_backbone(folder, config, steps=3, batch_size=4)  # cached: not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert not (tmp_path / "bb.tmp").exists()
+
+
+def test_perturbations_name_their_checkpoint_and_move_the_weights(tmp_path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    config = {"model_type": "t5", "vocab_size": 96, "d_model": 16, "d_kv": 4, "d_ff": 32,
+              "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "decoder_start_token_id": 0,
+              "pad_token_id": 0, "eos_token_id": 1}
+    for name in (syn.TEACH_DTYPE_ENV, syn.WEIGHT_NOISE_ENV, syn.NOISE_SEED_ENV):
+        monkeypatch.delenv(name, raising=False)
+    plain = syn.ensure_pretrained_backbone(tmp_path / "bb", config, steps=3, batch_size=4)
+    assert plain == tmp_path / "bb"
+    monkeypatch.setenv(syn.WEIGHT_NOISE_ENV, "1e-6")
+    noisy = syn.ensure_pretrained_backbone(tmp_path / "bb", config, steps=3, batch_size=4)
+    assert noisy.name == "bb-weight_noise=1e-06"
+    a, b = (load_file(str(f / "model.safetensors")) for f in (plain, noisy))
+    for key in a:  # float32 rounding of w * (1 + 1e-6 n): relative change about 1e-6
+        rel = float((b[key].double() - a[key].double()).norm() / a[key].double().norm())
+        assert 3e-7 < rel < 3e-6, (key, rel)
+    monkeypatch.delenv(syn.WEIGHT_NOISE_ENV)
+    monkeypatch.setenv(syn.TEACH_DTYPE_ENV, "float64")  # the default teaches in float32
+    wide = syn.ensure_pretrained_backbone(tmp_path / "bb", config, steps=3, batch_size=4)
+    assert wide.name == "bb-teach_dtype=float64"
+    c = load_file(str(wide / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in c.values())
+    moved = [float((c[k] - a[k]).abs().max()) for k in a]
+    assert 0 < max(moved) < 1e-3  # the same teaching, other rounding
+    monkeypatch.setenv(syn.TEACH_DTYPE_ENV, "float16")
+    with pytest.raises(ValueError, match="DTVG_DEMO_TEACH_DTYPE='float16'"):
+        syn.teaching_perturbation()
+    monkeypatch.setenv(syn.TEACH_DTYPE_ENV, "float32")
+    monkeypatch.setenv(syn.WEIGHT_NOISE_ENV, "tiny")
+    with pytest.raises(ValueError, match="DTVG_DEMO_WEIGHT_NOISE='tiny' is not a number"):
+        syn.teaching_perturbation()

@@ -50,7 +50,8 @@ def test_primary_metrics_are_what_the_tables_print():
     # The others are still computed (and logged to metrics.jsonl).
     assert set(get_task("mrpc").metrics) == set(get_task("qqp").metrics) == {"accuracy", "f1"}
     assert set(get_task("stsb").metrics) == {"pearson", "spearman"}
-    assert set(get_task("e2e_nlg").metrics) == {"bleu_dtvg", "bleu", "rouge1", "rouge2", "rougeL"}
+    assert set(get_task("e2e_nlg").metrics) == {"bleu_dtvg", "bleu", "rouge1", "rouge2", "rougeL",
+                                                "rouge1_dtvg", "rouge2_dtvg", "rougeL_dtvg", "meteor_dtvg"}
     assert set(get_task("newsqa").metrics) == {"f1", "em"}
 
 
@@ -63,7 +64,11 @@ def test_selection_by_primary_or_by_the_mean_of_the_metrics():
     assert mrpc.selection_score(scores, "mean") == pytest.approx(75.0)
     qa = {"f1": 60.0, "em": 50.0, "f1_em": 55.0}
     assert squad.selection_score(qa) == 55.0 and squad.selection_score(qa, "mean") == pytest.approx(55.0)
-    gen = {"bleu_dtvg": 30.0, "bleu": 99.0, "rouge1": 60.0, "rouge2": 40.0, "rougeL": 50.0}
+    # the released code's mean: its ROUGE-1/2/L, BLEU and METEOR (not rouge-score's, not sacrebleu)
+    gen = {"bleu_dtvg": 30.0, "bleu": 99.0, "rouge1": 99.0, "rouge2": 99.0, "rougeL": 99.0,
+           "rouge1_dtvg": 60.0, "rouge2_dtvg": 40.0, "rougeL_dtvg": 50.0, "meteor_dtvg": 20.0}
+    assert e2e.selection_score(gen, "mean") == pytest.approx((30 + 60 + 40 + 50 + 20) / 5)
+    del gen["meteor_dtvg"]  # no WordNet: the mean of the other four
     assert e2e.selection_score(gen, "mean") == pytest.approx((30 + 60 + 40 + 50) / 4)
     with pytest.raises(ValueError, match="select_by must be one of"):
         mrpc.selection_score(scores, "max")

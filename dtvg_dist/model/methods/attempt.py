@@ -1,0 +1,204 @@
+"""ATTEMPT (Asai et al., 2022): an attentional mixture of frozen source
+prompts and a trained target prompt, computed per instance.
+
+Paper, section 3: with X the input token embeddings and P_1..P_t the source
+prompts (here the bank's stage-1 prompts P* = P_init + T, frozen) and P_{t+1}
+the target prompt (trained),
+
+    x^ = max-pool over tokens of X                      [d]
+    h  = LayerNorm(W_up SiLU(W_down x^))                [d]   (W_down: d -> 100)
+    p^_j = max-pool over the r rows of P_j              [d]
+    a_j = softmax_j(p^_j . h / T),  j = 1..t+1
+    P_instance = P_{t+1} + sum_{j=1}^{t+1} a_j P_j      [r, d]
+
+Trainable: the target prompt, W_down, W_up and the layer norm. The release
+(AkariAsai/ATTEMPT, attempt/third_party/models/t5/modeling_t5.py, T5Stack
+``attn_method == "sub"``, lines 1071-1159) computes the same; where it differs
+(pooling over pad positions, the target's initialisation) the setting below
+names it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dtvg_dist.analysis.memory import PromptState
+from dtvg_dist.model.methods.base import BuildContext, Built, Method
+from dtvg_dist.model.prompt import _check_state
+
+TARGET_INITS = ("first_source", "p_init")
+
+
+@dataclass
+class AttemptSettings:
+    """Recipe keys ``attempt.*``."""
+
+    # Bottleneck of the attention module: modeling_t5.py line 933
+    # (nn.Linear(model_dim, 100, bias=False)).
+    attention_dim: int = 100
+    # Softmax temperature; None: d * e, which is the release's 2087 for T5-base
+    # (attempt/configs/attempt/sinlge_task.json "temperature": 2087 = 768 e).
+    temperature: float | None = None
+    # Rate of the attention module; None: optim.lr. The release's
+    # attn_learning_rate (attempt/options.py, default None) is the same switch.
+    attention_lr: float | None = None
+    # Target prompt start. first_source: the first source prompt, as the
+    # release's single-task training does (attempt/run_seq2seq.py line 182,
+    # model.update_prefix_weights_single(shared_params[0])); p_init: the
+    # bank's P_init (a vocabulary sample, as init_prefix_from_vocab).
+    target_init: str = "first_source"
+    # The release max-pools over every position of the padded input
+    # (modeling_t5.py line 1072, torch.max(inputs_embeds, 1), with
+    # pad_to_max_length); false pools only the real tokens, so the result does
+    # not depend on how a batch is padded (and 2 processes equal 1).
+    pool_padding: bool = False
+    # W_down / W_up start N(0, init_std): the release's _init_weights for
+    # nn.Linear (modeling_t5.py line 870). The layer norm starts at (1, 0).
+    init_std: float = 0.01
+
+
+class ATTEMPTPrompt(nn.Module):
+    """Per-instance prompt: the target prompt plus an attention mixture."""
+
+    def __init__(
+        self,
+        source_prompts: Tensor,
+        target_init: Tensor,
+        attention_dim: int = 100,
+        temperature: float | None = None,
+        init_std: float = 0.01,
+        seed: int = 0,
+        pool_padding: bool = False,
+        source_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if source_prompts.dim() != 3 or tuple(source_prompts.shape[1:]) != tuple(target_init.shape):
+            raise ValueError(
+                f"ATTEMPTPrompt: source prompts {tuple(source_prompts.shape)} do not match "
+                f"the target prompt {tuple(target_init.shape)} (want [n, r, d] and [r, d])"
+            )
+        r, d = target_init.shape
+        f32, dev = torch.float32, target_init.device
+        self.source_names = list(source_names or [f"source{i}" for i in range(len(source_prompts))])
+        self.temperature = float(temperature) if temperature is not None else d * math.e
+        self.pool_padding = pool_padding
+        self.register_buffer("source_prompts", source_prompts.detach().to(f32).clone())
+        self.target_prompt = nn.Parameter(target_init.detach().to(f32).clone())
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))  # same start on every rank
+        self.w_down = nn.Parameter(torch.randn(attention_dim, d, generator=gen).mul_(init_std).to(dev))
+        self.w_up = nn.Parameter(torch.randn(d, attention_dim, generator=gen).mul_(init_std).to(dev))
+        self.norm_weight = nn.Parameter(torch.ones(d, dtype=f32, device=dev))
+        self.norm_bias = nn.Parameter(torch.zeros(d, dtype=f32, device=dev))
+        self.last_weights: Tensor | None = None
+
+    def attention(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """a [B, n + 1]: the softmax weights over [sources; target] per instance."""
+        x = inputs_embeds.to(self.target_prompt.dtype)
+        if attention_mask is not None and not self.pool_padding:
+            x = x.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+        pooled = x.max(dim=1).values  # [B, d]
+        h = F.linear(F.silu(F.linear(pooled, self.w_down)), self.w_up)
+        h = F.layer_norm(h, (h.shape[-1],), self.norm_weight, self.norm_bias)
+        prompts = torch.cat([self.source_prompts, self.target_prompt.unsqueeze(0)])  # [n+1, r, d]
+        keys = prompts.max(dim=1).values  # [n + 1, d]
+        return torch.softmax(h @ keys.T / self.temperature, dim=-1)
+
+    def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+        if inputs_embeds is None:
+            raise ValueError(
+                "ATTEMPT's prompt depends on the input: call it with the token embeddings "
+                "(PromptedModel does)"
+            )
+        weights = self.attention(inputs_embeds, attention_mask)
+        self.last_weights = weights.detach()
+        prompts = torch.cat([self.source_prompts, self.target_prompt.unsqueeze(0)])
+        mixture = torch.einsum("bj,jrd->brd", weights, prompts)
+        return self.target_prompt.unsqueeze(0) + mixture  # [B, r, d]
+
+    def attention_params(self) -> list[nn.Parameter]:
+        return [self.w_down, self.w_up, self.norm_weight, self.norm_bias]
+
+    def param_groups(
+        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """The target prompt at ``lr``, the attention module at the second rate."""
+        return [
+            {"name": "prompt", "params": [self.target_prompt], "lr": lr, "weight_decay": weight_decay},
+            {"name": "attention", "params": self.attention_params(),
+             "lr": lr if source_lr is None else source_lr, "weight_decay": weight_decay},
+        ]
+
+    _TRAINABLE = ("target_prompt", "w_down", "w_up", "norm_weight", "norm_bias")
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k).detach().float().clone() for k in self._TRAINABLE}
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        own = {k: getattr(self, k) for k in self._TRAINABLE}
+        _check_state(self, state, own)
+        for k, t in own.items():
+            t.copy_(state[k].to(t.dtype))
+
+
+class ATTEMPT(Method):
+    name = "attempt"
+    title = "ATTEMPT"
+    source = ("Asai et al., 2022, ATTEMPT: Parameter-Efficient Multi-task Tuning via Attentional "
+              "Mixtures of Soft Prompts (release AkariAsai/ATTEMPT)")
+    static_prompt = False
+    peft_adapter = None
+    peft_refusal = ("PEFT has no adapter type for ATTEMPT's per-instance attentional mixture of "
+                    "prompts (its prompt depends on each input, PROMPT_TUNING holds one fixed prompt)")
+
+    def build(self, ctx: BuildContext) -> Built:
+        cfg, sources = ctx.cfg, ctx.sources
+        s = cfg.attempt
+        stacked = torch.stack([e.prompt for e in sources]).to(ctx.device)
+        init = stacked[0] if s.target_init == "first_source" else ctx.target.p_init.to(ctx.device)
+        module = ATTEMPTPrompt(
+            stacked, init, attention_dim=s.attention_dim, temperature=s.temperature,
+            init_std=s.init_std, seed=cfg.seed, pool_padding=s.pool_padding,
+            source_names=[e.task for e in sources],
+        )
+        return Built(module, {"source_tasks": list(cfg.source_tasks),
+                              "attempt_temperature": module.temperature,
+                              "attempt_target_init": s.target_init})
+
+    def learning_rates(self, cfg: Any) -> tuple[float, float]:
+        lr = float(cfg.optim.lr)
+        return lr, float(cfg.attempt.attention_lr) if cfg.attempt.attention_lr is not None else lr
+
+    def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
+        k = int(cfg.attempt.attention_dim) if cfg is not None else 100
+        return PromptState(r * d + 2 * k * d + 2 * d, n_sources * r * d, r * d)
+
+    def saved_tensors(self, module: nn.Module) -> dict[str, Tensor]:
+        assert isinstance(module, ATTEMPTPrompt)
+        return {"soft_prompt": module.target_prompt.detach().float().clone(),
+                "source_prompts": module.source_prompts.detach().float().clone()}
+
+    def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
+        s = cfg.attempt
+        module = ATTEMPTPrompt(
+            tensors["source_prompts"], tensors["target_prompt"], attention_dim=s.attention_dim,
+            temperature=s.temperature, pool_padding=s.pool_padding,
+        )
+        module.load_trainable_state({k: tensors[k] for k in ATTEMPTPrompt._TRAINABLE})
+        return module
+
+    def check(self, cfg: Any) -> str | None:
+        s = cfg.attempt
+        if s.target_init not in TARGET_INITS:
+            return f"attempt.target_init={s.target_init!r} is not one of {', '.join(TARGET_INITS)}"
+        if s.attention_dim <= 0:
+            return f"attempt.attention_dim={s.attention_dim!r} must be > 0"
+        if s.temperature is not None and s.temperature <= 0:
+            return f"attempt.temperature={s.temperature!r} must be > 0"
+        return None

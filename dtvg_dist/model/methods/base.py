@@ -1,0 +1,135 @@
+"""What a prompt method is to the rest of the trainer.
+
+A method is one module of this package holding a :class:`Method` subclass
+(registered by name in ``__init__``) and, when it has recipe keys, a settings
+dataclass that the recipe schema names after the method (``attempt:``,
+``dept:``...). The pipeline asks the method, never its name, for:
+
+- which bank entries it reads (:meth:`Method.bank_tasks`),
+- the stage-2 prompt module built from those entries and the backbone
+  (:meth:`Method.build`, with the facts results.json records about it),
+- the learning rates of the module's two param groups (:meth:`Method.learning_rates`),
+- anything it must train before stage 2 (:meth:`Method.pre_stage`, e.g. MPT's
+  source training), and
+- for the planner, the sizes of its tensors (:meth:`Method.prompt_state`).
+
+The prompt module contract (what :class:`~dtvg_dist.model.prompt.PromptedModel`
+calls): ``forward(inputs_embeds=None, attention_mask=None)`` returns the soft
+prompt, ``[r, d]`` shared by the batch or ``[B, r, d]`` per instance
+(``inputs_embeds`` [B, S, d] are the token embeddings, ``attention_mask``
+[B, S] bool marks the real tokens); an optional submodule ``input_update``
+called as ``input_update(inputs_embeds, positions)`` returns new token
+embeddings (``positions`` [B, S]: each token's index from the first real
+token, -1 where the update must not apply); ``param_groups(lr, second_lr,
+weight_decay)``, ``trainable_state()`` and ``load_trainable_state(state)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from dtvg_dist.analysis.memory import PromptState
+
+
+@dataclass
+class BuildContext:
+    """Everything a method may build its stage-2 module from."""
+
+    cfg: Any  # the validated recipe (DictConfig)
+    entries: dict[str, Any]  # task -> BankEntry, the tasks of Method.bank_tasks
+    backbone: Any  # dtvg_dist.model.backbone.Backbone
+    device: torch.device
+    pipeline: Any = None  # the Pipeline, for methods whose pre-stage left files (MPT)
+
+    @property
+    def target(self) -> Any:
+        return self.entries[self.cfg.target_task]
+
+    @property
+    def sources(self) -> list[Any]:
+        return [self.entries[name] for name in self.cfg.source_tasks]
+
+
+@dataclass
+class Built:
+    """A built stage-2 prompt module and what results.json says about it."""
+
+    module: nn.Module
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """One prompt method. Subclasses set the class attributes and ``build``."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # for logs and the docs
+    source: ClassVar[str] = ""  # the paper (and release) it follows
+    uses_sources: ClassVar[bool] = True  # reads the source tasks' bank entries
+    # Whether ``forward()`` needs no inputs, so the saved ``soft_prompt`` is
+    # the whole trained prompt (PEFT prompt-tuning export and the simple
+    # predict path rely on that).
+    static_prompt: ClassVar[bool] = True
+    # The PEFT adapter type the trained prompt maps onto, or None; with None,
+    # ``peft_refusal`` says why not.
+    peft_adapter: ClassVar[str | None] = "PROMPT_TUNING"
+    peft_refusal: ClassVar[str] = ""
+
+    def bank_tasks(self, cfg: Any) -> list[str]:
+        """The bank entries stage 2 reads (the target first)."""
+        names = [cfg.target_task, *(cfg.source_tasks if self.uses_sources else [])]
+        return list(dict.fromkeys(names))
+
+    def pre_stage(self, pipeline: Any) -> dict[str, Any]:
+        """Work to do after stage 1 and before stage 2 (none by default).
+        Returns facts for the stage-2 results.json."""
+        return {}
+
+    def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Any:
+        """The file :meth:`pre_stage` leaves for the bank ``bank_dir`` (a Path),
+        or None when it leaves none. A grid runs the pre-stage once per such
+        file (``stage=pre``) and makes the stage-2 runs that read it wait."""
+        return None
+
+    def build(self, ctx: BuildContext) -> Built:
+        raise NotImplementedError
+
+    def learning_rates(self, cfg: Any) -> tuple[float, float]:
+        """The rates given to ``module.param_groups(lr, second_lr, ...)``."""
+        return float(cfg.optim.lr), float(cfg.optim.source_lr)
+
+    def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
+        """Trainable / frozen tensor sizes for the launch planner."""
+        return PromptState(r * d, 0, r * d)
+
+    def pre_stage_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState | None:
+        """Tensor sizes of the pre-stage's prompt module for the planner (None: no pre-stage)."""
+        return None
+
+    def prompt_tokens(self, cfg: Any) -> int:
+        """Positions the prompt adds to every input (the planner's activations)."""
+        return int(cfg.prompt.length)
+
+    def saved_tensors(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors written to prompt.safetensors beside the trainable state:
+        the final soft prompt, plus whatever :meth:`rebuild` needs."""
+        with torch.no_grad():
+            return {"soft_prompt": module().detach().float()}
+
+    def rebuild(self, tensors: dict[str, torch.Tensor], cfg: Any) -> nn.Module:
+        """The trained module from prompt.safetensors (for predict)."""
+        from dtvg_dist.model.prompt import SoftPrompt
+
+        return SoftPrompt(tensors["soft_prompt"])
+
+    def check(self, cfg: Any) -> str | None:
+        """A recipe problem specific to this method (the message), or None."""
+        return None
+
+
+def trainable_count(module: nn.Module) -> int:
+    """Elements of the module's trainable parameters (the paper's parameter count)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

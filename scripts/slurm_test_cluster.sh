@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, for the tests and for trying the
+# slurm executor: munged, slurmctld and slurmd on localhost, every file
+# (munge key, slurm.conf, spool, logs, sockets) inside one state folder, so
+# nothing under /etc is touched and two clusters never share a port.
+#
+#   scripts/slurm_test_cluster.sh start STATE_DIR   # prints `export SLURM_CONF=...`
+#   scripts/slurm_test_cluster.sh stop STATE_DIR    # stops what start started, by pid
+#
+# Needs root (slurmd starts jobs as their user) and Debian's slurm-wlm and
+# munge (scripts/ci_system_packages.sh installs them).
+set -euo pipefail
+
+usage() { echo "usage: $0 start|stop STATE_DIR" >&2; exit 2; }
+[[ $# -eq 2 ]] || usage
+action=$1
+state=$2
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+stop() {
+  # Stop in reverse order of start, only the pids start recorded.
+  for name in slurmd slurmctld munged; do
+    pidfile="$state/$name.pid"
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+start() {
+  for bin in munged slurmctld slurmd sbatch sinfo; do
+    command -v "$bin" >/dev/null || [[ -x /usr/sbin/$bin ]] || {
+      echo "slurm_test_cluster: $bin not found (apt-get install slurm-wlm munge)" >&2; exit 3; }
+  done
+  [[ $(id -u) -eq 0 ]] || { echo "slurm_test_cluster: must run as root (slurmd)" >&2; exit 3; }
+  id munge >/dev/null 2>&1 || { echo "slurm_test_cluster: no munge user" >&2; exit 3; }
+  mkdir -p "$state"
+  state=$(cd "$state" && pwd)
+  chmod 755 "$state"
+  host=$(hostname -s)
+  cpus=$(nproc)
+  mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
+
+  # munge: its own key, socket, pid, log and seed files, owned by the munge user.
+  m="$state/munge"
+  mkdir -p "$m/etc" "$m/run"
+  dd if=/dev/urandom bs=1 count=1024 of="$m/etc/munge.key" status=none
+  chown -R munge:munge "$m"
+  chmod 755 "$m" "$m/run"  # clients need to reach the socket
+  chmod 700 "$m/etc"
+  chmod 400 "$m/etc/munge.key"
+  setsid setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged -F \
+    --socket="$m/run/munge.socket" --key-file="$m/etc/munge.key" --pid-file="$m/run/munged.pid" \
+    --log-file="$m/etc/munged.log" --seed-file="$m/etc/munged.seed" >"$state/munged.out" 2>&1 &
+  echo $! >"$state/munged.pid"
+  for _ in $(seq 50); do [[ -S $m/run/munge.socket ]] && break; sleep 0.1; done
+  [[ -S $m/run/munge.socket ]] || { echo "munged did not start: $(cat "$m/etc/munged.log" "$state/munged.out" 2>/dev/null)" >&2; stop; exit 1; }
+
+  mkdir -p "$state/spool/ctld" "$state/spool/d" "$state/log"
+  ctld_port=$(free_port)
+  d_port=$(free_port)
+  cat >"$state/slurm.conf" <<EOF
+# one-node test cluster written by scripts/slurm_test_cluster.sh
+ClusterName=dtvgtest
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire: a requeued job waits this long before it may start again (default 120 s)
+AuthInfo=socket=$m/run/munge.socket,cred_expire=5
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+StateSaveLocation=$state/spool/ctld
+SlurmdSpoolDir=$state/spool/d
+SlurmctldPidFile=$state/slurmctld.pidfile
+SlurmdPidFile=$state/slurmd.pidfile
+SlurmctldLogFile=$state/log/slurmctld.log
+SlurmdLogFile=$state/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ReturnToService=2
+MpiDefault=none
+MailProg=/bin/true
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+# a requeued job may start again at once (the default waits 2 minutes)
+MinJobAge=30
+KillWait=30
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=1
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES DefaultTime=60 MaxTime=INFINITE State=UP
+EOF
+  export SLURM_CONF="$state/slurm.conf"
+  setsid /usr/sbin/slurmctld -D -i -f "$SLURM_CONF" >"$state/slurmctld.out" 2>&1 &
+  echo $! >"$state/slurmctld.pid"
+  setsid /usr/sbin/slurmd -D -f "$SLURM_CONF" -N "$host" >"$state/slurmd.out" 2>&1 &
+  echo $! >"$state/slurmd.pid"
+  for _ in $(seq 150); do
+    if [[ $(sinfo -h -N -o %t 2>/dev/null) == idle ]]; then
+      echo "export SLURM_CONF=$SLURM_CONF"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "slurm_test_cluster: node not idle after 30 s; sinfo: $(sinfo -N 2>&1)" >&2
+  tail -n 20 "$state/log/slurmctld.log" "$state/log/slurmd.log" "$state/slurmctld.out" "$state/slurmd.out" >&2 || true
+  stop
+  exit 1
+}
+
+case $action in
+  start) start ;;
+  stop) stop ;;
+  *) usage ;;
+esac

@@ -1,0 +1,343 @@
+"""The slurm executor: its sbatch parameters and job arrays without a
+cluster, then on a real one-node SLURM cluster (tests/grid/slurm_cluster.py):
+`reproduce demo --executor slurm` gives the serial executor's report, stage 2
+waits for stage 1 (afterok, read back from `scontrol show job`), and a
+stage-2 run signalled through SLURM mid-run is requeued, resumes and ends
+bit for bit where an uninterrupted run ends.
+
+Budgets are tiny (one seed, PT and DTVG, 4 steps). The cluster part is
+marked slow: 6 minutes on a 2-core machine shared with other work (load
+average 15), a fraction of that on an idle one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dtvg_dist.grid.jobs import Job, Launch
+from dtvg_dist.grid.slurm import (
+    SlurmOptions,
+    nodes_for,
+    parse_extra,
+    parse_time,
+    submission_groups,
+    submitit_parameters,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["backbone.name_or_path=null", "backbone.tokenizer=synthetic", "optim.max_steps=4",
+        "stage1.max_steps=4", "stage1.source_max_steps=6", "eval.every_steps=2",
+        "logging.progress_bar=false"]
+GRID = ["demo", "--seeds", "1", "--variants", "pt,dtvg", *TINY]
+RUNS = ("stage1/1", "pt/1", "dtvg/1")
+STAGE2 = ("pt/1", "dtvg/1")
+PAUSE_STEP = 3  # the preempted run is signalled at the start of this step
+
+
+# ------------------------------------------------------- without a cluster
+def _job(name: str, gpus: int = 0, needs: tuple[str, ...] = (), stage1: bool = False) -> Job:
+    prefix = ("accelerate", "launch", "--config_file", "x.yaml", "--num_processes", str(gpus)) \
+        if gpus > 1 else (sys.executable,)
+    return Job(name, Path("runs") / name, "demo", ["recipe=demo"], Launch(prefix, gpus=gpus),
+               needs=needs, stage1=stage1)
+
+
+def test_time_limits_parse_as_sbatch_does() -> None:
+    assert parse_time("90") == 90
+    assert parse_time("1:30") == 2  # MM:SS, rounded up to whole minutes
+    assert parse_time("02:00:00") == 120
+    assert parse_time("1-00") == 1440
+    assert parse_time("1-02:03:04") == 1440 + 123 + 1
+    for bad in ("soon", "1:2:3:4", "0"):
+        with pytest.raises(ValueError, match="--slurm-time"):
+            parse_time(bad)
+    assert parse_extra(["qos=high", "--constraint=a100", "exclusive="]) == {
+        "qos": "high", "constraint": "a100", "exclusive": ""}
+    with pytest.raises(ValueError, match="'qos'"):
+        parse_extra(["qos"])
+
+
+def test_options_become_submitit_parameters() -> None:
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    opts = SlurmOptions(partition="gpu", account="proj", time_min=600, gpus_per_node=8,
+                        extra=parse_extra(["qos=high", "mem_gb=64", "reservation=r1"]))
+    params = submitit_parameters(_job("dtvg/22", gpus=1), opts, "dtvg-stage2")
+    assert params["partition"] == "gpu" and params["account"] == "proj" and params["time"] == 600
+    assert params["gpus_per_node"] == 1 and params["nodes"] == 1 and params["ntasks_per_node"] == 1
+    assert params["qos"] == "high"  # a submitit parameter
+    extra = params["additional_parameters"]
+    assert extra["reservation"] == "r1" and extra["mem_gb"] == "64"  # passed through to sbatch
+    assert extra["signal"] == "USR1@120" and extra["requeue"] is True
+    assert extra["kill_on_invalid_dep"] == "yes"
+    assert params["setup"] == ["export SUBMITIT_PREEMPT_SIGNAL=USR1"]
+    # the sbatch lines submitit writes from them
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text = _make_sbatch_string(command="python -m submitit.core._submit X", folder="/tmp/f/%j",
+                               **{k: v for k, v in params.items()})
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --time=600",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --signal=USR1@120", "#SBATCH --qos=high",
+                 "#SBATCH --requeue", "#SBATCH --reservation=r1"):
+        assert line in text.splitlines(), (line, text)
+
+
+def test_a_short_time_limit_signals_before_it() -> None:
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    params = submitit_parameters(_job("pt/1"), SlurmOptions(time_min=2), "x")
+    assert params["additional_parameters"]["signal"] == "USR1@30"  # a quarter of 2 min
+
+
+def test_runs_bigger_than_a_node_span_whole_nodes() -> None:
+    opts = SlurmOptions(gpus_per_node=8)
+    assert nodes_for(_job("a", gpus=0), opts) == (1, 0)
+    assert nodes_for(_job("a", gpus=4), opts) == (1, 4)
+    assert nodes_for(_job("a", gpus=16), opts) == (2, 8)
+    with pytest.raises(ValueError, match="not a multiple of --slurm-gpus-per-node 8"):
+        nodes_for(_job("a", gpus=12), opts)
+
+
+def test_each_node_launches_with_its_machine_rank(monkeypatch) -> None:
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    from dtvg_dist.grid.slurm_job import launch_port, node_command, this_node
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    node = this_node()
+    assert (node.rank, node.count, node.main_host) == (1, 2, "gpu07")
+    job = _job("t5/22", gpus=16)
+    cmd = node_command(job, node)
+    head = cmd[:cmd.index("-m")]
+    assert head[:2] == ["accelerate", "launch"]
+    flags = dict(zip(head[2::2], head[3::2], strict=False))
+    assert flags["--num_machines"] == "2" and flags["--machine_rank"] == "1"
+    assert flags["--main_process_ip"] == "gpu07" and flags["--num_processes"] == "16"
+    assert flags["--main_process_port"] == str(launch_port("4242"))
+    assert flags["--config_file"] == "x.yaml"
+    assert head.count("--num_processes") == 1
+    assert cmd[cmd.index("-m"):] == ["-m", "dtvg_dist.train", "recipe=demo"]
+    single = node_command(job, type(node)(0, 1, "gpu07", "4242", 0))
+    assert single == job.command
+
+
+def test_arrays_group_by_what_they_wait_for() -> None:
+    jobs = [_job("stage1/1", stage1=True), _job("stage1/2", stage1=True)]
+    jobs += [_job(f"{m}/{s}", needs=(f"stage1/{s}",)) for s in (1, 2) for m in ("pt", "dtvg")]
+    groups = submission_groups(jobs, (), SlurmOptions())
+    assert [[j.name for j in g.jobs] for g in groups] == [
+        ["stage1/1", "stage1/2"], ["pt/1", "dtvg/1"], ["pt/2", "dtvg/2"]]
+    assert [g.needs for g in groups] == [(), ("stage1/1",), ("stage1/2",)]
+    # stage 1 already done (not in the submission): stage 2 waits for nothing
+    groups = submission_groups(jobs[2:], (), SlurmOptions())
+    assert [g.needs for g in groups] == [()] and len(groups[0].jobs) == 4
+    # stage 1 still queued from an earlier submission: waited for
+    groups = submission_groups(jobs[2:4], ("stage1/1",), SlurmOptions())
+    assert [g.needs for g in groups] == [("stage1/1",)]
+
+
+# ---------------------------------------------------------- on the cluster
+def _env(cluster, **extra: str) -> dict[str, str]:
+    return {**cluster.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1", **extra}
+
+
+def _reproduce(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """reproduce in the background, its output in <cwd>/reproduce.out (a
+    pipe could fill while the test waits on another process)."""
+    path = cwd / "reproduce.out"
+    with path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dtvg_dist.reproduce", *args], cwd=cwd,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.output = path  # type: ignore[attr-defined]
+    return proc
+
+
+def _finish(proc: subprocess.Popen, cluster, timeout: int = 600) -> str:
+    proc.wait(timeout=timeout)
+    out = proc.output.read_text()  # type: ignore[attr-defined]
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-6000:]}\n{cluster.log_tail()}"
+    return out
+
+
+def _records(runs: Path) -> dict:
+    return json.loads((runs / ".slurm" / "submitted.json").read_text())
+
+
+def _scontrol(job_id: str, cluster) -> str:
+    return subprocess.run(["scontrol", "show", "job", job_id], env=cluster.env(),
+                          capture_output=True, text=True, check=False).stdout
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = predicate()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"reproduce ended before {what}: "
+                                 f"{proc.output.read_text()[-4000:]}")  # type: ignore[attr-defined]
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def demos(slurm_cluster, tmp_path_factory):
+    """The grid run by the serial executor and, at the same time, through
+    SLURM; `scontrol show job` of every SLURM job read while stage 2 still
+    waits. Returns (serial runs dir, (slurm runs dir, output, records, shown))."""
+    serial_root = tmp_path_factory.mktemp("serial")
+    serial = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "serial"], serial_root,
+                        {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                         "HF_HUB_OFFLINE": "1"})
+    root = tmp_path_factory.mktemp("slurm")
+    runs = root / "runs"
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], root,
+                      _env(slurm_cluster))
+    try:
+        records = _wait_for(lambda: (runs / ".slurm" / "submitted.json").is_file()
+                            and len(_records(runs)) == len(RUNS) and _records(runs), 300,
+                            "the submission", proc)
+        shown = {name: _scontrol(rec["job_id"], slurm_cluster) for name, rec in records.items()}
+        again = subprocess.run([sys.executable, "-m", "dtvg_dist.reproduce", *GRID, "--runs-dir",
+                                "runs", "--executor", "slurm"], cwd=root, env=_env(slurm_cluster),
+                               capture_output=True, text=True, timeout=300)
+        out = _finish(proc, slurm_cluster)
+        _finish(serial, slurm_cluster)
+    finally:
+        for p in (proc, serial):
+            if p.poll() is None:
+                p.kill()
+    return serial_root / "runs", (runs, out, records, shown, again)
+
+
+@pytest.fixture(scope="module")
+def serial_demo(demos):
+    return demos[0]
+
+
+@pytest.fixture(scope="module")
+def slurm_demo(demos):
+    return demos[1]
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Prompt tensors, per-step losses and scores of two runs are identical."""
+    ta, tb = load_file(str(a / "prompt.safetensors")), load_file(str(b / "prompt.safetensors"))
+    assert set(ta) == set(tb)
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), (a, key)
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in line] for run in (a, b)]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+    ra, rb = (json.loads((run / "results.json").read_text()) for run in (a, b))
+    assert ra["test"] == rb["test"] and ra["best_validation"] == rb["best_validation"]
+
+
+@pytest.mark.slow
+def test_demo_on_slurm_reports_what_serial_reports(serial_demo, slurm_demo) -> None:
+    runs, out, *_ = slurm_demo
+    assert (runs / "demo" / "demo.txt").read_text() == (serial_demo / "demo" / "demo.txt").read_text()
+    a = json.loads((serial_demo / "demo" / "demo.json").read_text())
+    b = json.loads((runs / "demo" / "demo.json").read_text())
+    for table in (a, b):
+        for key in ("wall_time_s", "executor", "out"):
+            table.pop(key, None)
+    assert json.dumps(a, sort_keys=True).replace("runs/demo", "") == \
+        json.dumps(b, sort_keys=True).replace("runs/demo", "")
+    for name in STAGE2:
+        _same_run(serial_demo / "demo" / name, runs / "demo" / name)
+    for seed_bank in (serial_demo / "demo" / "bank").iterdir():
+        for entry in seed_bank.glob("*.safetensors"):
+            other = load_file(str(runs / "demo" / "bank" / seed_bank.name / entry.name))
+            mine = load_file(str(entry))
+            assert all(torch.equal(mine[k], other[k]) for k in mine), entry.name
+    assert "# follow: squeue -j" in out
+
+
+@pytest.mark.slow
+def test_stage2_array_waits_for_stage1(slurm_demo) -> None:
+    runs, out, records, shown, _ = slurm_demo
+    stage1 = records["stage1/1"]["job_id"]
+    array = {records[name]["job_id"].split("_")[0] for name in STAGE2}
+    assert len(array) == 1 and all("_" in records[name]["job_id"] for name in STAGE2)  # one array
+    for name in STAGE2:
+        dependency = re.search(r"Dependency=(\S+)", shown[name])
+        assert dependency and dependency.group(1).startswith(f"afterok:{stage1}"), shown[name]
+        assert "JobName=dtvg-stage2" in shown[name]
+    assert f"# submitted dtvg-stage2 array {array.pop()}: 2 run(s), after {stage1}" in out
+    # and it ran after: every stage-2 start is later than stage 1's exit
+    stamps = {name: re.findall(r"^# (\S+) .*(?:start|exit)", (runs / "demo" / name / "run.log")
+                               .read_text(), re.MULTILINE) for name in RUNS}
+    for name in STAGE2:
+        assert stamps[name][0] >= stamps["stage1/1"][-1], stamps
+
+
+@pytest.mark.slow
+def test_the_same_command_again_submits_nothing_queued(slurm_demo) -> None:
+    runs, _, records, _, again = slurm_demo
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "# submitted dtvg-" not in again.stdout
+    for name in STAGE2:
+        assert f"# {name}: already queued as SLURM job {records[name]['job_id']}" in again.stdout
+    assert json.loads((runs / ".slurm" / "submitted.json").read_text()) == records
+
+
+@pytest.mark.slow
+def test_preempted_run_is_requeued_and_resumes_exactly(slurm_cluster, serial_demo, slurm_demo,
+                                                       tmp_path) -> None:
+    """SIGTERM through `scancel --signal=TERM` at the start of step 3: the
+    trainer checkpoints and exits 75, submitit requeues the job, and the
+    requeued job resumes to the uninterrupted run's result."""
+    runs = tmp_path / "runs"
+    shutil.copytree(slurm_demo[0] / "demo", runs / "demo", symlinks=True)
+    shutil.rmtree(runs / "demo" / "dtvg")  # only this run is left to do
+    marker = tmp_path / "paused"
+    env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
+               DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="120")
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"],
+                      tmp_path, env)
+    _wait_for(marker.is_file, 300, "the run to reach step 3", proc)
+    job_id = _records(runs)["dtvg/1"]["job_id"]
+    assert set(_records(runs)) == {"dtvg/1"}  # stage 1 and PT were done: not submitted
+    subprocess.run(["scancel", "--signal=TERM", job_id], env=slurm_cluster.env(), check=True)
+    out = _finish(proc, slurm_cluster)
+    log = (runs / "demo" / "dtvg" / "1" / "run.log").read_text()
+    assert f"stopped by SIGTERM after step {PAUSE_STEP}" in log
+    assert "exit 75" in log
+    assert re.search(r"restart 1 \(resume\) start: .* resume=true", log), log[-3000:]
+    assert f"resumed from {Path('runs/demo/dtvg/1/checkpoint')} at step {PAUSE_STEP}" in log
+    assert "Restarts=1" in _scontrol(job_id, slurm_cluster)  # one job, requeued once
+    assert f"# {job_id} dtvg/1: COMPLETED" in out
+    _same_run(serial_demo / "demo" / "dtvg" / "1", runs / "demo" / "dtvg" / "1")
+
+
+@pytest.mark.slow
+def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) -> None:
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], tmp_path,
+                      _env(slurm_cluster, DTVG_FAULT_STEP="1", DTVG_FAULT_KIND="raise"))
+    proc.wait(timeout=600)
+    out = proc.output.read_text()  # type: ignore[attr-defined]
+    assert proc.returncode != 0, out[-3000:]
+    records = _records(tmp_path / "runs")
+    stage1 = records["stage1/1"]["job_id"]
+    assert f"# {stage1} stage1/1: FAILED" in out
+    for name in STAGE2:
+        assert f"# {records[name]['job_id']} {name}: CANCELLED" in out
+        assert not (tmp_path / "runs" / "demo" / name / "run.log").exists()  # never started
+    assert "injected fault at step 1" in (tmp_path / "runs" / "demo" / "stage1" / "1" /
+                                          "run.log").read_text()
