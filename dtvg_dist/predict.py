@@ -11,7 +11,7 @@ computes it. ``eval.rank_classification=true`` predicts the most likely label
 word instead of generating freely, as in training's evaluation.
 
 Input files are .jsonl, .json, .csv or .parquet with the task's columns (the
-hub's names, README "Tasks and data"); the answer column may be left out.
+hub's names, docs/data.md "Tasks"); the answer column may be left out.
 Every row is checked with the task's column schema; a bad row is an error
 naming the file, the row (1-based) and the column, or with
 ``--on-bad-row skip`` it is dropped and counted.

@@ -1,7 +1,7 @@
 """A finished run read back from its folder, for the commands that use a
 trained prompt outside training (`dtvg_dist.export`, `dtvg_dist.predict`).
 
-What a run leaves (README, "Use"): `config.yaml` (the resolved recipe, in the
+What a run leaves (docs/outputs.md): `config.yaml` (the resolved recipe, in the
 output dir; a stage-1 run `<output_dir>/stage1/<task>/` uses its parent's),
 `results.json` (task, method, backbone) and `prompt.safetensors`, whose
 `soft_prompt` is the final [r, d] prompt of the best checkpoint: for DTVG the

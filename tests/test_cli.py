@@ -26,7 +26,7 @@ from dtvg_dist.errors import (
 
 COMMANDS = ("train", "demo", "reproduce", "report", "predict", "export", "plan", "data.__main__")
 # Exceptions that are not the user's to fix: they keep their own exit code or traceback.
-NOT_USER_ERRORS = {"TrainingDiverged", "InjectedFault"}
+NOT_USER_ERRORS = {"TrainingDiverged", "Preempted", "InjectedFault"}
 
 
 def _package_exceptions() -> dict[str, type[BaseException]]:

@@ -1,7 +1,7 @@
 """Task registry: every dataset of the paper, plus any the user registers.
 
 `TASKS` lists the registered names; `get_task(name)` returns a `Task` that
-formats hub-schema rows and scores generated text (see README, "Adding a task").
+formats hub-schema rows and scores generated text (see docs/data.md, "Adding a task").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Task record: everything one dataset needs to be loaded, formatted and scored.
 
 One dataclass rather than a class per dataset, so a user's own task is one
-small entry (see README, "Adding a task"). Inputs are written as ATTEMPT writes them:
+small entry (see docs/data.md, "Adding a task"). Inputs are written as ATTEMPT writes them:
 `<prefix> field1: value1 field2: value2`; targets are label words, a
 rounded score, the first gold answer or the reference text.
 """

@@ -177,6 +177,8 @@ class Trainer:
     def build(self) -> None:
         """Optimizer, scheduler and the prepared prompt: what `run` does before
         its first step (public so Table 9's timing can drive `train_step`)."""
+        # train_step reads the stop request (SIGTERM/SIGUSR1), so build sets it
+        self._stop, self._stop_votes = stop_request(), 0.0
         opt = self.cfg.optim
         self.prompt = self.spec.prompt
         if hasattr(self.prompt, "mask_sync"):
@@ -320,7 +322,6 @@ class Trainer:
         self.build()
         state = TrainingState()
         best_state: dict[str, torch.Tensor] | None = None
-        self._stop = stop_request()  # catch SIGTERM / SIGUSR1 from here on
         self.bank_sha = {task: entry_digest(path) for task, path in self.spec.bank_entries.items()}
         # A run a signal stopped resumes when rerun, resume=true or not.
         stopped = stopped_by_signal(self.spec.run_dir)
