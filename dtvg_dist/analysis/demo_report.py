@@ -59,6 +59,10 @@ DEMO = DemoSpec(
         DemoMethod("spot", "SPoT", VARIANTS["spot"]),
         DemoMethod("all", "all sources, no grouping", VARIANTS["all"]),
         DemoMethod("dtvg", "DTVG", VARIANTS["dtvg"]),
+        # all for one (ATTEMPT, MPT) and the single-task DePT, on the same bank and budget
+        DemoMethod("attempt", "ATTEMPT", VARIANTS["attempt"]),
+        DemoMethod("mpt", "MPT", VARIANTS["mpt"]),
+        DemoMethod("dept", "DePT", VARIANTS["dept"]),
     ),
     # Merging every source is fragile (its conflicting sources cancel the
     # agreeing ones by an amount that moves with the seed): only its mean is claimed.
@@ -218,9 +222,10 @@ def to_text(table: dict[str, Any]) -> str:
             f"{r['task']} ({r['train_examples']} rows, {r['steps']} steps)" for r in sources))
     own = [r for r in budget["stage1"] if r["task"] == table["target"]]
     if own:
-        lines.append(f"extra cost: SPoT, all sources and DTVG start from stage 1, which also prompt-tunes "
-                     f"the target itself ({own[0]['steps']} steps on its {own[0]['train_examples']} rows: "
-                     f"the row 'PT, stage 1'); PT uses none of it")
+        lines.append(f"extra cost: SPoT, all sources, DTVG, ATTEMPT and MPT read the stage-1 bank, which also "
+                     f"prompt-tunes the target itself ({own[0]['steps']} steps on its {own[0]['train_examples']} "
+                     f"rows: the row 'PT, stage 1'; ATTEMPT and MPT read only the sources); MPT first distils the "
+                     f"sources into one shared prompt; PT and DePT use none of it")
     lines.append(f"{'method':<26} {'test':>13} {'validation':>13}   test per seed")
     for row in table["rows"]:
         per = " ".join(f"{row['seeds'][str(s)]['test']:5.1f}" for s in seeds)
