@@ -224,8 +224,8 @@ def to_text(table: dict[str, Any]) -> str:
     if own:
         lines.append(f"extra cost: SPoT, all sources, DTVG, ATTEMPT and MPT read the stage-1 bank, which also "
                      f"prompt-tunes the target itself ({own[0]['steps']} steps on its {own[0]['train_examples']} "
-                     f"rows: the row 'PT, stage 1'; ATTEMPT and MPT read only the sources); MPT first distils the "
-                     f"sources into one shared prompt; PT and DePT use none of it")
+                     f"rows: the row 'PT, stage 1'; ATTEMPT and MPT use only the sources' prompts); MPT first distils the "
+                     f"sources into one shared prompt; PT and DePT use only its P_init")
     lines.append(f"{'method':<26} {'test':>13} {'validation':>13}   test per seed")
     for row in table["rows"]:
         per = " ".join(f"{row['seeds'][str(s)]['test']:5.1f}" for s in seeds)
