@@ -57,7 +57,8 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
     out, stdout = demo_run
     table = json.loads((out / "demo.json").read_text())
     assert table["seeds"] == list(SEEDS) and table["target"] == "syn_target"
-    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "stage1_target"]
+    assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "attempt", "mpt", "dept",
+                                                        "stage1_target"]
     stage1 = table["rows"][-1]  # the target's stage-1 run: the extra cost of SPoT, all and DTVG
     for seed in SEEDS:
         results = json.loads((out / "stage1" / str(seed) / "stage1" / "syn_target" / "results.json").read_text())
@@ -70,7 +71,8 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
             run = demo.run_dir(out, row["method"], seed)
             results = json.loads((run / "results.json").read_text())
             cell = row["seeds"][str(seed)]
-            assert results["method"] == {"pt": "pt", "spot": "spot", "all": "dtvg", "dtvg": "dtvg"}[row["method"]]
+            assert results["method"] == {"pt": "pt", "spot": "spot", "all": "dtvg", "dtvg": "dtvg", "attempt": "attempt",
+                                         "mpt": "mpt", "dept": "dept"}[row["method"]]
             if row["method"] in ("all", "dtvg"):
                 assert results["grouping_rule"] == ("all" if row["method"] == "all" else "greedy")
             assert cell["test"] == results["test"]["accuracy"]
@@ -113,7 +115,7 @@ def test_groups_are_the_grouping_logs(demo_run) -> None:
 def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
     planned = demo_jobs(DEMO, out=tmp_path, seeds=(22, 32), methods=tuple(demo.METHODS),
                         overrides=["optim.max_steps=3"])
-    assert [job.recipe for job in planned] == ["demo-stage1", *["demo"] * 4] * 2
+    assert [job.recipe for job in planned] == ["demo-stage1", *["demo"] * 7] * 2
 
     def cfg(job):
         return load_recipe(job.recipe, [a for a in job.args if not a.startswith("recipe=")])
@@ -122,9 +124,9 @@ def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
     assert stage1.stage == "1" and stage1.eval.every_steps == 10 and stage1.optim.max_steps == 3
     assert stage1.prompt.init_seed == 22 and stage1.bank_dir == str(tmp_path / "bank" / "seed22")
     assert planned[0].stage1 and planned[0].needs == ()
-    by_method = {job.title.split(": ")[1]: cfg(job) for job in planned[5:]}
-    assert all(job.needs == (planned[5].name,) for job in planned[6:])  # seed 32's stage 1
-    assert planned[5].name == "stage1/32"
+    by_method = {job.title.split(": ")[1]: cfg(job) for job in planned[9:]}
+    assert all(job.needs == (planned[8].name,) for job in planned[9:])  # seed 32's stage 1
+    assert planned[8].name == "stage1/32"
     assert by_method["PT"].method == "pt" and by_method["SPoT"].method == "spot"
     assert by_method["all sources, no grouping"].grouping.rule == "all"
     dtvg = by_method["DTVG"]

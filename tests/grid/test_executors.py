@@ -259,7 +259,8 @@ def test_reproduce_status_of_the_demo_grid(tmp_path, capsys) -> None:
     (out / "pt/1" / RESULTS).write_text("{}")
     (out / "spot/1").mkdir(parents=True)
     (out / "spot/1/run.log").write_text("loading\nRuntimeError: CUDA out of memory\n")
-    assert reproduce.main(["demo", "--status", "--runs-dir", str(tmp_path), "--seeds", "1"]) == 0
+    assert reproduce.main(["demo", "--status", "--runs-dir", str(tmp_path), "--seeds", "1",
+                           "--variants", "pt,spot,all,dtvg"]) == 0
     lines = capsys.readouterr().out.splitlines()
     table = {line.split()[0]: line.split(None, 2)[1:] for line in lines[1:-1]}
     assert table == {"stage1/1": ["missing"], "pt/1": ["done"],

@@ -54,6 +54,6 @@ def test_the_trainer_builds_those_groups(tmp_path) -> None:
                        run_dir=tmp_path / f"s{stage}", max_steps=2, lr=0.3, source_lr=0.4,
                        train=[{"labels": [1]}], validation=[], test=[], stage=stage)
         trainer = Trainer(cfg, spec, pipe.backbone, pipe.acc)
-        trainer._build()
+        trainer.build()
         seen[stage] = {(g["weight_decay"], g["eps"]) for g in trainer.optimizer.param_groups}
     assert seen == {1: {(1e-5, 1e-8)}, 2: {(0.0, 1e-6)}}
