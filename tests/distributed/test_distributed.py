@@ -218,6 +218,27 @@ def test_8bit_stage2_trains(run_8bit):
     assert results(out)["world_size"] == 1
 
 
+# The other prompt methods on the 8-bit backbone, at the sizes their
+# distributed tests use (tests/distributed/test_methods_distributed.py).
+METHOD_ARGS_8BIT = {
+    "attempt": ["method=attempt", "attempt.attention_dim=4"],
+    "dept": ["method=dept", "dept.prompt_length=4", "dept.rank=2", "dept.max_length=64"],
+    # MPT adapts P* and the rank-one part multiplicatively: at the recipe's lr its
+    # loss rises over these few steps, so it trains at a lower one.
+    "mpt": ["method=mpt", "mpt.source_max_steps=4", "optim.lr=0.01"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ARGS_8BIT))
+def test_8bit_other_methods_train(method, llama_checkpoint, bank_8bit, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    check(run(single_cmd(*args_8bit(llama_checkpoint, bank_8bit, out), *METHOD_ARGS_8BIT[method]), log), log)
+    assert "MatMul8bitLt" in log.read_text()  # bitsandbytes really ran under this method
+    trained = losses(out)
+    assert trained[-1] < trained[0] - 5e-3, trained
+    assert results(out)["method"] == method
+
+
 def test_8bit_ddp_matches_one_process(run_8bit, llama_checkpoint, bank_8bit, tmp_path):
     ref_out, _ = run_8bit
     out, log = tmp_path / "run", tmp_path / "log.txt"
