@@ -43,7 +43,8 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dtvg_dist.model.synthetic import INSTRUCTIONS, SOURCES, SPECS, TARGET  # noqa: E402
+from dtvg_dist.model.synthetic import INSTRUCTIONS  # noqa: E402
+from dtvg_dist.tasks.synthetic import SOURCES, SPECS, TARGET  # noqa: E402
 
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {  # name: (environment, overrides)
     "base": ({}, []),

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-from dtvg_dist.config import load_recipe
+from dtvg_dist.orchestration.config import load_recipe
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ skipped and a reason when not ok:
   264 text tokens) with SDPA, and flash-attention 2 when it imports; each
   with logits at every position and at the answer tokens only (when the
   checkout has the switch): step time, tokens/s, model FLOPs utilisation
-  against the card's peak, peak memory, and the peak `dtvg_dist.analysis.memory`
+  against the card's peak, peak memory, and the peak `dtvg_dist.costs`
   predicts for the same step (the planner's check on CUDA).
 - zero3_one_gpu: one DeepSpeed ZeRO-3 (bf16 config) process launched as the
   tests launch theirs: `accelerate launch --config_file
@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/core_bench.py
 
 import torch  # noqa: E402
 
-LLAMA_1B = "meta-llama/Llama-3.2-1B"  # a known shape of dtvg_dist.analysis.memory (config cited there)
+LLAMA_1B = "meta-llama/Llama-3.2-1B"  # a known shape of dtvg_dist.costs (config cited there)
 TINY_LLAMA = {
     "model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -240,7 +240,7 @@ def llama_step(
     answer_only: bool, steps: int, warmup: int, peak_tflops: float | None,
 ) -> dict[str, Any]:
     """Timed DTVG training steps (forward, backward, AdamW) on ``model``."""
-    from dtvg_dist.analysis.memory import (
+    from dtvg_dist.costs import (
         GIB,
         ModelShape,
         PromptState,
@@ -447,7 +447,7 @@ def run(out: Path, budget_s: float, cpu_dry_run: bool = False) -> dict[str, Any]
             _section(report, "sync_free_dtvg", lambda: dtvg_steps(device, r=8, d=32, n=3))
             _section(report, "core_bench", lambda: core_bench_ratio(device, 8, 32, 3, iters=2, rounds=2))
         else:
-            from dtvg_dist.analysis.memory import KNOWN_CONFIGS
+            from dtvg_dist.costs import KNOWN_CONFIGS
 
             device, peak = torch.device("cuda"), facts.get("peak_bf16_tflops")
             config = KNOWN_CONFIGS[LLAMA_1B][0]

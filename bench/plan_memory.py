@@ -26,7 +26,7 @@ its resident set (VmRSS, /proc/self/status) after imports, builds the model
 kernel caches), resets its high-water mark (`5` written to
 /proc/self/clear_refs, Linux >= 4.0), runs the measured step and reads the
 high-water mark (VmHWM). Measured peak = VmHWM - RSS after imports; the
-step's own part = VmHWM - RSS just before it. Predicted = `dtvg_dist.analysis.memory`
+step's own part = VmHWM - RSS just before it. Predicted = `dtvg_dist.costs`
 for the same shapes (weights, prompt state, `activations(...).peak`;
 for generation `eval_bytes`). Target: measured / predicted within 0.85-1.15.
 """
@@ -98,7 +98,7 @@ def _load_code_paths(case: str) -> str | None:
 def child(case: str) -> dict:
     import torch
 
-    from dtvg_dist.analysis.memory import KNOWN_CONFIGS
+    from dtvg_dist.costs import KNOWN_CONFIGS
     from dtvg_dist.model.backbone import BackboneSettings, load_backbone
     from dtvg_dist.model.prompt import DTVGPrompt, PromptedModel, sample_p_init
 
@@ -171,7 +171,7 @@ def child(case: str) -> dict:
 
 # ----------------------------------------------------------------- parent
 def predicted(case: str) -> dict:
-    from dtvg_dist.analysis.memory import (
+    from dtvg_dist.costs import (
         KNOWN_CONFIGS,
         ModelShape,
         PromptState,

@@ -11,13 +11,13 @@ any whole copies) right after loading (zero.Init: the model never exists
 whole) and after `prepare` and one training step with a DTVG prompt (the
 prompt and the small persistent parameters are whole on every rank then).
 The ratio to total / N is the figure of merit (target <= 1.05). Beside it,
-what `dtvg_dist.analysis.memory.zero3_elements_per_rank` predicts from the config
+what `dtvg_dist.costs.zero3_elements_per_rank` predicts from the config
 alone (a ceil(n / N) slice of every tensor, plus whole copies of the tensors
 at or under the persistence threshold once a step has run), and the ratio
 measured / predicted (1.000 when the planner's arithmetic is exact).
 
 Table part: parameter bytes per GPU for Llama-3-8B, computed by
-`dtvg_dist.analysis.memory` from its config (no weights): bf16 under ZeRO-3 over
+`dtvg_dist.costs` from its config (no weights): bf16 under ZeRO-3 over
 1/2/4/8 GPUs, and 8-bit (bitsandbytes LLM.int8: decoder linears int8 plus
 one fp32 scale per output row; embeddings, norms and lm_head kept in bf16)
 on one GPU.
@@ -50,7 +50,7 @@ BENCH_LLAMA = {
     "tie_word_embeddings": False,
 }
 
-LLAMA3_8B = "meta-llama/Meta-Llama-3-8B"  # a known shape of dtvg_dist.analysis.memory (config cited there)
+LLAMA3_8B = "meta-llama/Meta-Llama-3-8B"  # a known shape of dtvg_dist.costs (config cited there)
 BENCH_R = 16  # the worker's prompt length
 PROMPT_R = 100  # soft prompt length of the paper
 N_SOURCES = 6  # DTVG source tasks of the paper's GLUE setting
@@ -176,7 +176,7 @@ def predicted_bytes(world: int) -> tuple[int, int]:
     every tensor; after the step also whole copies of the tensors at or under
     the threshold that `keep_prompt_whole` sets (ds_zero3_cpu.json's "auto"
     = 10 x hidden, raised to the prompt's r x hidden)."""
-    from dtvg_dist.analysis.memory import ModelShape, zero3_elements_per_rank
+    from dtvg_dist.costs import ModelShape, zero3_elements_per_rank
 
     shape = ModelShape.from_config(BENCH_LLAMA)
     threshold = max(10 * shape.hidden, BENCH_R * shape.hidden)
@@ -208,7 +208,7 @@ def print_measured(rows: list[dict]) -> float:
 
 
 def llama3_8b_table() -> str:
-    from dtvg_dist.analysis.memory import (
+    from dtvg_dist.costs import (
         KNOWN_CONFIGS,
         ModelShape,
         PromptState,

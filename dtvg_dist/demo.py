@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 
 from dtvg_dist import cli
-from dtvg_dist.analysis.demo_report import DEMO, bank_dir, claims, run_dir
-from dtvg_dist.config import RecipeError, load_recipe
 from dtvg_dist.grid.build import DEMO_RESERVED
 from dtvg_dist.grid.executors import SerialExecutor
 from dtvg_dist.grid.jobs import Job
+from dtvg_dist.orchestration.config import RecipeError, load_recipe
+from dtvg_dist.reporting.demo_report import DEMO, bank_dir, claims, run_dir
 from dtvg_dist.reproduce import run_demo
 
 log = logging.getLogger("dtvg_dist.demo")
@@ -48,7 +48,7 @@ def in_process_runner():
     """Train a job in this process, on one accelerator shared by every run,
     with the trainer CLI's error handling; its log lines also go to the
     run's log file."""
-    from dtvg_dist.pipeline import Pipeline
+    from dtvg_dist.orchestration.pipeline import Pipeline
     from dtvg_dist.training.distributed import accelerator_for_recipe
 
     state: dict[str, object] = {}

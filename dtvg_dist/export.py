@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from dtvg_dist import cli
-from dtvg_dist.config import RecipeError
 from dtvg_dist.model.backbone import family_of
-from dtvg_dist.trained_run import RunDirError, TrainedRun, open_run
+from dtvg_dist.orchestration.config import RecipeError
+from dtvg_dist.orchestration.trained_run import RunDirError, TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.export")
 
@@ -48,7 +48,7 @@ EXPORT_INFO = "dtvg_export.json"
 
 def base_model_of(run: TrainedRun, override: str | None = None) -> tuple[str, str | None]:
     """(base model id or absolute folder, tokenizer source) for the adapter."""
-    from dtvg_dist.pipeline import backbone_settings
+    from dtvg_dist.orchestration.pipeline import backbone_settings
 
     node = run.cfg.backbone
     if override is None and node.config is not None and node.name_or_path is None:

@@ -4,7 +4,7 @@ Which launch mode fits a recipe on the GPUs at hand, and why. Per GPU, for
 DDP in the recipe's dtype, DDP with an 8-bit backbone and ZeRO-3 in bf16:
 the memory of the weights, of one training step's activations at the
 recipe's batch and the longest lengths its tasks allow, of evaluation, and
-of the prompt and its optimizer state (arithmetic in :mod:`dtvg_dist.analysis.memory`,
+of the prompt and its optimizer state (arithmetic in :mod:`dtvg_dist.costs`,
 from the backbone's config alone); the bytes every GPU sends per optimizer
 step; whether it fits; and the ``accelerate launch`` line to use.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dtvg_dist import cli
-from dtvg_dist.analysis.memory import (
+from dtvg_dist.costs import (
     GIB,
     ModelShape,
     PlanError,
@@ -38,8 +38,8 @@ from dtvg_dist.analysis.memory import (
     weight_bytes,
     zero3_elements_per_rank,
 )
-from dtvg_dist.config import list_recipes, load_recipe
 from dtvg_dist.model.methods import get_method
+from dtvg_dist.orchestration.config import list_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_CONFIGS = REPO / "launch_configs"
@@ -117,9 +117,9 @@ def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
 
 def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[Workload]:
     """One Workload per task the recipe trains (the planner keeps the worst)."""
-    from dtvg_dist.config import recipe_tasks
-    from dtvg_dist.model.synthetic import register_if_named
+    from dtvg_dist.orchestration.config import recipe_tasks
     from dtvg_dist.tasks import get_task
+    from dtvg_dist.tasks.synthetic import register_if_named
 
     register_if_named(recipe_tasks(cfg))
     stage_desc, names = _tasks_of(cfg)

@@ -36,11 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from dtvg_dist import cli
-from dtvg_dist.config import RecipeError
 from dtvg_dist.data.sources import Unreadable, read_file  # the split-file readers
+from dtvg_dist.orchestration.config import RecipeError
+from dtvg_dist.orchestration.trained_run import TrainedRun, open_run
 from dtvg_dist.tasks import DataError, Task, get_task
 from dtvg_dist.tasks.schema import Column, check_row
-from dtvg_dist.trained_run import TrainedRun, open_run
 
 log = logging.getLogger("dtvg_dist.predict")
 
@@ -149,7 +149,7 @@ def predict_file(
     from dtvg_dist.data import encode
     from dtvg_dist.model.backbone import load_backbone
     from dtvg_dist.model.prompt import PromptedModel
-    from dtvg_dist.pipeline import backbone_settings, check_tasks
+    from dtvg_dist.orchestration.pipeline import backbone_settings, check_tasks
     from dtvg_dist.store.run_files import atomic_write_text
     from dtvg_dist.training.distributed import LaunchError, build_accelerator
     from dtvg_dist.training.evaluation import predict

@@ -42,11 +42,7 @@ import time
 from pathlib import Path
 
 from dtvg_dist import cli
-from dtvg_dist.analysis.demo_report import DEMO, claims, collect, to_text, write_outputs
-from dtvg_dist.analysis.memory import GIB
-from dtvg_dist.analysis.paper_results import EXPERIMENTS, TABLE9, VARIANTS
-from dtvg_dist.analysis.report import write_report
-from dtvg_dist.config import RecipeError, load_recipe
+from dtvg_dist.costs import GIB
 from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs
 from dtvg_dist.grid.executors import (
     FAILED,
@@ -61,6 +57,10 @@ from dtvg_dist.grid.executors import (
 )
 from dtvg_dist.grid.jobs import Launch
 from dtvg_dist.grid.status import render, status
+from dtvg_dist.orchestration.config import RecipeError, load_recipe
+from dtvg_dist.reporting.demo_report import DEMO, claims, collect, to_text, write_outputs
+from dtvg_dist.reporting.paper_results import EXPERIMENTS, TABLE9, VARIANTS
+from dtvg_dist.reporting.report import write_report
 
 TABLE9_RECIPE = "t5-base-dtvg-rte"  # appendix J: T5-base on RTE
 REPO = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds
     """Measure and print Table 9 (training samples/s, PT vs DTVG) on this machine."""
     import logging
 
-    from dtvg_dist.throughput import measure
+    from dtvg_dist.orchestration.throughput import measure
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

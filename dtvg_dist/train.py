@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from dtvg_dist import cli
 from dtvg_dist.cli import run_job  # noqa: F401 - demo.py uses it from here
-from dtvg_dist.config import RecipeError, list_recipes, load_recipe, recipe_path
+from dtvg_dist.orchestration.config import RecipeError, list_recipes, load_recipe, recipe_path
 
 USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]
        accelerate launch [--config_file launch_configs/X.yaml] -m dtvg_dist.train recipe=NAME ...
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
-    from dtvg_dist.analysis.report import summary_table
-    from dtvg_dist.pipeline import Pipeline, output_dir
+    from dtvg_dist.orchestration.pipeline import Pipeline, output_dir
+    from dtvg_dist.reporting.report import summary_table
 
     pipeline = Pipeline(cfg)
     pipeline.run()

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import demo
-from dtvg_dist.analysis.demo_report import DEMO
-from dtvg_dist.config import load_recipe
 from dtvg_dist.grid.build import demo_jobs
+from dtvg_dist.orchestration.config import load_recipe
+from dtvg_dist.reporting.demo_report import DEMO
 from dtvg_dist.store.run_files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

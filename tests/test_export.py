@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 from trained_prompts import rebuilt_prompt, run_backbone
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-from dtvg_dist.config import load_recipe, resolved_yaml
 from dtvg_dist.export import main
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
 from dtvg_dist.model.prompt import PromptedModel, SoftPrompt
+from dtvg_dist.orchestration.config import load_recipe, resolved_yaml
 from dtvg_dist.store.run_files import RunFiles
 
 ATOL = 1e-5

@@ -16,11 +16,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-from dtvg_dist.config import load_recipe, resolved_yaml
 from dtvg_dist.export import main
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
 from dtvg_dist.model.methods.mpt import MPTPrompt
 from dtvg_dist.model.prompt import PromptedModel
+from dtvg_dist.orchestration.config import load_recipe, resolved_yaml
 from dtvg_dist.store.run_files import RunFiles
 
 ATOL = 1e-5

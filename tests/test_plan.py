@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import plan
-from dtvg_dist.analysis.memory import GIB, ModelShape, find_model_config
+from dtvg_dist.costs import GIB, ModelShape, find_model_config
 from dtvg_dist.plan import ModeEstimate, choose, make_plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_traffic_per_gpu_by_hand() -> None:
 
 
 def make_cfg_backbone(recipe: str) -> dict:
-    from dtvg_dist.config import load_recipe
+    from dtvg_dist.orchestration.config import load_recipe
 
     return find_model_config(load_recipe(recipe).backbone)[0]
 

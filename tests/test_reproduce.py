@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import reproduce
-from dtvg_dist.analysis.paper_results import (
+from dtvg_dist.reporting.paper_results import (
     EXPERIMENTS,
     PAPER,
     PAPER_AVERAGES,
@@ -20,7 +20,7 @@ from dtvg_dist.analysis.paper_results import (
     PaperValue,
     paper_value,
 )
-from dtvg_dist.analysis.report import collect, run_dir, to_markdown, write_report
+from dtvg_dist.reporting.report import collect, run_dir, to_markdown, write_report
 from dtvg_dist.tasks import get_task
 
 TRAIN = "-m dtvg_dist.train"
@@ -484,7 +484,7 @@ def test_report_says_which_banks_the_runs_used(tmp_path) -> None:
 
 
 def test_report_lr_search_picks_the_best_validation_pair_per_row(tmp_path) -> None:
-    from dtvg_dist.analysis.report import lr_variant
+    from dtvg_dist.reporting.report import lr_variant
 
     runs = tmp_path / "runs"
     for lr in (0.3, 0.4, 0.5):

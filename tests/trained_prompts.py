@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from dtvg_dist.config import load_run_config
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
-from dtvg_dist.pipeline import backbone_settings, check_tasks
+from dtvg_dist.orchestration.config import load_run_config
+from dtvg_dist.orchestration.pipeline import backbone_settings, check_tasks
 from dtvg_dist.store.bank import load_bank
 
 

@@ -1,7 +1,7 @@
 """The data layer: settings, the split protocol, k-shot sampling, encoding, the
 tokenized Arrow cache, reading hub snapshots and local files, preflight and mirror.
 
-`python -m dtvg_dist.data check|download ...` is the data command (data/__main__.py).
+`python -m dtvg_dist.dataset check|download ...` is the data command (dtvg_dist/dataset.py).
 """
 
 from __future__ import annotations

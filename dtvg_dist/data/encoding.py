@@ -205,9 +205,3 @@ def collate_generate(features: Sequence[dict], pad_token_id: int | None, padding
     }
 
 
-if __name__ == "__main__":  # python -m dtvg_dist.data check|download ...
-    import sys
-
-    from dtvg_dist.data.__main__ import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The manifest of an offline mirror (`python -m dtvg_dist.data download`).
+"""The manifest of an offline mirror (`python -m dtvg_dist.dataset download`).
 
 `<dir>/manifest.json` records, per task, the hub id, revision and commit the
 files came from and, per file, its split, row count and sha256. Loading from
@@ -69,7 +69,7 @@ def verify_task(folder: str | Path, task_name: str) -> dict[str, Any] | None:
         if not path.is_file():
             raise DataError(
                 f"task '{task_name}': {path} is listed in {root / MANIFEST} but missing; "
-                "download the task again (python -m dtvg_dist.data download --to DIR tasks=...)"
+                "download the task again (python -m dtvg_dist.dataset download --to DIR tasks=...)"
             )
         digest = sha256_file(path)
         if digest != facts.get("sha256"):

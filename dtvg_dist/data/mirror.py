@@ -1,4 +1,4 @@
-"""`python -m dtvg_dist.data download --to DIR`: an offline mirror of the tasks' data.
+"""`python -m dtvg_dist.dataset download --to DIR`: an offline mirror of the tasks' data.
 
 On a machine with hub access, copies each task's hub Parquet files (only the
 splits the task uses) to `DIR/<task>/<hub split>-NNNNN-of-NNNNN.parquet`,

@@ -1,4 +1,4 @@
-"""`python -m dtvg_dist.data check`: load every split a run will use, check
+"""`python -m dtvg_dist.dataset check`: load every split a run will use, check
 every row, and print one table a user reads before a long job.
 
 Per task: where the rows came from (hub id and revision, or local files),

@@ -14,8 +14,8 @@ seeded like ATTEMPT's `shuffled_indices`, so split_seed 42 gives ATTEMPT's
 rows. Few-shot runs replace only the training split by k rows, so selection
 (validation) and reporting (test) stay on disjoint rows.
 
-`python -m dtvg_dist.data check|download ...` is the data preflight and the
-offline mirror (dtvg_dist.data.__main__).
+`python -m dtvg_dist.dataset check|download ...` is the data preflight and the
+offline mirror (dtvg_dist.dataset).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Source:
 
 def _setting_hint(task: Task) -> str:
     return (
-        f"On a machine with hub access run `python -m dtvg_dist.data download --to DIR tasks={task.name}` "
+        f"On a machine with hub access run `python -m dtvg_dist.dataset download --to DIR tasks={task.name}` "
         "and set data.local_dir=DIR here; or put its splits (.parquet, .jsonl or .csv with the hub's "
         f"column names) in <dir>/{task.name}/ and set data.local_dir=<dir>, or set data.paths.{task.name}="
         "<folder, file with a 'split' column, or path with '{split}'>"

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.analysis.demo_report import DemoSpec, bank_dir, stage1_dir
-from dtvg_dist.analysis.demo_report import run_dir as demo_run_dir
-from dtvg_dist.analysis.paper_results import LR_GRID, VARIANTS, Experiment
-from dtvg_dist.analysis.report import lr_variant, run_dir
-from dtvg_dist.config import RecipeError, list_recipes, load_recipe
 from dtvg_dist.grid.jobs import Job, Launch, check, link_stage1
 from dtvg_dist.model.methods import Method, get_method
+from dtvg_dist.orchestration.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.reporting.demo_report import DemoSpec, bank_dir, stage1_dir
+from dtvg_dist.reporting.demo_report import run_dir as demo_run_dir
+from dtvg_dist.reporting.paper_results import LR_GRID, VARIANTS, Experiment
+from dtvg_dist.reporting.report import lr_variant, run_dir
 from dtvg_dist.store.bank import entry_path
 
 RESERVED = ("seed", "output_dir")  # set per run by the grid

@@ -73,7 +73,7 @@ def test_step_flops_equal_torch_flop_counter(gpu_check, checkpointing: bool) -> 
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from dtvg_dist.analysis.memory import ModelShape
+    from dtvg_dist.costs import ModelShape
 
     config = dict(gpu_check.TINY_LLAMA)
     hf = AutoConfig.for_model(config.pop("model_type"), **config)

@@ -226,7 +226,7 @@ def test_hub_failure_says_what_to_do(monkeypatch):
         load_original(get_task("cb"))
     message = str(err.value)
     for needle in ("'cb'", "aps/super_glue", "refs/convert/parquet", "name resolution failed",
-                   "python -m dtvg_dist.data download", "data.paths.cb"):
+                   "python -m dtvg_dist.dataset download", "data.paths.cb"):
         assert needle in message
 
 

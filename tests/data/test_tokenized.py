@@ -289,14 +289,14 @@ def test_task_keys_are_the_same_in_another_process():
     import sys
 
     code = (
-        "import json; from dtvg_dist.model.synthetic import register_synthetic_tasks; register_synthetic_tasks(); "
+        "import json; from dtvg_dist.tasks.synthetic import register_synthetic_tasks; register_synthetic_tasks(); "
         "from dtvg_dist.tasks import TASKS, get_task; from dtvg_dist.data.tokenized import _stable; "
         "print(json.dumps({n: _stable(get_task(n)) for n in sorted(TASKS)}, sort_keys=True))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(TESTS.parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    from dtvg_dist.model.synthetic import register_synthetic_tasks
     from dtvg_dist.tasks import TASKS, registry
+    from dtvg_dist.tasks.synthetic import register_synthetic_tasks
 
     saved = dict(registry._REGISTRY)
     try:

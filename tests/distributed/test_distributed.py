@@ -158,9 +158,9 @@ def llama_checkpoint(tmp_path_factory) -> Path:
     (8-bit loading needs one), with the synthetic tokenizer."""
     from omegaconf import OmegaConf
 
-    from dtvg_dist.config import load_recipe
     from dtvg_dist.model.backbone import BackboneSettings, load_backbone
     from dtvg_dist.model.synthetic import ensure_tokenizer
+    from dtvg_dist.orchestration.config import load_recipe
 
     root = tmp_path_factory.mktemp("ckpt")
     cfg = load_recipe("tiny-llama")

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import reproduce
-from dtvg_dist.analysis.paper_results import EXPERIMENTS
 from dtvg_dist.grid import status as grid_status
 from dtvg_dist.grid.build import experiment_jobs
 from dtvg_dist.grid.executors import (
@@ -29,6 +28,7 @@ from dtvg_dist.grid.executors import (
     make_executor,
 )
 from dtvg_dist.grid.jobs import Job, Launch, check, dependents, link_stage1
+from dtvg_dist.reporting.paper_results import EXPERIMENTS
 from dtvg_dist.store.locks import run_lock
 from dtvg_dist.store.run_files import RESULTS
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtvg_dist.analysis.paper_results import EXPERIMENTS
 from dtvg_dist.grid.build import experiment_jobs
+from dtvg_dist.reporting.paper_results import EXPERIMENTS
 
 
 def test_table2_mpt_has_one_pre_stage_job_per_seed(tmp_path):

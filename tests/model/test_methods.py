@@ -228,7 +228,7 @@ def test_state_round_trip_and_rebuild(tiny_checkpoints, method):
     what the trainer saves, give the same outputs (resume, predict)."""
     from omegaconf import OmegaConf
 
-    from dtvg_dist.config import Recipe
+    from dtvg_dist.orchestration.config import Recipe
 
     bb = _backbone(tiny_checkpoints, "llama")
     module = _attempt(bb) if method == "attempt" else _dept(bb)

@@ -188,8 +188,8 @@ def test_target_parameter_count_is_table_2():
 
 
 def test_recipe_checks_name_the_mpt_key():
-    from dtvg_dist.config import load_recipe
     from dtvg_dist.errors import RecipeError
+    from dtvg_dist.orchestration.config import load_recipe
 
     for bad, key in (("mpt.temperature=0", "mpt.temperature"), ("mpt.lam=-1", "mpt.lam"),
                      ("mpt.source_max_steps=0", "mpt.source_max_steps")):

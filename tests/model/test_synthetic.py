@@ -8,32 +8,33 @@ import pytest
 import torch
 
 from dtvg_dist.model import synthetic as syn
+from dtvg_dist.tasks import synthetic as task_syn
 
 
-@pytest.mark.parametrize("name", list(syn.SPECS))
+@pytest.mark.parametrize("name", list(task_syn.SPECS))
 def test_every_row_follows_its_task_rule(name: str) -> None:
-    rule, n_train, n_val, _ = syn.SPECS[name]
-    rows = syn.synthetic_tasks()[list(syn.SPECS).index(name)].builtin_rows()
+    rule, n_train, n_val, _ = task_syn.SPECS[name]
+    rows = task_syn.synthetic_tasks()[list(task_syn.SPECS).index(name)].builtin_rows()
     assert len(rows["train"]) == n_train and len(rows["validation"]) == n_val
-    yes, no = syn.KEY_WORDS[rule]
+    yes, no = task_syn.KEY_WORDS[rule]
     for row in rows["train"] + rows["validation"]:
         words = set(row["sentence"].split())
-        keys = words & set(syn.POSITIVE + syn.NEGATIVE + syn.ANIMALS + syn.FOODS)
+        keys = words & set(task_syn.POSITIVE + task_syn.NEGATIVE + task_syn.ANIMALS + task_syn.FOODS)
         assert len(keys) == 1, row  # one key word per sentence, the rest filler
         assert (keys <= set(yes)) == (row["label"] == 0) and (keys <= set(no)) == (row["label"] == 1)
 
 
 def test_the_roles_of_the_sources() -> None:
-    rules = {name: spec[0] for name, spec in syn.SPECS.items()}
-    assert rules[syn.TARGET] == "sentiment"
-    assert [s for s in syn.SOURCES if rules[s] == "sentiment"] == ["syn_same", "syn_same_b"]
-    assert [s for s in syn.SOURCES if rules[s] == "flipped"] == ["syn_flip", "syn_flip_b"]
+    rules = {name: spec[0] for name, spec in task_syn.SPECS.items()}
+    assert rules[task_syn.TARGET] == "sentiment"
+    assert [s for s in task_syn.SOURCES if rules[s] == "sentiment"] == ["syn_same", "syn_same_b"]
+    assert [s for s in task_syn.SOURCES if rules[s] == "flipped"] == ["syn_flip", "syn_flip_b"]
     # the conflicting rule answers the opposite on every sentence the target's rule answers
-    assert syn.KEY_WORDS["flipped"] == syn.KEY_WORDS["sentiment"][::-1]
+    assert task_syn.KEY_WORDS["flipped"] == task_syn.KEY_WORDS["sentiment"][::-1]
     # the unrelated rule shares no key word with the target's
-    topic = set(syn.KEY_WORDS["topic"][0] + syn.KEY_WORDS["topic"][1])
-    assert not topic & set(syn.POSITIVE + syn.NEGATIVE)
-    assert syn.SPECS[syn.TARGET][1] < min(syn.SPECS[s][1] for s in syn.SOURCES)  # low-resource
+    topic = set(task_syn.KEY_WORDS["topic"][0] + task_syn.KEY_WORDS["topic"][1])
+    assert not topic & set(task_syn.POSITIVE + task_syn.NEGATIVE)
+    assert task_syn.SPECS[task_syn.TARGET][1] < min(task_syn.SPECS[s][1] for s in task_syn.SOURCES)  # low-resource
 
 
 def test_instruction_lives_in_the_mean_prefix_row(monkeypatch) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dtvg_dist.config import load_recipe
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
-from dtvg_dist.pipeline import Pipeline
+from dtvg_dist.orchestration.config import load_recipe
+from dtvg_dist.orchestration.pipeline import Pipeline
 from dtvg_dist.tasks import get_task
 from dtvg_dist.training.trainer import RunSpec, Trainer, adamw_settings
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtvg_dist.config import load_recipe
 from dtvg_dist.data import encode, label_reference
+from dtvg_dist.orchestration.config import load_recipe
 from dtvg_dist.tasks import get_task
 from dtvg_dist.training import evaluation
 from dtvg_dist.training.evaluation import evaluate, reference_mode

@@ -80,7 +80,7 @@ def test_missing_tracker_package_is_an_error_before_loading(monkeypatch, capsys)
 
     # pipeline bound the name at import: patch it where it is called, too
     monkeypatch.setattr("dtvg_dist.model.backbone.load_backbone", no_loading)
-    monkeypatch.setattr("dtvg_dist.pipeline.load_backbone", no_loading)
+    monkeypatch.setattr("dtvg_dist.orchestration.pipeline.load_backbone", no_loading)
     assert main(["recipe=tiny-t5", "logging.trackers=[tensorboard]"]) == 2
     err = capsys.readouterr().err
     assert "logging.trackers: 'tensorboard' needs the package tensorboard" in err

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dtvg_dist.analysis.memory import PromptState
+from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
 from dtvg_dist.model.prompt import _check_state
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dtvg_dist.analysis.memory import PromptState
+from dtvg_dist.costs import PromptState
 
 
 @dataclass

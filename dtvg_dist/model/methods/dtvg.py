@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from dtvg_dist.analysis.memory import PromptState
+from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
 from dtvg_dist.model.prompt import DTVGPrompt
 

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dtvg_dist.analysis.memory import PromptState
 from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
 from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, _check_state
 from dtvg_dist.store.bank import (

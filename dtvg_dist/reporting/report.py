@@ -139,7 +139,7 @@ def _lr_searched(runs_dir: Path, recipe: str, seeds: tuple[int, ...], split: str
                  select_metric: str, std: str) -> dict[str, Any]:
     """C.7: the learning-rate pair with the best mean validation score (ties:
     the first in grid order), and its scores on `split`."""
-    from dtvg_dist.analysis.paper_results import LR_GRID
+    from dtvg_dist.reporting.paper_results import LR_GRID
 
     tried = {}
     for lr in LR_GRID[0]:
@@ -186,7 +186,7 @@ def collect(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...] | N
 
     `variants`: the columns (default: the experiment's). `lr_search`: the
     dtvg column is the C.7 pair chosen per row on validation."""
-    from dtvg_dist.analysis.paper_results import (
+    from dtvg_dist.reporting.paper_results import (
         EXPERIMENTS,
         PAPER_AVERAGES,
         PAPER_METHOD,
@@ -278,7 +278,7 @@ STD_TEXT = {
 
 def to_markdown(data: dict[str, Any]) -> str:
     """The side-by-side table: per variant, ours then the paper's number."""
-    from dtvg_dist.analysis.paper_results import VARIANT_TITLES
+    from dtvg_dist.reporting.paper_results import VARIANT_TITLES
 
     variants = data["variants"]
     main = variants[0]
@@ -341,7 +341,7 @@ def to_markdown(data: dict[str, Any]) -> str:
 
 def plot(data: dict[str, Any], path: Path) -> Path:
     """Grouped bars per row: ours (error bar = std) and the paper, per variant."""
-    from dtvg_dist.analysis.figures import table_bars
+    from dtvg_dist.reporting.charts import table_bars
 
     return table_bars(data, path)
 

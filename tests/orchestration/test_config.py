@@ -8,8 +8,16 @@ from functools import cache
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.analysis.paper_results import EXPERIMENTS, GLUE, MRQA, NLG, OTHER, SOURCES, SUPERGLUE
-from dtvg_dist.config import list_recipes, load_recipe, recipe_path
+from dtvg_dist.orchestration.config import list_recipes, load_recipe, recipe_path
+from dtvg_dist.reporting.paper_results import (
+    EXPERIMENTS,
+    GLUE,
+    MRQA,
+    NLG,
+    OTHER,
+    SOURCES,
+    SUPERGLUE,
+)
 from dtvg_dist.tasks import TASKS, get_task
 
 TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1", "demo-immature", "demo-immature-stage1"}  # offline recipes owned elsewhere
@@ -136,7 +144,7 @@ def test_a_source_as_full_data_target_keeps_all_six_as_the_authors_ran(task: str
 
 
 def test_target_among_sources_needs_the_switch() -> None:
-    from dtvg_dist.config import RecipeError
+    from dtvg_dist.orchestration.config import RecipeError
 
     with pytest.raises(RecipeError, match="target_as_source=true"):
         load_recipe("t5-base-dtvg-mnli", ["target_as_source=false"])
@@ -147,7 +155,7 @@ def test_target_among_sources_needs_the_switch() -> None:
 
 
 def test_grouping_fixed_is_a_switch_for_any_rule() -> None:
-    from dtvg_dist.config import RecipeError
+    from dtvg_dist.orchestration.config import RecipeError
 
     for rule in ("greedy", "first-drop", "prefix-argmax", "exhaustive-kc"):
         c = load_recipe("t5-base-dtvg-cb", [f"grouping.rule={rule}", "grouping.fixed=true"])
@@ -157,7 +165,7 @@ def test_grouping_fixed_is_a_switch_for_any_rule() -> None:
 
 
 def test_llama_recipes_use_the_released_input_format() -> None:
-    from dtvg_dist.config import RecipeError
+    from dtvg_dist.orchestration.config import RecipeError
 
     for prefix in ("llama3.2-1b", "llama3.2-3b", "llama3-8b"):
         for name in (f"{prefix}-stage1", *(f"{prefix}-{t}" for t in ("rte", "cola", "cb", "wsc"))):
@@ -240,8 +248,8 @@ def _paper_count(text: str) -> float:
                                          ("llama3.2-1b-dept", 2048), ("llama3.2-1b-attempt", 2048)])
 def test_method_recipes_have_the_papers_parameter_counts(name: str, d: int) -> None:
     """ATTEMPT: Table 2's 232K for T5-base; DePT: PT's budget r d (76.8K for T5-base)."""
-    from dtvg_dist.analysis.paper_results import PAPER_PARAMS
     from dtvg_dist.model.methods import get_method
+    from dtvg_dist.reporting.paper_results import PAPER_PARAMS
 
     c = cfg(name)
     state = get_method(c.method).prompt_state(c, c.prompt.length, d, len(c.source_tasks))

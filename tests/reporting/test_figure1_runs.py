@@ -7,9 +7,9 @@ from __future__ import annotations
 from cli_runs import jsonl, results
 from test_pipeline import SOURCES, TARGET, _plant
 
-from dtvg_dist.config import load_recipe
 from dtvg_dist.data import MixedSplit
-from dtvg_dist.pipeline import Pipeline
+from dtvg_dist.orchestration.config import load_recipe
+from dtvg_dist.orchestration.pipeline import Pipeline
 
 
 def test_mixed_split_indexes_its_parts_in_order():

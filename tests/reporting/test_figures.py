@@ -11,9 +11,9 @@ import pytest
 import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 
-from dtvg_dist.analysis import figures
-from dtvg_dist.analysis.report import collect
 from dtvg_dist.report import main as report_main
+from dtvg_dist.reporting import figures
+from dtvg_dist.reporting.report import collect
 from dtvg_dist.store.bank import BankError, save_entry
 from dtvg_dist.store.run_files import RunFiles, read_jsonl
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtvg_dist.analysis.paper_results import VARIANTS
+from dtvg_dist.reporting.paper_results import VARIANTS
 from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
@@ -92,7 +92,7 @@ def _score(results: dict[str, Any], split: str) -> float | None:
 
 def _groups(path: Path) -> dict[str, Any]:
     """The grouping history of a run: runs of one group, steps per source."""
-    from dtvg_dist.analysis.report import group_history
+    from dtvg_dist.reporting.report import group_history
 
     rows = read_jsonl(path)
     sources = list(rows[0]["sims"]) if rows else []
@@ -106,7 +106,7 @@ def _groups(path: Path) -> dict[str, Any]:
 def collect(out: Path, seeds: tuple[int, ...], methods: tuple[str, ...],
             spec: DemoSpec = DEMO) -> dict[str, Any]:
     """The demo's table, read back from the runs' own files."""
-    from dtvg_dist.analysis.report import aggregate
+    from dtvg_dist.reporting.report import aggregate
 
     rows, first = [], None
     for method in methods:
@@ -148,7 +148,7 @@ def collect(out: Path, seeds: tuple[int, ...], methods: tuple[str, ...],
 def _stage1_target_row(out: Path, seeds: tuple[int, ...], target: str) -> dict[str, Any]:
     """PT as stage 1 ran it on the target: the run whose prompt gives SPoT and
     DTVG their target TPV, so its steps are their extra cost; a row of its own."""
-    from dtvg_dist.analysis.report import aggregate
+    from dtvg_dist.reporting.report import aggregate
 
     per_seed = {}
     for seed in seeds:
@@ -253,7 +253,7 @@ def to_text(table: dict[str, Any]) -> str:
 
 def write_outputs(out: Path, table: dict[str, Any]) -> dict[str, Path]:
     """demo.json, demo.txt and the two figures (each with its data)."""
-    from dtvg_dist.analysis.figures import bank_figure, grouping_figure
+    from dtvg_dist.reporting.figures import bank_figure, grouping_figure
 
     out = Path(out)
     seeds = table["seeds"]

@@ -1,7 +1,7 @@
-"""Command line of `python -m dtvg_dist.data`: the data preflight and the offline mirror.
+"""Command line of `python -m dtvg_dist.dataset`: the data preflight and the offline mirror.
 
-    python -m dtvg_dist.data check [recipe=NAME | tasks=a,b|all] [key=value ...]
-    python -m dtvg_dist.data download --to DIR [tasks=a,b|all | recipe=NAME] [key=value ...]
+    python -m dtvg_dist.dataset check [recipe=NAME | tasks=a,b|all] [key=value ...]
+    python -m dtvg_dist.dataset download --to DIR [tasks=a,b|all | recipe=NAME] [key=value ...]
 
 Same key=value style and error style as `python -m dtvg_dist.train`: with
 recipe=NAME every recipe key can be overridden (data.local_dir=..., data.k_shot=16,
@@ -25,8 +25,8 @@ from dtvg_dist.errors import UsageError  # noqa: F401 - raised here; its public 
 from dtvg_dist.tasks.registry import TASKS, get_task
 from dtvg_dist.tasks.schema import DataError
 
-USAGE = """usage: python -m dtvg_dist.data check [recipe=NAME | tasks=a,b|all] [key=value ...]
-       python -m dtvg_dist.data download --to DIR [tasks=a,b|all | recipe=NAME] [key=value ...]
+USAGE = """usage: python -m dtvg_dist.dataset check [recipe=NAME | tasks=a,b|all] [key=value ...]
+       python -m dtvg_dist.dataset download --to DIR [tasks=a,b|all | recipe=NAME] [key=value ...]
 
 check     load every split a run will use (the recipe's tasks, or tasks=...), validate
           every row and print one table: source, split sizes after the protocol, label
@@ -110,8 +110,8 @@ def _task_list(spec: str) -> list[str]:
 def _data_settings(overrides: list[str]) -> Any:
     from omegaconf import OmegaConf
 
-    from dtvg_dist.config import RecipeError, parse_overrides
     from dtvg_dist.data import DataSettings
+    from dtvg_dist.orchestration.config import RecipeError, parse_overrides
 
     bad = [o for o in overrides if not o.startswith("data.")]
     if bad:
@@ -127,9 +127,9 @@ def _data_settings(overrides: list[str]) -> Any:
 def _recipe_plan(name: str, overrides: list[str], want_tokenizer: bool) -> Plan:
     from omegaconf import OmegaConf
 
-    from dtvg_dist.config import load_recipe
     from dtvg_dist.data import DataSettings
-    from dtvg_dist.pipeline import check_tasks
+    from dtvg_dist.orchestration.config import load_recipe
+    from dtvg_dist.orchestration.pipeline import check_tasks
 
     cfg = load_recipe(name, overrides)
     check_tasks(cfg)  # registers the synthetic suite when the recipe uses it
@@ -154,7 +154,8 @@ def _recipe_tokenizer(node: dict[str, Any]) -> tuple[Any, str, str]:
 
     settings = BackboneSettings(**node)
     if settings.name_or_path == "synthetic-pretrained" or settings.tokenizer == "synthetic":
-        from dtvg_dist.model.synthetic import ensure_tokenizer, vocabulary_hash
+        from dtvg_dist.model.synthetic import ensure_tokenizer
+        from dtvg_dist.tasks.synthetic import vocabulary_hash
 
         folder = Path(tempfile.gettempdir()) / f"dtvg-synthetic-tokenizer-{vocabulary_hash()}"
         tok = AutoTokenizer.from_pretrained(str(ensure_tokenizer(folder)))

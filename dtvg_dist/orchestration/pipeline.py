@@ -15,12 +15,12 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from dtvg_dist.config import RecipeError, recipe_tasks, resolved_yaml
 from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
 from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
+from dtvg_dist.orchestration.config import RecipeError, recipe_tasks, resolved_yaml
 from dtvg_dist.store import run_files
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
@@ -36,7 +36,7 @@ from dtvg_dist.training.signals import stop_request
 from dtvg_dist.training.tracking import flat_config
 from dtvg_dist.training.trainer import RunResult, RunSpec, Trainer
 
-log = logging.getLogger("dtvg_dist.pipeline")
+log = logging.getLogger("dtvg_dist.orchestration.pipeline")
 SYNTHETIC_TOKENIZER = "synthetic"
 SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 
@@ -54,7 +54,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def check_tasks(cfg: DictConfig) -> None:
     """Register the synthetic tasks when the recipe names one; refuse unknown task names."""
-    from dtvg_dist.model.synthetic import register_if_named
+    from dtvg_dist.tasks.synthetic import register_if_named
 
     register_if_named(recipe_tasks(cfg))
     names = list(TASKS)
@@ -73,7 +73,8 @@ def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
     if settings.tokenizer == SYNTHETIC_TOKENIZER:
-        from dtvg_dist.model.synthetic import ensure_tokenizer, vocabulary_hash
+        from dtvg_dist.model.synthetic import ensure_tokenizer
+        from dtvg_dist.tasks.synthetic import vocabulary_hash
 
         settings.tokenizer = str(ensure_tokenizer(out / f"tokenizer-{vocabulary_hash()}"))
     if settings.name_or_path == SYNTHETIC_PRETRAINED:
@@ -92,7 +93,8 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
 
     if settings.config is None:
         raise RecipeError("backbone.name_or_path=synthetic-pretrained needs backbone.config")
-    from dtvg_dist.model.synthetic import PRETRAINING_VERSION, vocabulary_hash
+    from dtvg_dist.model.synthetic import PRETRAINING_VERSION
+    from dtvg_dist.tasks.synthetic import vocabulary_hash
 
     key = json.dumps(
         {"config": settings.config, "seed": settings.init_seed, "vocab": vocabulary_hash(),

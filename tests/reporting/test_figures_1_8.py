@@ -9,10 +9,10 @@ import json
 import pytest
 
 from dtvg_dist import report
-from dtvg_dist.analysis.paper_results import FIGURE1_MIXES, FIGURE1_ORDER, GLUE
-from dtvg_dist.config import load_recipe
 from dtvg_dist.model.methods import REGISTRY
-from dtvg_dist.parameter_counts import method_parameter_counts
+from dtvg_dist.orchestration.config import load_recipe
+from dtvg_dist.orchestration.parameter_counts import method_parameter_counts
+from dtvg_dist.reporting.paper_results import FIGURE1_MIXES, FIGURE1_ORDER, GLUE
 
 
 def _results(folder, **blocks):
@@ -76,7 +76,7 @@ def test_figure8_puts_each_method_at_its_count(tmp_path):
 
 def test_reproduce_lists_and_plans_figure1(tmp_path, capsys):
     from dtvg_dist import reproduce
-    from dtvg_dist.analysis.paper_results import EXPERIMENTS
+    from dtvg_dist.reporting.paper_results import EXPERIMENTS
 
     assert reproduce.main(["--list"]) == 0
     assert "figure1" in capsys.readouterr().out

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from dtvg_dist import __version__
-from dtvg_dist.analysis.memory import KNOWN_CONFIGS
+from dtvg_dist.costs import KNOWN_CONFIGS
 from dtvg_dist.model.methods import REGISTRY, BuildContext, trainable_count
 from dtvg_dist.store.bank import BankEntry
 
-log = logging.getLogger("dtvg_dist.parameter_counts")
+log = logging.getLogger("dtvg_dist.orchestration.parameter_counts")
 
 
 def hidden_size(name_or_path: str) -> int:

@@ -27,7 +27,7 @@ from dtvg_dist.tasks import get_task
 from dtvg_dist.training.distributed import release
 from dtvg_dist.training.trainer import RunSpec, Trainer
 
-log = logging.getLogger("dtvg_dist.throughput")
+log = logging.getLogger("dtvg_dist.orchestration.throughput")
 METHODS = ("pt", "dtvg")
 
 
@@ -68,7 +68,7 @@ def _timed_steps(pipeline: Any, spec: RunSpec, first: int, count: int, warmup: i
 
 def measure(cfg: DictConfig, *, steps: int, rounds: int, warmup: int = 1) -> dict[str, Any]:
     """samples/s of PT and DTVG for `cfg` (a stage-2 recipe), median over rounds."""
-    from dtvg_dist.pipeline import Pipeline
+    from dtvg_dist.orchestration.pipeline import Pipeline
 
     if steps < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"steps={steps} and rounds={rounds} must be >= 1, warmup={warmup} >= 0")

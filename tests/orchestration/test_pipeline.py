@@ -9,11 +9,11 @@ import torch
 from cli_runs import jsonl, results
 from omegaconf import OmegaConf
 
-from dtvg_dist.config import load_recipe
 from dtvg_dist.core import select_group
 from dtvg_dist.model.backbone import config_name
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
-from dtvg_dist.pipeline import Pipeline
+from dtvg_dist.orchestration.config import load_recipe
+from dtvg_dist.orchestration.pipeline import Pipeline
 from dtvg_dist.store.bank import BankError, save_entry
 from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
 

@@ -26,23 +26,15 @@ Matplotlib runs on the Agg backend: no display is needed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from dtvg_dist.reporting.charts import pyplot
+from dtvg_dist.reporting.paper_results import FIGURE1_MIXES, FIGURE1_ORDER, PAPER_AVERAGES, VARIANTS
+from dtvg_dist.reporting.report import collect
 from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, METRICS, RESULTS, atomic_write_text, read_jsonl
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig: Any, png: Path, data: Any) -> dict[str, Path]:
@@ -50,7 +42,7 @@ def _save(fig: Any, png: Path, data: Any) -> dict[str, Path]:
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     data_path = png.with_suffix(".json")
     atomic_write_text(data_path, json.dumps(data, indent=1) + "\n")
     return {"png": png, "data": data_path}
@@ -119,7 +111,7 @@ def grouping_figure(runs: dict[str, Path], png: Path, title: str | None = None,
     data = {label: grouping_data(path) for label, path in runs.items()}
     for label, path in (compare or {}).items():
         data[label]["compare"] = {"label": compare_label, "run": str(path), **_validation_curve(Path(path))}
-    plt = _pyplot()
+    plt = pyplot()
     cols = len(data)
     fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols + 1.2, 7.5), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 2, 2]}, sharex="col")
@@ -208,7 +200,7 @@ def bank_figure(banks: dict[str, Path], png: Path, tasks: list[str] | None = Non
     from scipy.cluster.hierarchy import dendrogram
 
     data = {label: bank_similarity(path, tasks) for label, path in banks.items()}
-    plt = _pyplot()
+    plt = pyplot()
     cols = len(data)
     size = max(3.2, 0.42 * max(len(d["tasks"]) for d in data.values()) + 1.6)
     fig, axes = plt.subplots(2, cols, figsize=(size * cols + 1.6, size + 1.4), squeeze=False,
@@ -246,62 +238,11 @@ def bank_figure(banks: dict[str, Path], png: Path, tasks: list[str] | None = Non
     return _save(fig, png, data)
 
 
-# ------------------------------------------------------------- table reports
-def table_bars(data: dict[str, Any], path: Path) -> Path:
-    """Grouped bars per row of a table report: ours (error bar = our std over
-    seeds) and the paper (error bar = its printed ±), per variant."""
-    plt = _pyplot()
-    rows = data["rows"]
-    main = data["variants"][0]
-
-    def has(variant: str, kind: str) -> bool:
-        return any((r["cells"][variant][kind] or {}).get("mean") is not None for r in rows)
-
-    # A series with no value at all is left out; the main variant's "ours" always stays,
-    # so its missing runs are marked.
-    series = [(v, k) for v in data["variants"] for k in ("ours", "paper")
-              if has(v, k) or (v, k) == (main, "ours")]
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(min(24.0, 0.35 * len(rows) * len(series) ** 0.5 + 3), 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (variant, kind) in enumerate(series):
-        xs, ys, errs = [], [], []
-        for j, row in enumerate(rows):
-            cell = row["cells"][variant][kind] or {}
-            x = j - 0.4 + width * (i + 0.5)
-            if cell.get("mean") is None:
-                if kind == "ours":
-                    ax.text(x, 1, "missing", rotation=90, ha="center", va="bottom", fontsize=6,
-                            color="red")
-                continue
-            xs.append(x)
-            ys.append(cell["mean"])
-            errs.append(cell.get("std") or 0.0)
-        color = colors[data["variants"].index(variant) % len(colors)]
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, color=color,
-               alpha=1.0 if kind == "ours" else 0.45, hatch=None if kind == "ours" else "//",
-               label=f"{variant} {kind}")
-    labels = [r["label"] if len(data["rows"]) == len({r["label"] for r in rows})
-              else f"{r['label']} {r['metric']}" for r in rows]
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"{data['split']} score (%)")
-    ax.set_title(f"{data['table']}: ours vs paper")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------- Figures 1 and 8
 def figure1_data(runs_dir: Path | str = "runs", seed: int = 42) -> dict[str, Any]:
     """Figure 1 from reproduce's `figure1` runs: the best RTE validation score
     of each mixture (RTE + the first k sources of FIGURE1_ORDER), and SPoT's
     cosine to each source over training with the most similar one."""
-    from dtvg_dist.analysis.paper_results import FIGURE1_MIXES, FIGURE1_ORDER
 
     runs_dir = Path(runs_dir)
     top = []
@@ -329,7 +270,7 @@ def figure1(runs_dir: Path | str = "runs", png: Path | str = "runs/reports/figur
     """Top: RTE validation accuracy against the sources mixed in; bottom: the
     cosine of SPoT's RTE prompt to each source, the most similar one marked."""
     data = figure1_data(runs_dir, seed)
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5))
     mixtures = data["mixtures"]
     xs = [i for i, m in enumerate(mixtures) if m["accuracy"] is not None]
@@ -360,8 +301,6 @@ def figure8_data(counts: dict[str, int | None], runs_dir: Path | str = "runs",
     """Figure 8: each method's trainable parameters (`counts`, from its own
     module) against its GLUE average, ours from reproduce's table2 runs and the
     paper's where Table 2 prints one."""
-    from dtvg_dist.analysis.paper_results import PAPER_AVERAGES, VARIANTS
-    from dtvg_dist.analysis.report import collect
 
     methods = [m for m, n in counts.items() if n is not None]
     variants = tuple(m for m in methods if m in VARIANTS)
@@ -384,7 +323,7 @@ def figure8(counts: dict[str, int | None], runs_dir: Path | str = "runs",
             seeds: tuple[int, ...] | None = None) -> dict[str, Path]:
     """GLUE average (y) against trainable parameters (x, log scale) per method."""
     data = figure8_data(counts, runs_dir, seeds)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for kind, marker in (("ours", "o"), ("paper", "s")):
         pts = [p for p in data["points"] if p[kind] is not None]
@@ -444,80 +383,3 @@ def paper_figure(name: str, runs_dir: Path | str = "runs", seeds: tuple[int, ...
         return grouping_figure(runs, png, title=f"{name}: source task grouping (DTVG)", compare=compare)
     banks = {f"seed {seed}": paper_bank(runs_dir, seed) for seed in seeds}
     return bank_figure(banks, png, tasks=list(FIGURE_TASKS), title=f"{name}: TPV task similarity")
-
-
-# ---------------------------------------------------------------- command
-COMMANDS = ("grouping", "bank", *PAPER_FIGURES, "figure1", "figure8")
-
-
-def _csv(text: str | None) -> list[str]:
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
-
-
-def main(argv: list[str], parameter_counts: Any = None) -> int:
-    """`python -m dtvg_dist.report grouping|bank|figure1|figure7..figure11|figure8 ...`
-
-    `parameter_counts(recipe)` -> {method: trainable parameters} serves
-    figure8 (the command layer passes the one that builds the modules)."""
-    parser = argparse.ArgumentParser(prog="python -m dtvg_dist.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    grouping = sub.add_parser("grouping", help="Figures 7/9 from DTVG run folders")
-    grouping.add_argument("runs", nargs="+", help="stage-2 DTVG run folders (with grouping.jsonl)")
-    grouping.add_argument("--labels", help="comma-separated column titles (default: the folders)")
-    grouping.add_argument("--compare", nargs="*", default=[],
-                          help="one baseline run (e.g. PT) per run, validation curves drawn alongside")
-    grouping.add_argument("--out", default="runs/reports/grouping.png", help="the PNG (data: .json beside)")
-    bank = sub.add_parser("bank", help="Figures 10/11 from TPV bank folders")
-    bank.add_argument("banks", nargs="+", help="bank folders (one: Figure 10; one per seed: Figure 11)")
-    bank.add_argument("--labels", help="comma-separated panel titles (default: the folders)")
-    bank.add_argument("--tasks", help="comma-separated subset of the tasks (default: every entry)")
-    bank.add_argument("--out", default="runs/reports/bank.png", help="the PNG (data: .json beside)")
-    for name in PAPER_FIGURES:
-        paper = sub.add_parser(name, help=f"the paper's {name} from reproduce's runs")
-        paper.add_argument("--runs-dir", default="runs")
-        paper.add_argument("--seeds", help=f"comma-separated (default: {PAPER_FIGURES[name]['seeds']})")
-        paper.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
-    fig1 = sub.add_parser("figure1", help="Figure 1 from reproduce's figure1 runs")
-    fig8 = sub.add_parser("figure8", help="Figure 8: GLUE average against trainable parameters")
-    fig8.add_argument("--recipe", default="t5-base-dtvg-rte",
-                      help="the sizes the modules are built at (default: t5-base-dtvg-rte)")
-    for figure in (fig1, fig8):
-        figure.add_argument("--runs-dir", default="runs")
-        figure.add_argument("--seeds", help="comma-separated (figure1: the first; default: 42 / table2's)")
-        figure.add_argument("--out", default=None, help="output folder (default: <runs-dir>/reports)")
-        # reproduce prints its report line with these; a figure has no columns to pick
-        figure.add_argument("--variants", help=argparse.SUPPRESS)
-        figure.add_argument("--std", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    try:
-        if args.command in ("figure1", "figure8"):
-            seeds = tuple(int(s) for s in _csv(args.seeds)) or None
-            out = Path(args.out) if args.out else Path(args.runs_dir) / "reports"
-            if args.command == "figure1":
-                paths = figure1(args.runs_dir, out / "figure1.png", seed=(seeds or (42,))[0])
-            else:
-                if parameter_counts is None:
-                    parser.error("figure8 needs the method modules: run `python -m dtvg_dist.report figure8`")
-                paths = figure8(parameter_counts(args.recipe), args.runs_dir, out / "figure8.png", seeds)
-        elif args.command in PAPER_FIGURES:
-            seeds = tuple(int(s) for s in _csv(args.seeds)) or None
-            paths = paper_figure(args.command, args.runs_dir, seeds, args.out)
-        elif args.command == "grouping":
-            labels = _csv(args.labels) or list(args.runs)
-            if len(labels) != len(args.runs) or (args.compare and len(args.compare) != len(args.runs)):
-                parser.error("--labels and --compare need one entry per run")
-            runs = {label: Path(p) for label, p in zip(labels, args.runs, strict=True)}
-            compare = {label: Path(p) for label, p in zip(labels, args.compare, strict=False)}
-            paths = grouping_figure(runs, Path(args.out), compare=compare)
-        else:
-            labels = _csv(args.labels) or list(args.banks)
-            if len(labels) != len(args.banks):
-                parser.error("--labels needs one entry per bank")
-            banks = {label: Path(p) for label, p in zip(labels, args.banks, strict=True)}
-            paths = bank_figure(banks, Path(args.out), tasks=_csv(args.tasks) or None)
-    except (FileNotFoundError, ValueError) as err:  # BankError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from dtvg_dist.config import RecipeError, load_run_config
 from dtvg_dist.model.methods import Method, get_method
+from dtvg_dist.orchestration.config import RecipeError, load_run_config
 from dtvg_dist.store.run_files import CONFIG, PROMPT, RESULTS, STAGE1, load_tensors
 
 SOFT_PROMPT = "soft_prompt"

@@ -1,4 +1,4 @@
-"""`python -m dtvg_dist.data check|download` on the fixture hub: the preflight
+"""`python -m dtvg_dist.dataset check|download` on the fixture hub: the preflight
 passes, fails naming task, file and row, and the offline mirror round-trips."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dtvg_dist.data import DataSettings, prepare_splits
-from dtvg_dist.data.__main__ import main
 from dtvg_dist.data.manifest import sha256_file
+from dtvg_dist.dataset import main
 from dtvg_dist.tasks import DataError, get_task
 
 
@@ -179,11 +179,11 @@ def test_help_lists_both_commands(capsys):
 
 @pytest.mark.filterwarnings("ignore:'dtvg_dist.data' found in sys.modules:RuntimeWarning")  # imported above
 def test_module_entry_point_dispatches_to_the_cli(monkeypatch, capsys):
-    """`python -m dtvg_dist.data ...` runs dtvg_dist.data.__main__.main."""
+    """`python -m dtvg_dist.dataset ...` runs dtvg_dist.dataset.main."""
     import runpy
     import sys
 
     monkeypatch.setattr(sys, "argv", ["dtvg_dist.data", "--help"])
     with pytest.raises(SystemExit) as done:
         runpy.run_module("dtvg_dist.data", run_name="__main__")
-    assert done.value.code == 0 and "usage: python -m dtvg_dist.data check" in capsys.readouterr().out
+    assert done.value.code == 0 and "usage: python -m dtvg_dist.dataset check" in capsys.readouterr().out

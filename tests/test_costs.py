@@ -1,4 +1,4 @@
-"""dtvg_dist.analysis.memory: the byte arithmetic against independent counts
+"""dtvg_dist.costs: the byte arithmetic against independent counts
 (instantiated models, the tensors autograd saves, bitsandbytes' 8-bit
 layout, ZeRO-3's per-rank slices) and the config lookup."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dtvg_dist.analysis import memory
-from dtvg_dist.analysis.memory import (
+from dtvg_dist import costs as memory
+from dtvg_dist.costs import (
     KNOWN_CONFIGS,
     ModelShape,
     PlanError,
