@@ -13,7 +13,6 @@ Exit status: 0 all good, 1 a task failed (the table and the message name it),
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -128,59 +127,56 @@ def _recipe_plan(name: str, overrides: list[str], want_tokenizer: bool) -> Plan:
     from omegaconf import OmegaConf
 
     from dtvg_dist.data import DataSettings
-    from dtvg_dist.orchestration.config import load_recipe
+    from dtvg_dist.orchestration.config import load_recipe, recipe_tasks
     from dtvg_dist.orchestration.pipeline import check_tasks
 
     cfg = load_recipe(name, overrides)
     check_tasks(cfg)  # registers the synthetic suite when the recipe uses it
-    names = [*cfg.stage1.tasks, *cfg.source_tasks, cfg.target_task]
     plan = Plan(
-        tasks=list(dict.fromkeys(names)),
+        tasks=recipe_tasks(cfg),
         settings=DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True)),
         seed=int(cfg.seed),
     )
     if want_tokenizer:
-        settings = OmegaConf.to_container(cfg.backbone, resolve=True)
-        plan.tokenizer, plan.family, note = _recipe_tokenizer(settings)  # type: ignore[arg-type]
+        plan.tokenizer, plan.family, note = _recipe_tokenizer(cfg)
         plan.notes.append(note)
     return plan
 
 
-def _recipe_tokenizer(node: dict[str, Any]) -> tuple[Any, str, str]:
-    """The recipe's tokenizer and model family, resolved without loading weights."""
-    from transformers import AutoConfig, AutoTokenizer
+def _recipe_tokenizer(cfg: Any) -> tuple[Any, str, str]:
+    """The recipe's tokenizer and model family, resolved as a run resolves
+    them (`backbone_settings`, `load_config`, `load_tokenizer`) without
+    loading weights."""
+    from dtvg_dist.model.backbone import (
+        family_of,
+        load_config,
+        load_tokenizer,
+        resolve_pretrained,
+        validate_settings,
+    )
+    from dtvg_dist.orchestration.pipeline import (
+        SYNTHETIC_PRETRAINED,
+        SYNTHETIC_TOKENIZER,
+        backbone_settings,
+    )
 
-    from dtvg_dist.model.backbone import BackboneSettings, resolve_pretrained, validate_settings
-
-    settings = BackboneSettings(**node)
-    if settings.name_or_path == "synthetic-pretrained" or settings.tokenizer == "synthetic":
-        from dtvg_dist.model.synthetic import ensure_tokenizer
-        from dtvg_dist.tasks.synthetic import vocabulary_hash
-
-        folder = Path(tempfile.gettempdir()) / f"dtvg-synthetic-tokenizer-{vocabulary_hash()}"
-        tok = AutoTokenizer.from_pretrained(str(ensure_tokenizer(folder)))
-        family = _family(AutoConfig.for_model(**dict(settings.config or {"model_type": "t5"})))
-        return tok, family, "backbone: synthetic (built at run time); tokenizer: the synthetic suite's"
+    synthetic = cfg.backbone.name_or_path == SYNTHETIC_PRETRAINED or cfg.backbone.tokenizer == SYNTHETIC_TOKENIZER
+    folder = Path(tempfile.gettempdir()) / "dtvg-dataset-check"
+    settings = backbone_settings(cfg, folder, weights=False)
     validate_settings(settings)
     where = resolve_pretrained(settings)
-    tok_src = settings.tokenizer or settings.name_or_path
-    tok = AutoTokenizer.from_pretrained(os.path.expanduser(tok_src))
+    hf_config, _ = load_config(settings)
+    family = family_of(hf_config)
+    tokenizer = load_tokenizer(settings)
+    if synthetic:
+        return tokenizer, family, "backbone: synthetic (built at run time); tokenizer: the synthetic suite's"
     if settings.config is not None:
-        cfg_dict = dict(settings.config)
-        hf_config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
         config_note = "backbone.config (random weights)"
     else:
-        hf_config = AutoConfig.from_pretrained(os.path.expanduser(settings.name_or_path))
         config_note = f"{settings.name_or_path} from {where['config']}"
-    family = _family(hf_config)
+    tok_src = settings.tokenizer or settings.name_or_path
     note = f"backbone config: {config_note} ({family}); tokenizer: {tok_src} from {where.get('tokenizer', '?')}"
-    return tok, family, note
-
-
-def _family(hf_config: Any) -> str:
-    from dtvg_dist.model.backbone import family_of
-
-    return family_of(hf_config)
+    return tokenizer, family, note
 
 
 def _plan(req: Request) -> Plan:
@@ -216,11 +212,13 @@ def _sample(opts: dict[str, str]) -> int | None:
 def run_check(plan: Plan, sample: int | None) -> int:
     from tqdm.auto import tqdm
 
+    from dtvg_dist.data.module import TaskData
     from dtvg_dist.data.preflight import check_task, format_table
 
-    tasks = {name: get_task(name) for name in plan.tasks}
+    data = {name: TaskData(name, plan.settings, plan.tokenizer, plan.family, plan.seed) for name in plan.tasks}
+    tasks = {name: d.task for name, d in data.items()}
     reports = [
-        check_task(tasks[name], plan.settings, plan.tokenizer, plan.family, sample, plan.seed)
+        check_task(data[name], sample)
         for name in tqdm(plan.tasks, desc="check", unit="task", disable=len(plan.tasks) < 2)
     ]
     for note in plan.notes:

@@ -103,16 +103,12 @@ def _answer_only(cfg: Any) -> bool:
 
 
 def _tasks_of(cfg: Any) -> tuple[str, list[str]]:
-    """Which tasks the recipe trains, and a description of the stage."""
-    target = str(cfg.target_task)
-    stage1 = list(cfg.stage1.tasks) or [*cfg.source_tasks, target]
-    if cfg.stage == "1":
-        return "stage 1 (prompt tuning)", stage1
-    if cfg.stage == "2":
-        return f"stage 2 ({cfg.method})", [target]
-    if cfg.stage == "pre":  # the method's pre-stage over the sources (MPT's source training)
-        return f"pre-stage ({cfg.method})", list(cfg.source_tasks)
-    return f"stage 1 + stage 2 ({cfg.method})", list(dict.fromkeys([*stage1, target]))
+    """Which tasks the recipe trains (`recipe_tasks` for its stage), and a description of the stage."""
+    from dtvg_dist.orchestration.config import recipe_tasks
+
+    desc = {"1": "stage 1 (prompt tuning)", "2": f"stage 2 ({cfg.method})",
+            "pre": f"pre-stage ({cfg.method})"}.get(str(cfg.stage), f"stage 1 + stage 2 ({cfg.method})")
+    return desc, recipe_tasks(cfg, str(cfg.stage))
 
 
 def workload(cfg: Any, shape: ModelShape, task_name: str | None = None) -> list[Workload]:

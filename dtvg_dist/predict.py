@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from dtvg_dist import cli
@@ -64,7 +65,7 @@ def answer_columns(task: Task) -> set[str]:
 
 
 def _placeholder(task: Task) -> dict[str, Any]:
-    """An answer for rows that have none, so `data.encode` can tokenise them.
+    """An answer for rows that have none, so the encoder can tokenise them.
     Only the training fields and the reference use it; the prompt ids that
     prediction reads come from the input columns alone."""
     if task.kind == "qa":
@@ -146,7 +147,8 @@ def predict_file(
     writes `output_path`. Returns counts (rows, skipped)."""
     from accelerate.utils import DistributedType
 
-    from dtvg_dist.data import encode
+    from dtvg_dist.data import DataSettings
+    from dtvg_dist.data.module import TaskData
     from dtvg_dist.model.backbone import load_backbone
     from dtvg_dist.model.prompt import PromptedModel
     from dtvg_dist.orchestration.pipeline import backbone_settings, check_tasks
@@ -182,7 +184,9 @@ def predict_file(
             f"{backbone.hidden_size}"
         )
     model = PromptedModel(backbone, run.prompt_module().to(acc.device)).eval()
-    features = encode(task, rows.rows, backbone.tokenizer, backbone.family, cfg.data.template)
+    # Training's encoder (one tokenization path): the same ids as the run's own examples.
+    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
+    features = TaskData(task, settings, backbone.tokenizer, backbone.family, seed=cfg.seed).encode(rows.rows)
     words = list(task.label_words) if task.is_classification else None
     rank = bool(cfg.eval.rank_classification) and words is not None
     log.info(

@@ -13,7 +13,6 @@ import sys
 from omegaconf import OmegaConf
 
 from dtvg_dist import cli
-from dtvg_dist.cli import run_job  # noqa: F401 - demo.py uses it from here
 from dtvg_dist.orchestration.config import RecipeError, list_recipes, load_recipe, recipe_path
 
 USAGE = """usage: python -m dtvg_dist.train recipe=NAME [key=value ...]

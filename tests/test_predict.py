@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,8 @@ from cli_runs import REPO, jsonl, results
 from omegaconf import OmegaConf
 from trained_prompts import rebuilt_prompt, run_backbone, run_config
 
-from dtvg_dist.data import encode, load_splits
+from dtvg_dist.data import DataSettings
+from dtvg_dist.data.module import TaskData
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.predict import main
 from dtvg_dist.tasks import get_task
@@ -40,21 +42,34 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _run_data(run_dir: Path, backbone: Any = None) -> TaskData:
+    """The run's target data exactly as its training built it (same settings,
+    seed and, given the backbone, tokenizer)."""
+    cfg = run_config(run_dir)
+    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
+    if backbone is None:
+        return TaskData(TARGET, settings, seed=cfg.seed)
+    return TaskData(TARGET, settings, backbone.tokenizer, backbone.family, seed=cfg.seed)
+
+
 def _test_rows(run_dir: Path) -> list[dict]:
     """The run's test rows, exactly as its evaluation read them."""
-    cfg = run_config(run_dir)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return load_splits(get_task(TARGET), data, seed=cfg.seed)["test"]
+    return _run_data(run_dir).prepared().splits["test"]
 
 
 def _evaluation(run_dir: Path, rows: list[dict], rank: bool = False) -> tuple[dict, list[str], object]:
-    """The evaluation's (metrics, predictions) on `rows` with the prompt module rebuilt
-    from the bank and the best checkpoint (not the run's soft_prompt)."""
+    """The evaluation's (metrics, predictions) on the first len(rows) test
+    examples as training tokenized them (the tokenized-split cache, not the
+    rows re-encoded: predict's encoding is checked against training's), with
+    the prompt module rebuilt from the bank and the best checkpoint (not the
+    run's soft_prompt)."""
     cfg = run_config(run_dir)
     backbone = run_backbone(run_dir)
     task = get_task(TARGET)
     model = PromptedModel(backbone, rebuilt_prompt(run_dir)).eval()
-    features = encode(task, rows, backbone.tokenizer, backbone.family)
+    data = _run_data(run_dir, backbone)
+    features = list(data.splits()["test"])[: len(rows)]
+    assert [f["reference"] for f in features] == [task.reference(r) for r in rows]
     metrics, predictions = evaluate(
         Accelerator(cpu=True), model, task, features, backbone.tokenizer, backbone.family,
         cfg.eval.batch_size, cfg.eval.max_new_tokens, rank_classification=rank,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtvg_dist.data.encoding import added_prefix
+from dtvg_dist.data.module import TaskData
 from dtvg_dist.data.splits import permutation
 from dtvg_dist.tasks.base import Task
 from dtvg_dist.tasks.schema import DataError
@@ -82,21 +83,14 @@ def _sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(permutation(len(rows), seed)[:limit])]
 
 
-def check_task(
-    task: Task,
-    settings: Any,
-    tokenizer: Any = None,
-    family: str = "seq2seq",
-    sample: int | None = None,
-    seed: int | None = None,
-) -> TaskReport:
-    """Load and validate the task's splits under `settings`; measure them.
-    A DataError (or a row that cannot be formatted) becomes a failed report."""
-    from dtvg_dist.data import prepare_splits
-
+def check_task(data: TaskData, sample: int | None = None) -> TaskReport:
+    """Load and validate the task's splits as a run prepares them (`TaskData`);
+    measure them with its tokenizer, if any. A DataError (or a row that
+    cannot be formatted) becomes a failed report."""
+    task, settings, tokenizer, family = data.task, data.settings, data.tokenizer, data.family
     report = TaskReport(task=task.name)
     try:
-        prepared = prepare_splits(task, settings, seed=seed, progress=True)
+        prepared = data.prepared(progress=True)
         report.source, report.rule = prepared.source.where, prepared.rule
         report.sizes = {k: len(v) for k, v in prepared.splits.items()}
         report.labels = _label_distribution(task, prepared.splits["train"])

@@ -132,11 +132,12 @@ class DataSettings:
 
     @classmethod
     def coerce(cls, settings: DataSettings | Mapping[str, Any] | None) -> DataSettings:
-        """Accept a DataSettings, a mapping (e.g. an OmegaConf DictConfig) or None."""
+        """Accept a DataSettings (returned as it is: it was validated when
+        made), a mapping (e.g. an OmegaConf DictConfig) or None. Called once,
+        where settings enter (the pipeline, the data command, `TaskData`)."""
         if settings is None:
             return cls()
         if isinstance(settings, cls):
-            settings.validate()
             return settings
         if isinstance(settings, Mapping):
             known = {f.name for f in fields(cls)}

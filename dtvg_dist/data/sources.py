@@ -429,11 +429,14 @@ def read_original(
     revision: str | None = None,
     progress: bool = False,
     arrow: bool = False,
+    located: tuple[dict[str, list[Part]], Source] | None = None,
 ) -> tuple[dict[str, Any], Source]:
     """The task's original, validated splits keyed by hub split name (built-in
     rows, then local files, then the hub), and where they came from. Python
-    rows, or with `arrow` a `RowTable` per Parquet split (see `read_tables`)."""
-    parts, source = locate_original(task, local_dir, paths, revision)
+    rows, or with `arrow` a `RowTable` per Parquet split (see `read_tables`).
+    `located`: what `locate_original` already returned for these settings
+    (the tokenized-split cache locates first, for its key), not located again."""
+    parts, source = located or locate_original(task, local_dir, paths, revision)
     return read_tables(task, parts, on_bad_row, progress, arrow), source
 
 

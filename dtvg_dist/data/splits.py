@@ -18,7 +18,7 @@ from dtvg_dist.data.settings import (
     Rows,
     log,
 )
-from dtvg_dist.data.sources import Source, read_original
+from dtvg_dist.data.sources import Part, Source, read_original
 from dtvg_dist.tasks import DataError, Task
 
 
@@ -249,6 +249,7 @@ def prepare_splits(
     seed: int | None = None,
     progress: bool = False,
     tables: bool = False,
+    located: tuple[dict[str, list[Part]], Source] | None = None,
 ) -> Prepared:
     """Hub-schema rows for "train", "validation" and "test", and their source.
 
@@ -256,10 +257,12 @@ def prepare_splits(
     validation/test partition always uses settings.split_seed, so runs with
     different seeds are scored on the same rows. `tables`: Parquet splits stay
     Arrow (RowTable) and `row_fn` is left to the caller (see `Prepared`).
+    `located`: the task's files as `locate_original` found them (not located again).
     """
     cfg = DataSettings.coerce(settings)
     original, source = read_original(
-        task, cfg.local_dir, cfg.paths, cfg.on_bad_row, cfg.revisions.get(task.name), progress, arrow=tables
+        task, cfg.local_dir, cfg.paths, cfg.on_bad_row, cfg.revisions.get(task.name), progress, arrow=tables,
+        located=located,
     )
     sizes = {k: len(v) for k, v in original.items()}
     splits, rule = apply_split_rule(task, original, cfg.split_seed)

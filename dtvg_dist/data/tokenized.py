@@ -9,8 +9,8 @@ code, the split protocol (split rule and seed, k-shot settings and the run
 seed that draws them, caps, quirks), the source files (path, size and
 modification time; hub snapshots by commit) and the tokenizer (its
 tokenizer.json), the model family and the lengths. Every process then
-memory-maps the files: items are the dicts `dtvg_dist.data.encode` makes
-(tested equal), so the trainer and evaluation read them as before.
+memory-maps the files: items are the dicts `dtvg_dist.data.encoding.Encoder`
+makes (the one tokenization path, also `predict`'s), so the trainer and evaluation read them as before.
 
 Where: `data.cache_dir`, else $DTVG_DATA_CACHE, else runs/.cache/tokenized.
 A folder is built under a temporary name and renamed when complete, so a
@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import hashlib
 import inspect
-import itertools
 import json
 import logging
 import os
@@ -36,17 +35,17 @@ import shutil
 import time
 import uuid
 import weakref
-from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dtvg_dist.data import DataSettings, Layout, example_layout, expansion_rule, prepare_splits
+from dtvg_dist.data import DataSettings, expansion_rule, prepare_splits
+from dtvg_dist.data.encoding import Encoder, TokenizedSplit
 from dtvg_dist.data.rowtable import RowTable
-from dtvg_dist.data.sources import Part, locate_original
+from dtvg_dist.data.sources import Part, Source, locate_original
 from dtvg_dist.store import run_files
 from dtvg_dist.tasks import Task
 
@@ -73,60 +72,6 @@ _KEY_FILE = "key.json"
 _CODE = ("data", "tasks")  # folders under the package, every .py in them
 
 
-# ---- reading ---------------------------------------------------------------------
-class TokenizedSplit(Sequence[dict[str, Any]]):
-    """One tokenized split over an Arrow table (memory-mapped when read from
-    the cache). Item i is the dict `encode` makes for example i: input_ids,
-    labels, prompt_ids (lists of ints) and reference (str or list of str)."""
-
-    def __init__(self, table: pa.Table, family: str) -> None:
-        self.table = table
-        self.family = family
-        lengths = [len(c) for c in table.column("input_ids").chunks]
-        self._starts = np.cumsum([0, *lengths]).tolist()
-        self._ids = _list_views(table.column("input_ids"))
-        self._labels = _list_views(table.column("labels")) if family == "seq2seq" else None
-        self._prompt = (
-            [np.asarray(c) for c in table.column("prompt_length").chunks] if family != "seq2seq" else None
-        )
-        self._refs = table.column("reference").chunks
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def __repr__(self) -> str:
-        return f"TokenizedSplit({len(self)} examples, {self.family})"
-
-    def __getitem__(self, i: Any) -> Any:  # int -> dict, slice -> list of dicts
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"example {i} out of range for {n} examples")
-        i = int(i) % n
-        k = bisect_right(self._starts, i) - 1
-        j = i - self._starts[k]
-        offsets, values = self._ids[k]
-        ids = values[offsets[j] : offsets[j + 1]].tolist()
-        reference = json.loads(self._refs[k][j].as_py())
-        if self._labels is not None:
-            offsets, values = self._labels[k]
-            labels = values[offsets[j] : offsets[j + 1]].tolist()
-            return {"input_ids": ids, "labels": labels, "prompt_ids": ids, "reference": reference}
-        assert self._prompt is not None
-        p = int(self._prompt[k][j])
-        return {"input_ids": ids, "labels": [-100] * p + ids[p:], "prompt_ids": ids[:p], "reference": reference}
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for i in range(len(self)):
-            yield self[i]
-
-
-def _list_views(column: pa.ChunkedArray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(offsets, values) numpy views of each chunk of a list<int32> column (no copy)."""
-    return [(np.asarray(c.offsets), np.asarray(c.values)) for c in column.chunks]
-
-
 def _open(folder: Path, family: str) -> dict[str, TokenizedSplit]:
     out = {}
     for split in SPLITS:
@@ -137,149 +82,8 @@ def _open(folder: Path, family: str) -> dict[str, TokenizedSplit]:
 
 
 # ---- building ----------------------------------------------------------------------
-class _TextIds:
-    """Token ids of texts exactly as `tokenizer(texts, add_special_tokens=False)`
-    gives them, from its Rust tokenizer without offset tracking
-    (`encode_batch_fast`) when it has one, set as that call sets it (no
-    padding, no truncation, its split_special_tokens). The first batch is
-    checked against the call itself; on any difference the call is used."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        self.backend = backend if backend is not None and hasattr(backend, "encode_batch_fast") else None
-        self.checked = False
-
-    def _call(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-    def _fast(self, texts: list[str]) -> list[list[int]]:
-        backend = self.backend
-        # What transformers' TokenizersBackend._encode_plus does before its encode_batch.
-        if backend.padding is not None:
-            backend.no_padding()
-        if backend.truncation is not None:
-            backend.no_truncation()
-        split = bool(getattr(self.tokenizer, "split_special_tokens", False))
-        if backend.encode_special_tokens != split:
-            backend.encode_special_tokens = split
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        if self.backend is None:
-            return self._call(texts)
-        ids = self._fast(texts)
-        if not self.checked:
-            self.checked = True
-            if ids != self._call(texts):
-                log.warning(
-                    "the Rust tokenizer of %s gives other ids than its call; tokenizing through the call",
-                    type(self.tokenizer).__name__,
-                )
-                self.backend = None
-                return self._call(texts)
-        return ids
-
-
-class _Encoder:
-    """Rows -> an Arrow table of examples, as `encode` builds them (same layout,
-    same ids); label words are tokenized once."""
-
-    def __init__(self, task: Task, tokenizer: Any, family: str, template: str = "default") -> None:
-        self.task = task
-        self.lay: Layout = example_layout(task, tokenizer, family, template)
-        self.ids = _TextIds(tokenizer)
-        self.targets: dict[str, list[int]] = {}  # a few thousand recent targets (label words)
-        self.rows = self.truncated = self.long_answers = 0
-
-    def _target_ids(self, texts: list[str]) -> list[list[int]]:
-        new = [t for t in dict.fromkeys(texts) if t not in self.targets]
-        got = dict(zip(new, self.ids(new), strict=True))
-        out = [self.targets[t] if t in self.targets else got[t] for t in texts]
-        if len(self.targets) + len(got) <= 4096:
-            self.targets.update(got)
-        return out
-
-    def __call__(self, rows: list[dict]) -> pa.Table:
-        task, lay = self.task, self.lay
-        pairs = [task.format(row) for row in rows]
-        refs = [json.dumps(task.reference(row), ensure_ascii=False) for row in rows]
-        source, source_len = _ragged(self.ids([s for s, _ in pairs]))
-        target, target_len = _ragged(self._target_ids([t for _, t in pairs]))
-        kept = _truncated(source, source_len, lay.budget)
-        self.rows += len(rows)
-        self.truncated += int((source_len > lay.budget).sum())
-        self.long_answers += int((target_len + 1 > task.max_target_length).sum())
-        answer = [lay.answer_prefix, (target, target_len), [lay.eos]]
-        columns: dict[str, pa.Array] = {}
-        if lay.family == "seq2seq":
-            columns["input_ids"] = _join(len(rows), [lay.prefix, kept, [lay.eos]])
-            columns["labels"] = _join(len(rows), answer)
-        else:
-            columns["input_ids"] = _join(len(rows), [lay.prefix, kept, lay.sep, *answer])
-            prompt = len(lay.prefix) + kept[1] + len(lay.sep)
-            columns["prompt_length"] = pa.array(prompt.astype(np.int32), pa.int32())
-        columns["reference"] = pa.array(refs, pa.string())
-        return pa.table(columns)
-
-    def report(self) -> None:
-        """The log lines `encode` writes, for all splits together."""
-        task = self.task
-        if self.truncated:
-            log.info("task %s: truncated %d/%d sources to %d tokens", task.name, self.truncated, self.rows,
-                     task.max_source_length)
-        if self.long_answers:
-            log.warning("task %s: %d answer(s) longer than max_target_length=%d were kept whole",
-                        task.name, self.long_answers, task.max_target_length)
-
-
-# Ragged id lists as (flat int32 values, lengths): examples are put together
-# with numpy, not as one Python list per example.
-Ragged = tuple[np.ndarray, np.ndarray]
-
-
-def _ragged(lists: list[list[int]]) -> Ragged:
-    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(lengths.sum()))
-    return values, lengths
-
-
-def _within(lengths: np.ndarray) -> np.ndarray:
-    """0..n-1 for each run of `lengths`, concatenated."""
-    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-
-
-def _truncated(values: np.ndarray, lengths: np.ndarray, limit: int) -> Ragged:
-    """The first `limit` ids of each list."""
-    if not len(lengths) or lengths.max() <= limit:
-        return values, lengths
-    kept = np.minimum(lengths, limit)
-    starts = np.cumsum(lengths) - lengths
-    return values[np.repeat(starts, kept) + _within(kept)], kept
-
-
-def _join(n: int, pieces: list[Any]) -> pa.Array:
-    """A list<int32> array whose row i joins every piece's row i; a piece is a
-    list of ids (the same in every row) or a Ragged (one list per row)."""
-    lengths = [np.full(n, len(p), dtype=np.int64) if isinstance(p, list) else p[1] for p in pieces]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.sum(lengths, axis=0), out=offsets[1:])
-    out = np.empty(int(offsets[-1]), dtype=np.int32)
-    start = offsets[:-1].copy()
-    for piece, length in zip(pieces, lengths, strict=True):
-        if isinstance(piece, list):
-            if piece:
-                out[start[:, None] + np.arange(len(piece))] = np.asarray(piece, dtype=np.int32)
-        else:
-            out[np.repeat(start, length) + _within(length)] = piece[0]
-        start += length
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(out))
-
-
 def _write_split(
-    rows: Any, row_fn: Callable[[dict], list[dict]] | None, encoder: _Encoder, path: Path, desc: str
+    rows: Any, row_fn: Callable[[dict], list[dict]] | None, encoder: Encoder, path: Path, desc: str
 ) -> int:
     """Tokenize `rows` (a RowTable or a list) into the Arrow file `path`; the number of examples."""
     import datasets
@@ -301,12 +105,13 @@ def _write_split(
 
 
 def _build(
-    task: Task, cfg: DataSettings, seed: int | None, tokenizer: Any, family: str, folder: Path, key: dict
+    task: Task, cfg: DataSettings, seed: int | None, tokenizer: Any, family: str, folder: Path, key: dict,
+    located: tuple[dict[str, list[Part]], Source],
 ) -> dict[str, Any]:
     """Build the cache folder (under a temporary name, renamed when complete); its metadata."""
     started = time.perf_counter()
     with _system_arrow_pool():
-        return _build_in(task, cfg, seed, tokenizer, family, folder, key, started)
+        return _build_in(task, cfg, seed, tokenizer, family, folder, key, started, located)
 
 
 @contextlib.contextmanager
@@ -324,10 +129,10 @@ def _system_arrow_pool() -> Iterator[None]:
 
 def _build_in(
     task: Task, cfg: DataSettings, seed: int | None, tokenizer: Any, family: str, folder: Path, key: dict,
-    started: float,
+    started: float, located: tuple[dict[str, list[Part]], Source],
 ) -> dict[str, Any]:
-    prepared = prepare_splits(task, cfg, seed, progress=True, tables=True)
-    encoder = _Encoder(task, tokenizer, family, cfg.template)
+    prepared = prepare_splits(task, cfg, seed, progress=True, tables=True, located=located)
+    encoder = Encoder(task, tokenizer, family, cfg.template)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -498,14 +303,22 @@ def tokenized_splits(
     family: str,
     seed: int | None = None,
     accelerator: Any = None,
+    locate: Callable[[], tuple[dict[str, list[Part]], Source]] | None = None,
 ) -> dict[str, TokenizedSplit]:
     """The task's train / validation / test examples for `tokenizer` and
     `family` (what `encode(task, load_splits(task, settings, seed)[split], ...)`
-    gives), from the cache, built there first when missing."""
+    gives), from the cache, built there first when missing. The task's files
+    are located once (by `locate`, when given: `TaskData.located`): for the
+    key, and (on a miss) for reading them.
+    `dtvg_dist.data.module.TaskData` is the usual way here."""
     cfg = DataSettings.coerce(settings)
     with _builders_first(accelerator):
         started = time.perf_counter()
-        parts, source = locate_original(task, cfg.local_dir, cfg.paths, cfg.revisions.get(task.name))
+        # Inside the builders-first block: locating may fetch a hub snapshot.
+        if locate is not None:
+            parts, source = locate()
+        else:
+            parts, source = locate_original(task, cfg.local_dir, cfg.paths, cfg.revisions.get(task.name))
         key = cache_key(task, cfg, seed, tokenizer, family, parts, source.where)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         folder = cache_dir(cfg) / f"{task.name}-{family}-{digest}"
@@ -523,7 +336,7 @@ def tokenized_splits(
                     "%s is not visible here (is data.cache_dir on a disk every node shares?)",
                     accelerator.process_index, task.name, folder,
                 )
-            meta = _build(task, cfg, seed, tokenizer, family, folder, key)
+            meta = _build(task, cfg, seed, tokenizer, family, folder, key, (parts, source))
         splits = _open(folder, family)
         sizes = {k: len(v) for k, v in splits.items()}
         log.info(

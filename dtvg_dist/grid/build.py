@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dtvg_dist.grid.jobs import Job, Launch, check, link_stage1
 from dtvg_dist.model.methods import Method, get_method
-from dtvg_dist.orchestration.config import RecipeError, list_recipes, load_recipe
+from dtvg_dist.orchestration.config import RecipeError, list_recipes, load_recipe, recipe_tasks
 from dtvg_dist.reporting.demo_report import DemoSpec, bank_dir, stage1_dir
 from dtvg_dist.reporting.demo_report import run_dir as demo_run_dir
 from dtvg_dist.reporting.paper_results import LR_GRID, VARIANTS, Experiment
@@ -100,10 +100,6 @@ def _bank_args(loaded: Loaded, seed: int | None, per_seed: bool) -> tuple[list[s
     return [f"prompt.init_seed={cfg.seed}", f"bank_dir={folder}"], Path(folder)
 
 
-def _stage1_tasks(cfg: DictConfig) -> tuple[str, ...]:
-    return tuple(cfg.stage1.tasks) or tuple(dict.fromkeys([*cfg.source_tasks, cfg.target_task]))
-
-
 def _stage1_job(recipe: str, overrides: list[str], runs_dir: Path, seed: int | None,
                 launch_for: LaunchFor) -> Job:
     loaded = _load(recipe, overrides, runs_dir)
@@ -116,7 +112,7 @@ def _stage1_job(recipe: str, overrides: list[str], runs_dir: Path, seed: int | N
                args=[*head, f"output_dir={out}", *bank_args, *overrides],
                launch=launch_for(recipe, list(overrides)), stage1=True, seed=seed,
                title=f"stage 1 {recipe}" + (f" seed {seed}" if seed is not None else ""),
-               bank=bank, bank_tasks=_stage1_tasks(cfg))
+               bank=bank, bank_tasks=tuple(recipe_tasks(cfg, "1")))
 
 
 def _source_copies(cfg: DictConfig, bank: Path, source_bank: Path) -> list[tuple[Path, Path]]:
@@ -269,7 +265,7 @@ def demo_jobs(spec: DemoSpec, *, out: Path, seeds: tuple[int, ...], methods: tup
         jobs.append(Job(name=str(s1_out.relative_to(out)), run_dir=s1_out, recipe=stage1_recipe,
                         args=s1_args, launch=launch_for(stage1_recipe, list(overrides)),
                         stage1=True, seed=seed, title=f"seed {seed}: stage 1", bank=bank,
-                        bank_tasks=_stage1_tasks(cfg)))
+                        bank_tasks=tuple(recipe_tasks(cfg, "1"))))
         for key in methods:
             method = by_key[key]
             path = demo_run_dir(out, key, seed)

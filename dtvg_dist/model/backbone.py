@@ -305,6 +305,38 @@ def _zero3_enabled() -> bool:
     return bool(is_deepspeed_zero3_enabled())
 
 
+def load_config(settings: BackboneSettings) -> tuple[Any, str]:
+    """The backbone's transformers config (no weights) and its name: from
+    backbone.config (random weights) or the checkpoint's config file. Also
+    what the data command reads to know the model family."""
+    from transformers import AutoConfig
+
+    if settings.config is not None:
+        cfg_dict = to_plain(settings.config)
+        model_type = cfg_dict.pop("model_type")
+        return AutoConfig.for_model(model_type, **cfg_dict), config_name(settings.config, settings.init_seed)
+    path = os.path.expanduser(settings.name_or_path)
+    hf_config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+    return hf_config, os.path.basename(os.path.normpath(path))
+
+
+def load_tokenizer(settings: BackboneSettings) -> Any:
+    """backbone.tokenizer (else the checkpoint's), with EOS as the pad token
+    when it has none (Llama-3); None for a config-built model without one."""
+    tok_src = settings.tokenizer or settings.name_or_path
+    if tok_src is None:
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        os.path.expanduser(tok_src), trust_remote_code=settings.trust_remote_code
+    )
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # Llama-3 ships no pad token
+        logger.info("tokenizer has no pad token; using eos %r", tokenizer.eos_token)
+    return tokenizer
+
+
 def load_backbone(settings: BackboneSettings, device: str | torch.device | None = None) -> Backbone:
     """Load the frozen backbone described by ``settings`` onto ``device``.
 
@@ -312,7 +344,7 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
     ZeRO-3 plugin transformers builds the model inside ``zero.Init`` and the
     model is not moved (``accelerator.prepare`` places it).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     validate_settings(settings)
     if settings.config is None or settings.tokenizer is not None:
@@ -322,16 +354,8 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
     dtype = resolve_dtype(settings.dtype)
     trc = settings.trust_remote_code
 
-    if settings.config is not None:
-        cfg_dict = to_plain(settings.config)
-        model_type = cfg_dict.pop("model_type")
-        hf_config = AutoConfig.for_model(model_type, **cfg_dict)
-        name = config_name(settings.config, settings.init_seed)
-    else:
-        path = os.path.expanduser(settings.name_or_path)
-        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
-        name = os.path.basename(os.path.normpath(path))
-
+    hf_config, name = load_config(settings)
+    cfg_dict = to_plain(settings.config) if settings.config is not None else {}
     family = family_of(hf_config)
     is_enc_dec = family == "seq2seq"
     if settings.family != "auto" and settings.family != family:
@@ -343,17 +367,7 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
     model_cls = auto_cls._model_mapping.get(type(hf_config), nn.Module)
     attn = choose_attn_implementation(settings.attn_implementation, model_cls, dtype, dev)
 
-    tok_src = settings.tokenizer or settings.name_or_path
-    tokenizer = None
-    if tok_src is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(
-            os.path.expanduser(tok_src), trust_remote_code=trc
-        )
-        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token  # Llama-3 ships no pad token
-            logger.info("tokenizer has no pad token; using eos %r", tokenizer.eos_token)
+    tokenizer = load_tokenizer(settings)
 
     zero3 = _zero3_enabled()
     if settings.config is not None:
@@ -404,7 +418,7 @@ def load_backbone(settings: BackboneSettings, device: str | torch.device | None 
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise RecipeError(
-            f"backbone.tokenizer={tok_src!r} has {len(tokenizer)} tokens but the model's "
+            f"backbone.tokenizer={settings.tokenizer or settings.name_or_path!r} has {len(tokenizer)} tokens but the model's "
             f"embedding table has {model.get_input_embeddings().num_embeddings} rows"
         )
     if settings.gradient_checkpointing:

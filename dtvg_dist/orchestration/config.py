@@ -152,9 +152,32 @@ class Recipe:
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
-def recipe_tasks(cfg: DictConfig) -> list[str]:
-    """Every task a recipe names: the target, the sources and stage1.tasks."""
-    return list(dict.fromkeys(str(t) for t in [cfg.target_task, *cfg.source_tasks, *cfg.stage1.tasks]))
+def recipe_tasks(cfg: DictConfig, stage: str | None = None) -> list[str]:
+    """Which tasks this recipe trains, each once, in order: the one answer for
+    the pipeline, the grid, `plan` and the data command.
+
+    stage "1": stage1.tasks when set, else the sources and the target (one
+    bank entry each; with target_as_source the target once); "pre": the
+    sources (a method's pre-stage, MPT's source training); "2": the target;
+    "all": stage 1's, then the target. No stage: every task a run of the
+    recipe reads data of (stage 1's, the sources, the target, data.mix_tasks):
+    what the data command checks and the synthetic registry must hold.
+    """
+    first = [str(t) for t in cfg.stage1.tasks] or [*map(str, cfg.source_tasks), str(cfg.target_task)]
+    by_stage = {
+        "1": first,
+        "pre": [str(t) for t in cfg.source_tasks],
+        "2": [str(cfg.target_task)],
+        "all": [*first, str(cfg.target_task)],
+    }
+    if stage is None:
+        mixed = cfg.data.get("mix_tasks") or []
+        names = [*first, *map(str, cfg.source_tasks), str(cfg.target_task), *map(str, mixed)]
+    elif stage in by_stage:
+        names = by_stage[stage]
+    else:
+        raise RecipeError(f"stage={stage!r} is not one of {', '.join(by_stage)}")
+    return list(dict.fromkeys(names))
 
 
 def list_recipes() -> list[str]:

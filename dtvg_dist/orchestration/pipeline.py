@@ -16,7 +16,8 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from dtvg_dist.data import DataSettings, MixedSplit
-from dtvg_dist.data.tokenized import TokenizedSplit, tokenized_splits
+from dtvg_dist.data.module import TaskData
+from dtvg_dist.data.tokenized import TokenizedSplit
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
 from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
 from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
@@ -25,7 +26,7 @@ from dtvg_dist.store import run_files
 from dtvg_dist.store.bank import BankEntry, entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.store.locks import EntryClaim, RunLocked, run_lock
 from dtvg_dist.store.run_files import RunFiles
-from dtvg_dist.tasks import TASKS, get_task
+from dtvg_dist.tasks import TASKS
 from dtvg_dist.training.distributed import (
     accelerator_for_recipe,
     all_reduce_sum,
@@ -67,18 +68,24 @@ def check_tasks(cfg: DictConfig) -> None:
             raise RecipeError(f"{key}={task!r} is not a registered task{hint}")
 
 
-def backbone_settings(cfg: DictConfig, out: Path) -> BackboneSettings:
+def backbone_settings(cfg: DictConfig, out: Path, weights: bool = True) -> BackboneSettings:
     """The recipe's backbone node as settings, with the synthetic tokenizer and
-    backbone resolved to folders (`out`: the run's output dir)."""
+    backbone resolved to folders (`out`: the run's output dir). `weights`
+    false (the data command: config and tokenizer only): a synthetic-pretrained
+    backbone stays its backbone.config, untaught."""
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     settings = BackboneSettings(**node)  # type: ignore[arg-type]
-    if settings.tokenizer == SYNTHETIC_TOKENIZER:
+    synthetic = settings.name_or_path == SYNTHETIC_PRETRAINED
+    if settings.tokenizer == SYNTHETIC_TOKENIZER or (synthetic and not weights and settings.tokenizer is None):
         from dtvg_dist.model.synthetic import ensure_tokenizer
         from dtvg_dist.tasks.synthetic import vocabulary_hash
 
         settings.tokenizer = str(ensure_tokenizer(out / f"tokenizer-{vocabulary_hash()}"))
-    if settings.name_or_path == SYNTHETIC_PRETRAINED:
-        settings = _synthetic_pretrained(settings)
+    if synthetic:
+        if weights:
+            settings = _synthetic_pretrained(settings)
+        else:
+            settings.name_or_path = None
     return settings
 
 
@@ -126,8 +133,9 @@ class Pipeline:
         with zero_init(self.acc, cfg.distributed.zero_init and settings.config is None):
             self.backbone: Backbone = load_backbone(settings, device=self.acc.device)
         self.bank_dir = Path(cfg.bank_dir) if cfg.bank_dir else run_files.default_bank_dir(self.backbone.name)
+        # The data settings enter here, coerced once; every task's TaskData shares them.
         self.data_settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
-        self._encoded: dict[str, dict[str, TokenizedSplit]] = {}
+        self._data: dict[str, TaskData] = {}
         log.info(
             "backbone %s (%s, %s, attention %s), bank %s, output %s",
             self.backbone.name, self.backbone.family, self.backbone.dtype,
@@ -202,22 +210,23 @@ class Pipeline:
         return done
 
     # -------------------------------------------------------------------- data
+    def data(self, task_name: str) -> TaskData:
+        """The task's data (one object per task: files, splits, tokenizing, collation)."""
+        if task_name not in self._data:
+            self._data[task_name] = TaskData(
+                task_name, self.data_settings, self.backbone.tokenizer, self.backbone.family,
+                seed=self.cfg.seed, accelerator=self.acc,
+            )
+        return self._data[task_name]
+
     def splits(self, task_name: str) -> dict[str, TokenizedSplit]:
         """The task's tokenized train / validation / test examples: built once
         into the data cache by the main process, memory-mapped by every rank."""
-        if task_name not in self._encoded:
-            self._encoded[task_name] = tokenized_splits(
-                get_task(task_name), self.data_settings, self.backbone.tokenizer, self.backbone.family,
-                seed=self.cfg.seed, accelerator=self.acc,
-            )
-        return self._encoded[task_name]
+        return self.data(task_name).splits()
 
     # ------------------------------------------------------------------ stage 1
     def stage1_tasks(self) -> list[str]:
-        # dict.fromkeys: with target_as_source the target is also a source, trained once
-        return list(self.cfg.stage1.tasks) or list(
-            dict.fromkeys([*self.cfg.source_tasks, self.cfg.target_task])
-        )
+        return recipe_tasks(self.cfg, "1")
 
     def _existing_p_init(self, tasks: list[str]) -> BankEntry | None:
         """An entry of the bank to take P_init from: one of `tasks` first,
@@ -260,7 +269,7 @@ class Pipeline:
             data = self.splits(name)
             spec = RunSpec(
                 name=f"stage1/{name}",
-                task=get_task(name),
+                task=self.data(name).task,
                 method="pt",
                 prompt=SoftPrompt(p_init.to(self.acc.device)),
                 run_dir=run_files.stage1_dir(self.out, name),
@@ -305,7 +314,7 @@ class Pipeline:
         ]
         spec = RunSpec(
             name=name,
-            task=get_task(tasks[0]),
+            task=self.data(tasks[0]).task,
             method=self.cfg.method,
             prompt=prompt,
             run_dir=self.out / name,
@@ -362,7 +371,7 @@ class Pipeline:
                      cfg.target_task, ", ".join(cfg.data.mix_tasks), len(train))
         spec = RunSpec(
             name=f"stage2/{cfg.method}",
-            task=get_task(cfg.target_task),
+            task=self.data(cfg.target_task).task,
             method=cfg.method,
             prompt=prompt,
             run_dir=self.out,

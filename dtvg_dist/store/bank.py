@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,30 +138,41 @@ def _read_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
-def load_entry(path: str | os.PathLike) -> BankEntry:
-    """Read and verify one entry; a truncated or corrupt file is refused whole."""
-    path = Path(path)
+def _verified(
+    path: Path, what: str, missing_hint: str, fmt: str, required: Sequence[str], names: Sequence[str]
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A safetensors file's metadata and tensors, verified: it exists, reads
+    whole, has the format and every `required` key, holds exactly `names`,
+    and each tensor matches its stored sha256. `what` names the file in errors."""
     if not path.is_file():
-        raise BankError(f"bank entry {path} does not exist (run stage=1 for that task first)")
+        raise BankError(f"{what} {path} does not exist ({missing_hint})")
     try:
         meta = _read_metadata(path)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise BankError(f"bank entry {path} is truncated or corrupt: {err}") from err
-    missing = [key for key in REQUIRED_META if key not in meta]
-    if missing or meta.get("format") != FORMAT:
-        raise BankError(f"bank entry {path} lacks metadata {missing or ['format=' + FORMAT]}")
-    if set(tensors) != {"tpv", "p_init"}:
-        raise BankError(f"bank entry {path} holds tensors {sorted(tensors)}, expected tpv, p_init")
+        raise BankError(f"{what} {path} is truncated or corrupt: {err}") from err
+    missing = [key for key in required if key not in meta]
+    if missing or meta.get("format") != fmt:
+        raise BankError(f"{what} {path} lacks metadata {missing or ['format=' + fmt]}")
+    if set(tensors) != set(names):
+        raise BankError(f"{what} {path} holds tensors {sorted(tensors)}, expected {', '.join(names)}")
+    for name in names:
+        if tensor_sha256(tensors[name]) != meta[f"{name}_sha256"]:
+            raise BankError(f"{what} {path}: {name} does not match its stored sha256 (corrupt)")
+    return meta, tensors
+
+
+def load_entry(path: str | os.PathLike) -> BankEntry:
+    """Read and verify one entry; a truncated or corrupt file is refused whole."""
+    path = Path(path)
+    meta, tensors = _verified(path, "bank entry", "run stage=1 for that task first", FORMAT, REQUIRED_META,
+                              ("tpv", "p_init"))
     tpv, p_init = tensors["tpv"], tensors["p_init"]
     if list(tpv.shape) != [int(meta["r"]), int(meta["d"])] or tpv.shape != p_init.shape:
         raise BankError(
             f"bank entry {path}: tensor shape {tuple(tpv.shape)} disagrees with metadata "
             f"r={meta['r']}, d={meta['d']}"
         )
-    for name, tensor in (("tpv", tpv), ("p_init", p_init)):
-        if tensor_sha256(tensor) != meta[f"{name}_sha256"]:
-            raise BankError(f"bank entry {path}: {name} does not match its stored sha256 (corrupt)")
     return BankEntry(
         task=meta["task"],
         tpv=tpv,
@@ -288,24 +300,9 @@ def save_mpt_shared(
 def load_mpt_shared(path: str | os.PathLike) -> MPTSharedEntry:
     """Read and verify an MPT shared entry (metadata, shapes, sha256)."""
     path = Path(path)
-    if not path.is_file():
-        raise BankError(
-            f"MPT shared prompt {path} does not exist (run stage=mpt-source with the same "
-            "source_tasks and mpt settings first)"
-        )
-    try:
-        meta = _read_metadata(path)
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise BankError(f"MPT shared prompt {path} is truncated or corrupt: {err}") from err
-    missing = [key for key in MPT_META if key not in meta]
-    if missing or meta.get("format") != MPT_FORMAT:
-        raise BankError(f"MPT shared prompt {path} lacks metadata {missing or ['format=' + MPT_FORMAT]}")
-    if set(tensors) != set(MPT_TENSORS):
-        raise BankError(f"MPT shared prompt {path} holds tensors {sorted(tensors)}, expected {list(MPT_TENSORS)}")
-    for name in MPT_TENSORS:
-        if tensor_sha256(tensors[name]) != meta[f"{name}_sha256"]:
-            raise BankError(f"MPT shared prompt {path}: {name} does not match its stored sha256 (corrupt)")
+    # stage=pre runs a method's pre-stage alone (config.STAGES); stage=2/all run it first too.
+    hint = "run stage=pre method=mpt with the same source_tasks and mpt settings first"
+    meta, tensors = _verified(path, "MPT shared prompt", hint, MPT_FORMAT, MPT_META, MPT_TENSORS)
     sources = json.loads(meta["sources"])
     shared = tensors["shared"]
     if list(shared.shape) != [int(meta["r"]), int(meta["d"])] or tensors["u"].shape[0] != len(sources):

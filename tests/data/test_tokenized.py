@@ -1,4 +1,5 @@
-"""Tokenized splits from the Arrow cache: the examples `encode` makes (ids,
+"""Tokenized splits from the Arrow cache: the examples the list-based reference
+(tests/encoding_reference.py) makes (ids,
 labels, prompts, references) for both families, the real T5 and Llama-3
 tokenizers and the toy one, over the task kinds; the cache's key, atomic
 build, hit and location."""
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from encoding_reference import reference_encode
 from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir
 
 from dtvg_dist.data import (
     DataSettings,
     collate_train,
-    encode,
     load_splits,
     prepare_splits,
     tokenized,
@@ -99,7 +100,7 @@ def test_examples_equal_encode(fake_hub, tokenizers, tmp_path, tok_name, family)
     for name, settings, changes in CASES:
         task = dataclasses.replace(get_task(name), **changes)
         cfg = DataSettings(**settings, cache_dir=str(tmp_path / "cache"))
-        want = {s: encode(task, rows, tok, family, cfg.template) for s, rows in load_splits(task, cfg, seed=3).items()}
+        want = {s: reference_encode(task, rows, tok, family, cfg.template) for s, rows in load_splits(task, cfg, seed=3).items()}
         got = tokenized_splits(task, cfg, tok, family, seed=3)
         for split in ("train", "validation", "test"):
             examples = list(got[split])
@@ -191,7 +192,7 @@ def test_the_key_follows_what_the_examples_depend_on(tokenizers, tmp_path, toy_w
         got = tokenized_splits(t, settings, tk, family, seed=seed)
         assert len(folders(tmp_path)) == i, (i, settings, family)
         # ... and each is what encode makes under those settings.
-        want = encode(t, load_splits(t, settings, seed=seed)["train"], tk, family, settings.get("template", "default"))
+        want = reference_encode(t, load_splits(t, settings, seed=seed)["train"], tk, family, settings.get("template", "default"))
         assert list(got["train"]) == want
 
 
@@ -217,7 +218,7 @@ def test_a_changed_source_file_is_a_miss(tokenizers, tmp_path):
 def test_a_crash_leaves_no_cache_and_the_next_run_builds(tokenizers, tmp_path, monkeypatch):
     tok, task = tokenizers["toy"], toy_task()
     cfg = DataSettings(cache_dir=str(tmp_path))
-    real = tokenized._Encoder.__call__
+    real = tokenized.Encoder.__call__
     calls = []
 
     def failing(self, rows):
@@ -226,11 +227,11 @@ def test_a_crash_leaves_no_cache_and_the_next_run_builds(tokenizers, tmp_path, m
             raise RuntimeError("killed")
         return real(self, rows)
 
-    monkeypatch.setattr(tokenized._Encoder, "__call__", failing)
+    monkeypatch.setattr(tokenized.Encoder, "__call__", failing)
     with pytest.raises(RuntimeError, match="killed"):
         tokenized_splits(task, cfg, tok, "seq2seq")
     assert folders(tmp_path) == []  # neither a half folder nor its temporary one
-    monkeypatch.setattr(tokenized._Encoder, "__call__", real)
+    monkeypatch.setattr(tokenized.Encoder, "__call__", real)
     got = tokenized_splits(task, cfg, tok, "seq2seq")
     assert len(got["train"]) == 40 and len(folders(tmp_path)) == 1
 
@@ -269,7 +270,7 @@ def test_splits_are_memory_mapped_and_indexed_like_lists(tokenizers, tmp_path):
     assert isinstance(train, TokenizedSplit) and len(train) == 3000
     assert train.table.nbytes > 50_000
     assert pa.total_allocated_bytes() - allocated < train.table.nbytes / 10  # read in place, not copied
-    want = encode(task, load_splits(task)["train"], tok, "seq2seq")
+    want = reference_encode(task, load_splits(task)["train"], tok, "seq2seq")
     assert train[-1] == want[-1] and train[1000] == want[1000] and train[5:8] == want[5:8]
     with pytest.raises(IndexError):
         train[3000]
