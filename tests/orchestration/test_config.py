@@ -261,3 +261,23 @@ def test_method_recipes_have_the_papers_parameter_counts(name: str, d: int) -> N
         assert state.trainable == c.prompt.length * d + 2 * 100 * d + 2 * d
     if d == 768:
         assert round(state.trainable / 1000, 1) == pytest.approx(_paper_count(PAPER_PARAMS[c.method]), abs=0.5)
+
+
+def test_recipe_tasks_answers_for_every_stage():
+    """The one answer to "which tasks does this recipe train" (pipeline, grid,
+    plan and the data command): per stage, and every task whose data a run reads."""
+    from dtvg_dist.orchestration.config import RecipeError, recipe_tasks
+
+    base = load_recipe("t5-base-dtvg-rte", ["source_tasks=[mnli,qnli,rte]", "target_as_source=true",
+                                            "data.mix_tasks=[sst2]"])
+    assert recipe_tasks(base, "1") == ["mnli", "qnli", "rte"]  # the target once
+    assert recipe_tasks(base, "pre") == ["mnli", "qnli", "rte"]
+    assert recipe_tasks(base, "2") == ["rte"]
+    assert recipe_tasks(base, "all") == ["mnli", "qnli", "rte"]
+    assert recipe_tasks(base) == ["mnli", "qnli", "rte", "sst2"]
+    listed = load_recipe("t5-base-dtvg-rte", ["stage1.tasks=[cola,rte]", "source_tasks=[mnli]"])
+    assert recipe_tasks(listed, "1") == ["cola", "rte"]
+    assert recipe_tasks(listed, "all") == ["cola", "rte"]
+    assert recipe_tasks(listed) == ["cola", "rte", "mnli"]
+    with pytest.raises(RecipeError, match="stage='3' is not one of 1, pre, 2, all"):
+        recipe_tasks(listed, "3")
