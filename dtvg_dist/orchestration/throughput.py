@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.store.bank import entry_path
-from dtvg_dist.tasks import get_task
 from dtvg_dist.training.distributed import release
 from dtvg_dist.training.trainer import RunSpec, Trainer
 
@@ -74,8 +73,9 @@ def measure(cfg: DictConfig, *, steps: int, rounds: int, warmup: int = 1) -> dic
         raise ValueError(f"steps={steps} and rounds={rounds} must be >= 1, warmup={warmup} >= 0")
     pipeline = Pipeline(cfg)
     prompts, tpvs = _prompts(pipeline)
-    train = pipeline.splits(cfg.target_task)["train"]
-    base = RunSpec(name="table9", task=get_task(cfg.target_task), method="pt", prompt=prompts["pt"],
+    data = pipeline.data(cfg.target_task)
+    train = data.splits()["train"]
+    base = RunSpec(name="table9", task=data.task, method="pt", prompt=prompts["pt"],
                    run_dir=Path(pipeline.out), max_steps=warmup + steps, lr=cfg.optim.lr,
                    source_lr=cfg.optim.source_lr, train=train, validation=[], test=[])
     samples = steps * cfg.optim.batch_size * cfg.optim.grad_accum
