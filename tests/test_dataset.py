@@ -177,13 +177,13 @@ def test_help_lists_both_commands(capsys):
     assert code == 0 and "check" in out and "download --to DIR" in out
 
 
-@pytest.mark.filterwarnings("ignore:'dtvg_dist.data' found in sys.modules:RuntimeWarning")  # imported above
+@pytest.mark.filterwarnings("ignore:'dtvg_dist.dataset' found in sys.modules:RuntimeWarning")  # imported above
 def test_module_entry_point_dispatches_to_the_cli(monkeypatch, capsys):
     """`python -m dtvg_dist.dataset ...` runs dtvg_dist.dataset.main."""
     import runpy
     import sys
 
-    monkeypatch.setattr(sys, "argv", ["dtvg_dist.data", "--help"])
+    monkeypatch.setattr(sys, "argv", ["dtvg_dist.dataset", "--help"])
     with pytest.raises(SystemExit) as done:
-        runpy.run_module("dtvg_dist.data", run_name="__main__")
+        runpy.run_module("dtvg_dist.dataset", run_name="__main__")
     assert done.value.code == 0 and "usage: python -m dtvg_dist.dataset check" in capsys.readouterr().out
