@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
 from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
-from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, _check_state
+from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, PromptModule
 from dtvg_dist.store.bank import (
     BankError,
     load_bank,
@@ -55,7 +55,7 @@ class MptSettings:
     overwrite: bool = False  # retrain the shared prompt even if the bank has it
 
 
-class MPTPrompt(nn.Module):
+class MPTPrompt(PromptModule):
     """Target adaptation: ``P* o (u v^T)`` with P*, u and v trainable.
 
     Initialised from source training's shared prompt and the mean of the
@@ -83,25 +83,9 @@ class MPTPrompt(nn.Module):
         """P* o (u v^T) [r, d]; the inputs are not needed."""
         return mpt_prompt(self.shared, self.u, self.v)
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """One group (the paper trains the target prompt at one rate)."""
-        return [{"name": "prompt", "params": [self.shared, self.u, self.v], "lr": lr,
-                 "weight_decay": weight_decay}]
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).detach().float().clone() for k in ("shared", "u", "v")}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = {k: getattr(self, k) for k in ("shared", "u", "v")}
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k])
 
 
-class MPTSourcePrompts(nn.Module):
+class MPTSourcePrompts(PromptModule):
     """Source training's students: P* [r, d] shared, u [K, r] and v [K, d] per source.
 
     ``forward(task_ids)`` returns one prompt per batch row [B, r, d];
@@ -137,21 +121,6 @@ class MPTSourcePrompts(nn.Module):
             return self.shared.clone()
         return mpt_prompt(self.shared, self.u.index_select(0, task_ids), self.v.index_select(0, task_ids))
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        return [{"name": "prompt", "params": [self.shared, self.u, self.v], "lr": lr,
-                 "weight_decay": weight_decay}]
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).detach().float().clone() for k in ("shared", "u", "v")}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = {k: getattr(self, k) for k in ("shared", "u", "v")}
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k])
 
 
 class TeacherPrompts(nn.Module):
