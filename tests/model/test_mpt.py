@@ -11,7 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.core.mpt import (
+    distillation_loss,
+    hidden_distillation_sum,
+    kl_distillation_sum,
+    mpt_prompt,
+)
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
 from dtvg_dist.model.methods.mpt import MPTDistillModel, MPTPrompt, MPTSourcePrompts, TeacherPrompts
 
@@ -87,7 +92,8 @@ def _ref_forward(bb, prompts, ids, mask, labels):
 
 
 def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
-    """Eq. 5: (sum CE + lam * (sum KL(t || s) at T + sum_pos mean_d (h - h_t)^2)) / N."""
+    """Eq. 5 with each term a mean over its own count: CE / N + lam * (KL(t || s)
+    at T / N + sum over hidden pairs of sum_pos mean_d (h - h_t)^2 / positions)."""
     p_s = torch.stack([_ref_prompt(students.shared, students.u, students.v, int(k)) for k in task_ids])
     p_t = torch.stack([teachers[int(k)] for k in task_ids])
     ls, tgt, hs = _ref_forward(bb, p_s, ids, mask, labels)
@@ -102,9 +108,11 @@ def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
         kl = kl + (pt * (torch.log(pt) - torch.log(ps))).sum()
     hid = 0.0
     for (h, where), (h_t, _) in zip(hs, ht, strict=True):
+        pair = 0.0
         for b, j in where.nonzero().tolist():
-            hid = hid + ((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1]
-    return (ce + LAM * (kl + hid)) / n
+            pair = pair + ((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1]
+        hid = hid + pair / len(where.nonzero())
+    return ce / n + LAM * (kl / n + hid)
 
 
 @pytest.mark.parametrize("answer_only", [True, False])
@@ -125,7 +133,7 @@ def test_distillation_loss_and_grads_match_reference(tiny_checkpoints, key, answ
     assert loss.dtype == torch.float64
     assert abs(float(loss) - float(ref)) < TOL
     parts = model.losses(ids, mask, labels, task_ids)
-    assert float(parts["logits"]) > 1e-3 and float(parts["hidden"]) > 1e-3  # terms are live
+    assert float(parts["logits"]) > 1e-3 and all(float(h) > 1e-3 for h, _ in parts["hidden"])  # live
     loss.backward()
     ref.backward()
     for name in ("shared", "u", "v"):
@@ -197,3 +205,53 @@ def test_recipe_checks_name_the_mpt_key():
             load_recipe("tiny-t5", ["method=mpt", bad])
     cfg = load_recipe("tiny-t5", ["method=mpt", "stage=pre"])
     assert cfg.stage == "pre" and cfg.mpt.lam == 1.0
+
+
+def test_each_loss_term_is_normalised_by_its_own_count():
+    """A hand-computed float64 example of Eq. 5 with each term a mean over its
+    own count: 2 answer tokens for the cross-entropy and the KL, 3 encoder
+    positions and 1 decoder position for the two hidden-state terms. The old
+    reduction divided everything by the 2 answer tokens."""
+    f64 = torch.float64
+    student = torch.zeros(2, 2, dtype=f64)
+    teacher = torch.tensor([[float(torch.log(torch.tensor(3.0, dtype=f64))), 0.0], [0.0, 0.0]], dtype=f64)
+    # row 0: teacher (3/4, 1/4), student (1/2, 1/2); row 1: equal, KL 0
+    kl_by_hand = 0.75 * torch.log(torch.tensor(1.5, dtype=f64)) + 0.25 * torch.log(torch.tensor(0.5, dtype=f64))
+    kl = kl_distillation_sum(student, teacher, 1.0)
+    assert abs(float(kl) - float(kl_by_hand)) < 1e-15
+    enc_s = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [3.0, 3.0]]], dtype=f64)
+    enc_mask = torch.tensor([[True, True, True, False]])  # per-position means 1, 2, 0 (the 4th masked)
+    dec_s = torch.tensor([[[2.0, 2.0]]], dtype=f64)  # mean 4 at the one answer position
+    dec_mask = torch.tensor([[True]])
+    hidden = [(hidden_distillation_sum(enc_s, torch.zeros_like(enc_s), enc_mask), enc_mask.sum()),
+              (hidden_distillation_sum(dec_s, torch.zeros_like(dec_s), dec_mask), dec_mask.sum())]
+    assert [float(h) for h, _ in hidden] == [3.0, 4.0]
+    plm_sum, tokens, lam = torch.tensor(1.2, dtype=f64), torch.tensor(2.0, dtype=f64), 0.5
+    got = distillation_loss(plm_sum, kl, tokens, hidden, lam)
+    want = 1.2 / 2 + 0.5 * (float(kl_by_hand) / 2 + 3.0 / 3 + 4.0 / 1)
+    assert abs(float(got) - want) < 1e-15
+    old = (1.2 + 0.5 * (float(kl_by_hand) + 3.0 + 4.0)) / 2
+    assert abs(float(got) - old) > 0.5
+
+
+def test_teacher_forward_has_no_dropout_in_training_mode(tiny_checkpoints):
+    """In training mode the student's forward draws dropout masks, the
+    teacher's does not: two teacher calls on one batch agree exactly, and the
+    model is back in training mode after them."""
+    bb = load_backbone(BackboneSettings(name_or_path=str(tiny_checkpoints.path("t5"))))
+    for m in bb.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    d = bb.hidden_size
+    teachers = TeacherPrompts(torch.randn(K, R, d, generator=torch.Generator().manual_seed(9)))
+    model = MPTDistillModel(bb, _students(d).float(), teachers, lam=LAM, temperature=TEMP)
+    model.train()
+    ids, mask, labels, task_ids = _batch("seq2seq")
+    first = model.teacher(ids, mask, labels, task_ids)
+    second = model.teacher(ids, mask, labels, task_ids)
+    assert torch.equal(first.logits, second.logits)
+    assert all(torch.equal(a, b) for a, b in zip(first.hidden, second.hidden, strict=True))
+    assert model.training and all(m.training for m in model.modules())
+    s1 = model.student.answer_logits(ids, mask, labels, task_ids=task_ids).logits
+    s2 = model.student.answer_logits(ids, mask, labels, task_ids=task_ids).logits
+    assert not torch.equal(s1, s2)  # dropout is live for the student

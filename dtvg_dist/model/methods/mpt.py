@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.core.mpt import (
+    distillation_loss,
+    hidden_distillation_sum,
+    kl_distillation_sum,
+    mpt_prompt,
+)
 from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
 from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, PromptModule
@@ -154,11 +159,17 @@ class MPTDistillModel(nn.Module):
 
     The student and the teacher are the same frozen backbone with the student
     prompts (trained) or the teacher prompts (frozen) of each row's task.
-    ``forward`` returns an :class:`AnswerOutput` whose loss is the *token mean*
-    of the total over this batch's answer tokens: cross-entropy and KL summed
-    per answer token, the hidden term summed per compared position, all
-    divided by the number of answer tokens, so the trainer's token weighting
-    keeps the loss independent of how the batch is split over ranks.
+    ``forward`` returns an :class:`AnswerOutput` whose loss is
+    :func:`~dtvg_dist.core.mpt.distillation_loss`: each term the mean over its
+    own count in this batch (answer tokens for the cross-entropy and the KL,
+    compared positions for each hidden-state pair). Under data parallelism
+    the trainer weights each rank's loss by its answer tokens: exact for the
+    token terms, for the hidden term exact when the ranks' position / token
+    ratios agree.
+
+    The teacher forward runs without dropout (the backbone in eval mode for
+    that call, its train/eval flags restored after): a distillation target is
+    the teacher's deterministic output, the same for two calls on one batch.
     """
 
     def __init__(
@@ -185,35 +196,47 @@ class MPTDistillModel(nn.Module):
         s = self.student.answer_logits(
             input_ids, attention_mask, labels, task_ids=task_ids, return_hidden=True
         )
-        with torch.no_grad():
-            t = self.student.answer_logits(
-                input_ids, attention_mask, labels, prompt=self.teacher_prompts(task_ids),
-                return_hidden=True,
-            )
+        t = self.teacher(input_ids, attention_mask, labels, task_ids)
         assert s.logits is not None and t.logits is not None and s.loss is not None
         n = s.targets.numel() if s.targets is not None else 0
         ext_mask = s.mask_ext
         assert ext_mask is not None
-        hidden = sum(
-            hidden_distillation_sum(hs, ht, m)
+        hidden = [
+            (hidden_distillation_sum(hs, ht, m), m.sum().to(s.loss.dtype))
             for (hs, m), (ht, _) in zip(
                 _hidden_pairs(self.family, s, ext_mask), _hidden_pairs(self.family, t, ext_mask),
                 strict=True,
             )
-        )
+        ]
         return {
             "plm": s.loss * n,
             "logits": kl_distillation_sum(s.logits, t.logits, self.temperature),
-            "hidden": hidden,
+            "hidden": hidden,  # (sum, positions) per hidden-state pair
             "tokens": torch.tensor(float(n), dtype=s.loss.dtype, device=s.logits.device),
         }
+
+    @torch.no_grad()
+    def teacher(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, task_ids: Tensor
+    ) -> AnswerOutput:
+        """The teachers' forward: each row with its task's frozen prompt, no
+        gradient and no dropout."""
+        modes = [(m, m.training) for m in self.student.modules()]
+        self.student.eval()
+        try:
+            return self.student.answer_logits(
+                input_ids, attention_mask, labels, prompt=self.teacher_prompts(task_ids),
+                return_hidden=True,
+            )
+        finally:
+            for module, mode in modes:
+                module.training = mode
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, task_ids: Tensor
     ) -> AnswerOutput:
-        parts = self.losses(input_ids, attention_mask, labels, task_ids)
-        total = (parts["plm"] + self.lam * (parts["logits"] + parts["hidden"])) / parts["tokens"]
-        return AnswerOutput(loss=total)
+        p = self.losses(input_ids, attention_mask, labels, task_ids)
+        return AnswerOutput(loss=distillation_loss(p["plm"], p["logits"], p["tokens"], p["hidden"], self.lam))
 
 
 # ------------------------------------------------------------------ the method
