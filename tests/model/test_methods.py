@@ -330,3 +330,6 @@ def test_dept_print_config_shows_the_releases_per_target_values(capsys):
         assert (cfg.dept.prompt_length, cfg.dept.rank, cfg.dept.max_length) == (m, k, length), target
         assert dept.prompt_state(cfg, 100, 768, 0).trainable == m * 768 + length * k + k * 768, target
     assert dept.learning_rates(load_recipe("t5-base-dtvg-rte", [])) == (0.4, 1e-4)  # not optim.lr
+    # what `reproduce ... --dry-run` prints above each DePT job
+    note = dept.describe(load_recipe("t5-base-dtvg-cola", ["method=dept"]))
+    assert note == "DePT on cola: prompt lr 0.3, A/B lr 0.0005, m 80, k 15, max_length 256"

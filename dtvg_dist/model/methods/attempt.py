@@ -234,6 +234,14 @@ class ATTEMPT(Method):
         module.load_trainable_state({k: tensors[k] for k in module.trainable_state()})
         return module
 
+    def describe(self, cfg: Any) -> str:
+        s = cfg.attempt
+        lr, attn_lr = self.learning_rates(cfg)
+        return (f"ATTEMPT: prompt lr {lr:g}, attention lr {attn_lr:g}, norm "
+                f"{'trained' if s.train_norm else 'frozen'}, pool "
+                f"{'+ pad embedding' if s.pool_pad_embedding else 'real tokens'}, eps "
+                f"{cfg.optim.stage2_eps if cfg.optim.stage2_eps is not None else cfg.optim.eps:g}")
+
     def check(self, cfg: Any) -> str | None:
         s = cfg.attempt
         if s.target_init not in TARGET_INITS:

@@ -125,6 +125,11 @@ class Method:
 
         return SoftPrompt(tensors["soft_prompt"])
 
+    def describe(self, cfg: Any) -> str:
+        """The method's own settings a run uses, one line (dry runs print it);
+        empty when the recipe's common keys say everything."""
+        return ""
+
     def check(self, cfg: Any) -> str | None:
         """A recipe problem specific to this method (the message), or None."""
         return None

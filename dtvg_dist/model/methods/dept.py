@@ -179,6 +179,13 @@ class DePT(Method):
         module.load_trainable_state({k: tensors[k] for k in module.trainable_state()})
         return module
 
+    def describe(self, cfg: Any) -> str:
+        s = cfg.dept
+        lr, emb_lr = self.learning_rates(cfg)
+        rank = s.rank if s.rank is not None else "PT's budget"
+        return (f"DePT on {cfg.target_task}: prompt lr {lr:g}, A/B lr {emb_lr:g}, "
+                f"m {s.prompt_length}, k {rank}, max_length {s.max_length}")
+
     def check(self, cfg: Any) -> str | None:
         s = cfg.dept
         for key in ("prompt_length", "rank", "max_length"):

@@ -345,6 +345,11 @@ class MPT(Method):
     def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
         return MPTPrompt(tensors["shared"], tensors["u"], tensors["v"])
 
+    def describe(self, cfg: Any) -> str:
+        s = source_settings(cfg)
+        return (f"MPT: lambda {s['lam']:g}, T {s['temperature']:g} (both unverified: the paper's "
+                f"values were not readable here), source training {s['steps']} steps at lr {s['lr']:g}")
+
     def check(self, cfg: Any) -> str | None:
         node = cfg.get("mpt")
         if node is None:
