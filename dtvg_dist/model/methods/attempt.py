@@ -186,22 +186,23 @@ class ATTEMPT(Method):
     source = ("Asai et al., 2022, ATTEMPT: Parameter-Efficient Multi-task Tuning via Attentional "
               "Mixtures of Soft Prompts (release AkariAsai/ATTEMPT)")
     static_prompt = False
+    settings_key = "attempt"
     peft_adapter = None
     peft_refusal = ("PEFT has no adapter type for ATTEMPT's per-instance attentional mixture of "
                     "prompts (its prompt depends on each input, PROMPT_TUNING holds one fixed prompt)")
 
     def build(self, ctx: BuildContext) -> Built:
-        cfg, sources = ctx.cfg, ctx.sources
-        s = cfg.attempt
+        s: AttemptSettings = ctx.settings
+        sources = ctx.sources
         stacked = torch.stack([e.prompt for e in sources]).to(ctx.device)
         init = stacked[0] if s.target_init == "first_source" else ctx.target.p_init.to(ctx.device)
         pad = pad_embedding(ctx.backbone).to(ctx.device) if s.pool_pad_embedding else None
         module = ATTEMPTPrompt(
             stacked, init, attention_dim=s.attention_dim, temperature=s.temperature,
-            init_std=s.init_std, seed=cfg.seed, pool_padding=s.pool_padding,
+            init_std=s.init_std, seed=ctx.run.seed, pool_padding=s.pool_padding,
             source_names=[e.task for e in sources], train_norm=s.train_norm, pad_embedding=pad,
         )
-        return Built(module, {"source_tasks": list(cfg.source_tasks),
+        return Built(module, {"source_tasks": list(ctx.run.source_tasks),
                               "attempt_temperature": module.temperature,
                               "attempt_target_init": s.target_init,
                               "attempt_train_norm": bool(s.train_norm),

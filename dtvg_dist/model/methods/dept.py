@@ -143,16 +143,17 @@ class DePT(Method):
               "Fine-tuning (release ZhengxiangShi/DePT)")
     uses_sources = False
     static_prompt = False
+    settings_key = "dept"
     peft_adapter = None
     peft_refusal = ("PEFT has no adapter type for DePT (a soft prompt plus a low-rank update of the "
                     "input embeddings; its PROMPT_TUNING_LORA type exists only in DePT's own fork "
                     "of PEFT)")
 
     def build(self, ctx: BuildContext) -> Built:
-        s = ctx.cfg.dept
+        s: DeptSettings = ctx.settings
         init = ctx.target.p_init[: s.prompt_length].to(ctx.device)
-        rank = dept_rank(s, int(ctx.cfg.prompt.length), int(init.shape[1]))
-        module = DePTPrompt(init, s.max_length, rank, s.alpha, seed=ctx.cfg.seed)
+        rank = dept_rank(s, ctx.run.prompt_length, int(init.shape[1]))
+        module = DePTPrompt(init, s.max_length, rank, s.alpha, seed=ctx.run.seed)
         return Built(module, {"dept_prompt_length": s.prompt_length, "dept_rank": rank,
                               "dept_max_length": s.max_length})
 

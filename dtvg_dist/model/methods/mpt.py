@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from dtvg_dist.core.mpt import (
@@ -28,7 +29,7 @@ from dtvg_dist.core.mpt import (
     mpt_prompt,
 )
 from dtvg_dist.costs import PromptState
-from dtvg_dist.model.methods.base import BuildContext, Built, Method
+from dtvg_dist.model.methods.base import BuildContext, Built, Method, PreStageContext
 from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, PromptModule
 from dtvg_dist.store.bank import (
     BankError,
@@ -255,6 +256,20 @@ def source_settings(cfg: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class MptRun:
+    """MPT's typed settings for one run (:meth:`MPT.settings`): the recipe's
+    ``mpt.*`` keys and what changes source training's result."""
+
+    node: MptSettings
+    source: dict[str, Any]  # source_settings(cfg): the shared prompt's key and metadata
+    sources: tuple[str, ...]
+
+    def shared_path(self, bank_dir: Path) -> Path:
+        """Where source training of these sources with these settings is stored."""
+        return mpt_shared_path(bank_dir, mpt_shared_key(list(self.sources), self.source))
+
+
 def shared_entry_path(cfg: Any, bank_dir: Path) -> Path:
     """Where source training of ``cfg.source_tasks`` with these settings is stored."""
     return mpt_shared_path(bank_dir, mpt_shared_key(list(cfg.source_tasks), source_settings(cfg)))
@@ -267,25 +282,29 @@ class MPT(Method):
               'Learning" (ICLR); prompt parameterisation as PEFT\'s tuners/multitask_prompt_tuning')
     peft_adapter = "MULTITASK_PROMPT_TUNING"
 
-    def pre_stage(self, pipeline: Any) -> dict[str, Any]:
+    def settings(self, cfg: Any) -> MptRun:
+        return MptRun(OmegaConf.to_object(cfg.mpt) if OmegaConf.is_config(cfg.mpt) else cfg.mpt,
+                      source_settings(cfg), tuple(str(t) for t in cfg.source_tasks))
+
+    def pre_stage(self, ctx: PreStageContext) -> dict[str, Any]:
         """Source training, once per (sources, settings): the shared prompt is
         read from the bank when there, else trained from the sources'
         stage-1 prompts (the teachers) and written there."""
-        cfg = pipeline.cfg
-        path = shared_entry_path(cfg, pipeline.bank_dir)
-        if path.is_file() and not cfg.mpt.overwrite:
+        run: MptRun = ctx.settings
+        path = run.shared_path(ctx.bank_dir)
+        if path.is_file() and not run.node.overwrite:
             log.info("MPT: shared prompt from %s", path)
             return {"mpt_shared": str(path)}
-        sources = list(cfg.source_tasks)
+        sources = list(run.sources)
         entries = load_bank(
-            pipeline.bank_dir, sources, backbone=pipeline.backbone.name,
-            d=pipeline.backbone.hidden_size, r=cfg.prompt.length,
+            ctx.bank_dir, sources, backbone=ctx.backbone.name,
+            d=ctx.backbone.hidden_size, r=ctx.run.prompt_length,
         )
-        dev = pipeline.acc.device
+        dev = ctx.device
         first = entries[sources[0]]
         students = MPTSourcePrompts(first.p_init.to(dev), len(sources), sources)
         teachers = TeacherPrompts(torch.stack([entries[t].prompt for t in sources]).to(dev))
-        settings = source_settings(cfg)
+        settings = run.source
 
         def factory(backbone: Any, prompt: nn.Module, answer_only: bool) -> nn.Module:
             return MPTDistillModel(backbone, prompt, teachers, settings["lam"],  # type: ignore[arg-type]
@@ -293,21 +312,21 @@ class MPT(Method):
 
         log.info("MPT: source training over %s (lambda %s, T %s, %d steps) -> %s", ", ".join(sources),
                  settings["lam"], settings["temperature"], settings["steps"], path)
-        result = pipeline.train_mixture(
+        result = ctx.train_mixture(
             name="mpt-source", prompt=students, tasks=sources, model_factory=factory,
             max_steps=settings["steps"], lr=settings["lr"],
             extra_results={"stage": "mpt-source", "mpt_settings": settings, "source_tasks": sources},
         )
-        if pipeline.acc.is_main_process:
+        if ctx.is_main:
             state = result.best_state
             save_mpt_shared(
                 path, state["shared"], state["u"], state["v"], sources=sources,
-                backbone=pipeline.backbone.name, p_init_sha256=first.p_init_sha256,
+                backbone=ctx.backbone.name, p_init_sha256=first.p_init_sha256,
                 teacher_sha256={t: tensor_sha256(entries[t].prompt) for t in sources},
                 settings=settings, steps=result.steps,
             )
             log.info("MPT: shared prompt -> %s", path)
-        pipeline.acc.wait_for_everyone()
+        ctx.barrier()
         return {"mpt_shared": str(path)}
 
     def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Path:
@@ -316,11 +335,12 @@ class MPT(Method):
     def build(self, ctx: BuildContext) -> Built:
         """Target adaptation: P* from source training, u and v the mean of the
         source task vectors (PEFT's AVERAGE_SOURCE_TASKS init)."""
-        cfg = ctx.cfg
-        bank_dir = Path(ctx.pipeline.bank_dir) if ctx.pipeline is not None else Path(cfg.bank_dir)
-        entry = load_mpt_shared(shared_entry_path(cfg, bank_dir))
-        want = {"sources": list(cfg.source_tasks), "backbone": ctx.backbone.name,
-                "r": int(cfg.prompt.length), "d": int(ctx.backbone.hidden_size)}
+        run: MptRun = ctx.settings
+        if ctx.bank_dir is None:
+            raise BankError("MPT: no bank_dir to read the shared prompt from")
+        entry = load_mpt_shared(run.shared_path(ctx.bank_dir))
+        want = {"sources": list(run.sources), "backbone": ctx.backbone.name,
+                "r": ctx.run.prompt_length, "d": int(ctx.backbone.hidden_size)}
         have = {"sources": entry.sources, "backbone": entry.backbone,
                 "r": int(entry.shared.shape[0]), "d": int(entry.shared.shape[1])}
         for key, value in want.items():
