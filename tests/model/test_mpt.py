@@ -14,6 +14,7 @@ import torch
 from dtvg_dist.core.mpt import (
     distillation_loss,
     hidden_distillation_sum,
+    hidden_row_means,
     kl_distillation_sum,
     mpt_prompt,
 )
@@ -92,8 +93,9 @@ def _ref_forward(bb, prompts, ids, mask, labels):
 
 
 def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
-    """Eq. 5 with each term a mean over its own count: CE / N + lam * (KL(t || s)
-    at T / N + sum over hidden pairs of sum_pos mean_d (h - h_t)^2 / positions)."""
+    """Eq. 5 with each term normalised by its own count: (sum CE + lam * (sum
+    KL(t || s) at T + sum over hidden pairs and rows b of n_b * mean over b's
+    positions of mean_d (h - h_t)^2)) / N, n_b the row's answer tokens."""
     p_s = torch.stack([_ref_prompt(students.shared, students.u, students.v, int(k)) for k in task_ids])
     p_t = torch.stack([teachers[int(k)] for k in task_ids])
     ls, tgt, hs = _ref_forward(bb, p_s, ids, mask, labels)
@@ -106,13 +108,19 @@ def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
         ps = torch.exp(ls[i] / TEMP) / torch.exp(ls[i] / TEMP).sum()
         pt = torch.exp(lt[i] / TEMP) / torch.exp(lt[i] / TEMP).sum()
         kl = kl + (pt * (torch.log(pt) - torch.log(ps))).sum()
+    row_tokens = _row_tokens(bb.family, labels)
     hid = 0.0
     for (h, where), (h_t, _) in zip(hs, ht, strict=True):
-        pair = 0.0
-        for b, j in where.nonzero().tolist():
-            pair = pair + ((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1]
-        hid = hid + pair / len(where.nonzero())
-    return ce / n + LAM * (kl / n + hid)
+        for b in range(h.shape[0]):
+            cols = where[b].nonzero().flatten().tolist()
+            row = sum(((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1] for j in cols) / len(cols)
+            hid = hid + row_tokens[b] * row
+    return (ce + LAM * (kl + hid)) / n
+
+
+def _row_tokens(family: str, labels: torch.Tensor) -> list[int]:
+    """Answer tokens per row (label != -100; the causal shift keeps the count)."""
+    return [int((row != -100).sum()) for row in labels]
 
 
 @pytest.mark.parametrize("answer_only", [True, False])
@@ -133,7 +141,7 @@ def test_distillation_loss_and_grads_match_reference(tiny_checkpoints, key, answ
     assert loss.dtype == torch.float64
     assert abs(float(loss) - float(ref)) < TOL
     parts = model.losses(ids, mask, labels, task_ids)
-    assert float(parts["logits"]) > 1e-3 and all(float(h) > 1e-3 for h, _ in parts["hidden"])  # live
+    assert float(parts["logits"]) > 1e-3 and all(float(h.min()) > 1e-3 for h in parts["hidden"])  # live
     loss.backward()
     ref.backward()
     for name in ("shared", "u", "v"):
@@ -208,30 +216,36 @@ def test_recipe_checks_name_the_mpt_key():
 
 
 def test_each_loss_term_is_normalised_by_its_own_count():
-    """A hand-computed float64 example of Eq. 5 with each term a mean over its
-    own count: 2 answer tokens for the cross-entropy and the KL, 3 encoder
-    positions and 1 decoder position for the two hidden-state terms. The old
-    reduction divided everything by the 2 answer tokens."""
+    """A hand-computed float64 example: two rows with 2 and 1 answer tokens.
+    The cross-entropy and the KL are means over the 3 answer tokens; the
+    hidden term is, per row, the mean over that row's compared positions,
+    the rows weighted by their answer tokens. The old reduction summed the
+    hidden error over every position and divided by the answer tokens."""
     f64 = torch.float64
-    student = torch.zeros(2, 2, dtype=f64)
-    teacher = torch.tensor([[float(torch.log(torch.tensor(3.0, dtype=f64))), 0.0], [0.0, 0.0]], dtype=f64)
-    # row 0: teacher (3/4, 1/4), student (1/2, 1/2); row 1: equal, KL 0
+    student = torch.zeros(3, 2, dtype=f64)
+    teacher = torch.tensor([[float(torch.log(torch.tensor(3.0, dtype=f64))), 0.0], [0.0, 0.0], [0.0, 0.0]],
+                           dtype=f64)
+    # token 0: teacher (3/4, 1/4), student (1/2, 1/2); tokens 1, 2: equal, KL 0
     kl_by_hand = 0.75 * torch.log(torch.tensor(1.5, dtype=f64)) + 0.25 * torch.log(torch.tensor(0.5, dtype=f64))
     kl = kl_distillation_sum(student, teacher, 1.0)
     assert abs(float(kl) - float(kl_by_hand)) < 1e-15
-    enc_s = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [3.0, 3.0]]], dtype=f64)
-    enc_mask = torch.tensor([[True, True, True, False]])  # per-position means 1, 2, 0 (the 4th masked)
-    dec_s = torch.tensor([[[2.0, 2.0]]], dtype=f64)  # mean 4 at the one answer position
-    dec_mask = torch.tensor([[True]])
-    hidden = [(hidden_distillation_sum(enc_s, torch.zeros_like(enc_s), enc_mask), enc_mask.sum()),
-              (hidden_distillation_sum(dec_s, torch.zeros_like(dec_s), dec_mask), dec_mask.sum())]
-    assert [float(h) for h, _ in hidden] == [3.0, 4.0]
-    plm_sum, tokens, lam = torch.tensor(1.2, dtype=f64), torch.tensor(2.0, dtype=f64), 0.5
-    got = distillation_loss(plm_sum, kl, tokens, hidden, lam)
-    want = 1.2 / 2 + 0.5 * (float(kl_by_hand) / 2 + 3.0 / 3 + 4.0 / 1)
+    # encoder states minus teacher's: row 0 per-position means 1, 2, 0 (4th masked), row 1: 5 at one position
+    enc = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [3.0, 3.0]],
+                        [[3.0, 1.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]]], dtype=f64)
+    enc_mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    means = hidden_row_means(enc, torch.zeros_like(enc), enc_mask)
+    assert means.tolist() == [1.0, 5.0]
+    plm_sum, lam = torch.tensor(1.2, dtype=f64), 0.5
+    got = distillation_loss(plm_sum, kl, torch.tensor([2, 1]), [means], lam)
+    want = (1.2 + 0.5 * (float(kl_by_hand) + 2 * 1.0 + 1 * 5.0)) / 3
     assert abs(float(got) - want) < 1e-15
-    old = (1.2 + 0.5 * (float(kl_by_hand) + 3.0 + 4.0)) / 2
-    assert abs(float(got) - old) > 0.5
+    old = (1.2 + 0.5 * (float(kl_by_hand) + float(hidden_distillation_sum(enc, torch.zeros_like(enc), enc_mask)))) / 3
+    assert abs(float(got) - old) > 0.1
+    # a split into two single-row "ranks", weighted by their answer tokens as the trainer does, is the whole
+    kl_rows = [kl_distillation_sum(student[:2], teacher[:2], 1.0), kl_distillation_sum(student[2:], teacher[2:], 1.0)]
+    parts = [distillation_loss(torch.tensor(0.7, dtype=f64), kl_rows[0], torch.tensor([2]), [means[:1]], lam),
+             distillation_loss(torch.tensor(0.5, dtype=f64), kl_rows[1], torch.tensor([1]), [means[1:]], lam)]
+    assert abs(float(parts[0] * 2 / 3 + parts[1] * 1 / 3) - want) < 1e-15
 
 
 def test_teacher_forward_has_no_dropout_in_training_mode(tiny_checkpoints):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from dtvg_dist.core.mpt import (
     distillation_loss,
-    hidden_distillation_sum,
+    hidden_row_means,
     kl_distillation_sum,
     mpt_prompt,
 )
@@ -161,12 +161,11 @@ class MPTDistillModel(nn.Module):
     The student and the teacher are the same frozen backbone with the student
     prompts (trained) or the teacher prompts (frozen) of each row's task.
     ``forward`` returns an :class:`AnswerOutput` whose loss is
-    :func:`~dtvg_dist.core.mpt.distillation_loss`: each term the mean over its
-    own count in this batch (answer tokens for the cross-entropy and the KL,
-    compared positions for each hidden-state pair). Under data parallelism
-    the trainer weights each rank's loss by its answer tokens: exact for the
-    token terms, for the hidden term exact when the ranks' position / token
-    ratios agree.
+    :func:`~dtvg_dist.core.mpt.distillation_loss`: each term normalised by its
+    own count (answer tokens for the cross-entropy and the KL; per example,
+    its compared positions for each hidden-state pair, the examples then
+    weighted by their answer tokens), a token mean, so the trainer's token
+    weighting keeps the loss independent of how the batch is split.
 
     The teacher forward runs without dropout (the backbone in eval mode for
     that call, its train/eval flags restored after): a distillation target is
@@ -201,19 +200,20 @@ class MPTDistillModel(nn.Module):
         assert s.logits is not None and t.logits is not None and s.loss is not None
         n = s.targets.numel() if s.targets is not None else 0
         ext_mask = s.mask_ext
-        assert ext_mask is not None
+        assert ext_mask is not None and s.labels_ext is not None
         hidden = [
-            (hidden_distillation_sum(hs, ht, m), m.sum().to(s.loss.dtype))
+            hidden_row_means(hs, ht, m)
             for (hs, m), (ht, _) in zip(
                 _hidden_pairs(self.family, s, ext_mask), _hidden_pairs(self.family, t, ext_mask),
                 strict=True,
             )
         ]
+        row_tokens = (s.labels_ext != IGNORE_INDEX).sum(dim=1)
         return {
             "plm": s.loss * n,
             "logits": kl_distillation_sum(s.logits, t.logits, self.temperature),
-            "hidden": hidden,  # (sum, positions) per hidden-state pair
-            "tokens": torch.tensor(float(n), dtype=s.loss.dtype, device=s.logits.device),
+            "hidden": hidden,  # per hidden-state pair: each row's mean over its positions [B]
+            "row_tokens": row_tokens,
         }
 
     @torch.no_grad()
@@ -237,7 +237,7 @@ class MPTDistillModel(nn.Module):
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, task_ids: Tensor
     ) -> AnswerOutput:
         p = self.losses(input_ids, attention_mask, labels, task_ids)
-        return AnswerOutput(loss=distillation_loss(p["plm"], p["logits"], p["tokens"], p["hidden"], self.lam))
+        return AnswerOutput(loss=distillation_loss(p["plm"], p["logits"], p["row_tokens"], p["hidden"], self.lam))
 
 
 # ------------------------------------------------------------------ the method
