@@ -21,7 +21,13 @@ prompt, ``[r, d]`` shared by the batch or ``[B, r, d]`` per instance
 called as ``input_update(inputs_embeds, positions)`` returns new token
 embeddings (``positions`` [B, S]: each token's index from the first real
 token, -1 where the update must not apply); ``param_groups(lr, second_lr,
-weight_decay)``, ``trainable_state()`` and ``load_trainable_state(state)``.
+weight_decay)``, ``trainable_state()`` and ``load_trainable_state(state)``,
+which :class:`~dtvg_dist.model.prompt.PromptModule` implements once for all.
+
+Methods never see the recipe when they build: the orchestration turns it
+into typed settings once (:class:`RunSettings` and :meth:`Method.settings`)
+and hands them in a :class:`BuildContext` or, for a pre-stage, a
+:class:`PreStageContext` whose ``train_mixture`` is the trainer as a callable.
 """
 
 from __future__ import annotations
