@@ -544,10 +544,25 @@ def test_method_variants_run_with_their_releases_optimizer(workdir, capsys) -> N
     commands = [line.split(TRAIN)[1].strip() for line in lines if TRAIN in line]
     assert commands == [
         "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb@attempt/42 "
-        "method=attempt optim.weight_decay=0.0",
+        "method=attempt optim.weight_decay=0.0 optim.stage2_eps=1.0e-8",
         "recipe=t5-base-dtvg-cb seed=42 output_dir=runs/t5-base-dtvg-cb@dept/42 "
         "method=dept optim.weight_decay=0.0",
     ]
+    # the method's own settings above each job: CB's DePT values from ZhengxiangShi/DePT
+    # checkpoints/superglue-cb (0.4 / 1e-4), not MRPC's 0.3 / 5e-3
+    assert "# DePT on cb: prompt lr 0.4, A/B lr 0.0001, m 60, k 30, max_length 256" in lines
+    assert any(line.startswith("# ATTEMPT:") and "norm frozen" in line and "eps 1e-08" in line
+               for line in lines)
+
+
+def test_report_marks_mpt_unverified_and_states_attempt_departures(tmp_path) -> None:
+    md = to_markdown(collect("table2", tmp_path, (42,), variants=("dtvg", "attempt", "mpt", "dept")))
+    header = next(line for line in md.splitlines() if line.startswith("| row |"))
+    assert "MPT ours (λ, T unverified)" in header and "ATTEMPT ours |" in header
+    assert "Note on MPT: λ (Eq. 5) and T (Eq. 4) are 1.0 placeholders" in md
+    assert "Note on ATTEMPT: 230,400 trained parameters" in md and "20 epochs" in md
+    plain = to_markdown(collect("table2", tmp_path, (42,), variants=("dtvg", "pt")))
+    assert "unverified" not in plain and "Note on" not in plain
 
 
 def test_quoted_method_rows() -> None:

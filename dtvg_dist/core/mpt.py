@@ -13,14 +13,21 @@ divergence of the temperature-softened output distributions, KL(teacher ||
 student), and the squared error of the hidden states; the total is
 ``L_PLM + lambda * (L_Logits + L_Hidden)``.
 
-Reductions: every term here is a *sum* over the rows it is given, so that the
-caller divides the global sum by one global count (the trainer divides by the
-number of answer tokens of the global batch) and the loss does not depend on
-how a batch is split over ranks. The paper writes the losses as sums over
-examples and does not fix a normaliser; KL is summed over the vocabulary per
-answer token, the hidden squared error is averaged over the d features per
-position (a mean, so that its scale does not grow with the model width).
-No T^2 factor is applied to the KL term: the paper's Eq. 3 has none.
+Reductions: each term is normalised by its own count. The cross-entropy
+and the KL (summed over the vocabulary) are means over the answer tokens;
+the hidden squared error (averaged over the d features, so that its scale
+does not grow with the model width) is, per example, the mean over that
+example's compared positions of each hidden-state pair (:func:`hidden_row_means`),
+and the examples' means are weighted by their answer tokens like every other
+term (:func:`distillation_loss`). That weighting makes every term a sum over
+answer tokens divided by one global count, so the trainer's token weighting
+keeps 2 processes (and gradient accumulation) equal to 1. Until this change
+the hidden sum over every encoder position was divided by the answer-token
+count, which weighted it 30-150x against the cross-entropy on classification
+tasks, a hidden multiplier on lambda. The paper writes each loss as a sum
+over examples and fixes no normaliser (arXiv 2303.02861, section 3; its text
+was not readable here, so this reading is unverified). No T^2 factor is
+applied to the KL term.
 """
 
 from __future__ import annotations
@@ -71,3 +78,31 @@ def hidden_distillation_sum(student: Tensor, teacher: Tensor, mask: Tensor) -> T
     dtype = torch.promote_types(student.dtype, torch.float32)
     diff = student.to(dtype) - teacher.detach().to(dtype)
     return (diff.pow(2).mean(dim=-1) * mask.to(dtype)).sum()
+
+
+def hidden_row_means(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """Per row b: the mean over the positions where ``mask[b]`` is true of the
+    mean over features of (student - teacher)^2 [B]; hidden states [B, S, d],
+    mask [B, S]; a row without positions gives 0."""
+    if student.dim() != 3 or student.shape != teacher.shape or student.shape[:-1] != mask.shape:
+        raise ValueError(
+            f"hidden states {tuple(student.shape)} / {tuple(teacher.shape)} and mask "
+            f"{tuple(mask.shape)} disagree (want [B, S, d] and [B, S])"
+        )
+    dtype = torch.promote_types(student.dtype, torch.float32)
+    diff = student.to(dtype) - teacher.detach().to(dtype)
+    m = mask.to(dtype)
+    return (diff.pow(2).mean(dim=-1) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def distillation_loss(
+    plm_sum: Tensor, kl_sum: Tensor, row_tokens: Tensor, hidden: list[Tensor], lam: float,
+) -> Tensor:
+    """``L_PLM + lam * (L_Logits + L_Hidden)`` (their Eq. 5) as a mean over the
+    answer tokens: ``plm_sum`` and ``kl_sum`` are sums over them; each
+    ``hidden`` entry is :func:`hidden_row_means` of one hidden-state pair [B]
+    (T5: encoder and decoder), weighted by the row's answer tokens
+    ``row_tokens`` [B]. Returned: (plm + lam (kl + sum_pairs sum_b n_b h_b)) / sum_b n_b."""
+    tokens = row_tokens.to(plm_sum.dtype)
+    l_hidden = sum(((h * tokens).sum() for h in hidden), torch.zeros_like(plm_sum))
+    return (plm_sum + lam * (kl_sum + l_hidden)) / tokens.sum().clamp(min=1)

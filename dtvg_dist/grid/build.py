@@ -187,7 +187,8 @@ def experiment_jobs(
                 job = Job(name=str(out.relative_to(runs_dir)), run_dir=out, recipe=recipe,
                           args=args, launch=launch_for(recipe, [*table[variant], *overrides]),
                           seed=seed, variant=variant, title=f"{recipe} {variant} seed {seed}",
-                          bank=bank, links=[link] if link else [])
+                          bank=bank, links=[link] if link else [],
+                          note=get_method(this.cfg.method).describe(this.cfg))
                 if source_bank is not None and bank is not None:
                     sources = Path(source_bank if shared_bank else seed_bank(source_bank, seed))
                     job.copies = _source_copies(this.cfg, bank, sources)

@@ -75,6 +75,8 @@ def announce(job: Job) -> None:
     for src, dst in job.copies:
         if not dst.is_file():
             _say(f"# copy {src} -> {dst}")
+    if job.note:
+        _say(f"# {job.note}")
     _say(job.shell)
 
 

@@ -58,6 +58,7 @@ class Job:
     # A job whose product is files, not a results.json (a method's pre-stage,
     # e.g. MPT's shared prompt): done when every one exists.
     outputs: tuple[Path, ...] = ()
+    note: str = ""  # the method's settings this run uses (Method.describe), for dry runs
 
     @property
     def gpus(self) -> int:

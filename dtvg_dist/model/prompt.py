@@ -47,7 +47,7 @@ def sample_p_init(
     return rows.to(torch.float32).clone(), ids
 
 
-def _check_state(module: nn.Module, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+def check_state(module: nn.Module, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
     """Refuse a checkpoint whose keys or shapes do not match, naming the culprit."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -61,7 +61,55 @@ def _check_state(module: nn.Module, state: dict[str, Tensor], expected: dict[str
             )
 
 
-class SoftPrompt(nn.Module):
+class PromptModule(nn.Module):
+    """The base of every prompt module: its param groups and its checkpointed
+    state, written once (see dtvg_dist/model/methods/base.py for the contract).
+
+    A subclass says which of its trainable parameters take the second rate
+    (:meth:`second_rate_params`, e.g. DTVG's source alphas, DePT's A and B)
+    and, if its checkpoint holds more than its trainable parameters,
+    :meth:`state_tensors` (DTVG's fixed-group buffers). The state is keyed by
+    parameter name, which the distributed layer matches."""
+
+    first_group: str = "prompt"
+    second_group: str = "second"
+
+    def second_rate_params(self) -> list[nn.Parameter]:
+        """Trainable parameters trained at the second rate (none by default)."""
+        return []
+
+    def param_groups(
+        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """The trainable parameters at ``lr``, :meth:`second_rate_params` at
+        ``source_lr`` (default ``lr``); an empty second group is left out."""
+        second = {id(p) for p in self.second_rate_params()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"name": self.first_group, "params": [p for p in trainable if id(p) not in second],
+                   "lr": lr, "weight_decay": weight_decay}]
+        if second:
+            groups.append({"name": self.second_group, "params": [p for p in trainable if id(p) in second],
+                           "lr": lr if source_lr is None else source_lr, "weight_decay": weight_decay})
+        return groups
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The live tensors a checkpoint holds: the trainable parameters by name."""
+        return {k: p for k, p in self.named_parameters() if p.requires_grad}
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Copies of :meth:`state_tensors` (floating point as fp32)."""
+        return {k: (t.detach().float() if t.is_floating_point() else t.detach()).clone()
+                for k, t in self.state_tensors().items()}
+
+    @torch.no_grad()
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        own = self.state_tensors()
+        check_state(self, state, own)
+        for k, t in own.items():
+            t.copy_(state[k].to(t.dtype))
+
+
+class SoftPrompt(PromptModule):
     """Vanilla prompt tuning (PT); SPoT is this module initialised from a source prompt."""
 
     def __init__(self, init: Tensor) -> None:
@@ -76,19 +124,6 @@ class SoftPrompt(nn.Module):
         storage when this forward returns."""
         return self.prompt.clone()
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """One group; ``source_lr`` is accepted so every prompt module has one signature."""
-        return [{"name": "prompt", "params": [self.prompt], "lr": lr, "weight_decay": weight_decay}]
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {"prompt": self.prompt.detach().to(torch.float32).clone()}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        _check_state(self, state, {"prompt": self.prompt})
-        self.prompt.copy_(state["prompt"])
 
 
 def spot_pick_source(target_prompt: Tensor, source_prompts: Tensor) -> int:
@@ -112,7 +147,7 @@ def tpv_pick_source(target_tpv: Tensor, source_tpvs: Tensor) -> int:
     return int(torch.argmax(sims))
 
 
-class DTVGPrompt(nn.Module):
+class DTVGPrompt(PromptModule):
     """Stage 2 of DTVG: P_mix = P_init + alpha_t T_t + sum_{s in S'} alpha_s T_s (Eq. 6).
 
     Trainable: ``target_tpv`` (init: stage-1 target TPV), ``alpha_t`` [r] and
@@ -193,42 +228,21 @@ class DTVGPrompt(nn.Module):
         self.last_sims = sims.detach()
         return p_mix
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
+    first_group, second_group = "target", "source_alphas"
+
+    def second_rate_params(self) -> list[nn.Parameter]:
         """Two-speed learning rates (paper C.7): target TPV and its alphas at
         ``lr``, the source alphas at ``source_lr`` (default ``lr``)."""
-        return [
-            {
-                "name": "target",
-                "params": [self.target_tpv, self.alpha_t],
-                "lr": lr,
-                "weight_decay": weight_decay,
-            },
-            {
-                "name": "source_alphas",
-                "params": [self.alpha_s],
-                "lr": lr if source_lr is None else source_lr,
-                "weight_decay": weight_decay,
-            },
-        ]
+        return [self.alpha_s]
 
-    def trainable_state(self) -> dict[str, Tensor]:
-        """Trainables (fp32) plus the ``fixed`` group buffers (bool)."""
-        return {
-            "target_tpv": self.target_tpv.detach().float().clone(),
-            "alpha_t": self.alpha_t.detach().float().clone(),
-            "alpha_s": self.alpha_s.detach().float().clone(),
-            "fixed_mask": self.fixed_mask.detach().clone(),
-            "fixed_mask_set": self.fixed_mask_set.detach().clone(),
-        }
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Trainables plus the ``fixed`` group buffers (bool)."""
+        return {"target_tpv": self.target_tpv, "alpha_t": self.alpha_t, "alpha_s": self.alpha_s,
+                "fixed_mask": self.fixed_mask, "fixed_mask_set": self.fixed_mask_set}
 
     @torch.no_grad()
     def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = {k: getattr(self, k) for k in self.trainable_state()}
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k].to(t.dtype))
+        super().load_trainable_state(state)
         self._refresh_fixed()
 
 

@@ -49,7 +49,7 @@ def method_parameter_counts(cfg: Any, d: int | None = None,
     for name in methods or list(REGISTRY):
         method = REGISTRY[name]
         entries = {t: _entry(t, r, d, gen, str(cfg.backbone.name_or_path)) for t in method.bank_tasks(cfg)}
-        ctx = BuildContext(cfg, entries, backbone=None, device=torch.device("cpu"))
+        ctx = BuildContext.from_recipe(method, cfg, entries, backbone=None, device=torch.device("cpu"))
         try:
             counts[name] = trainable_count(method.build(ctx).module)
         except Exception as err:  # noqa: BLE001 -- a method that needs its pre-stage's files

@@ -19,7 +19,13 @@ from dtvg_dist.data import DataSettings, MixedSplit
 from dtvg_dist.data.module import TaskData
 from dtvg_dist.data.tokenized import TokenizedSplit
 from dtvg_dist.model.backbone import Backbone, BackboneSettings, load_backbone
-from dtvg_dist.model.methods import BuildContext, get_method, trainable_count
+from dtvg_dist.model.methods import (
+    BuildContext,
+    PreStageContext,
+    RunSettings,
+    get_method,
+    trainable_count,
+)
 from dtvg_dist.model.prompt import SoftPrompt, sample_p_init
 from dtvg_dist.orchestration.config import RecipeError, recipe_tasks, resolved_yaml
 from dtvg_dist.store import run_files
@@ -338,13 +344,24 @@ class Pipeline:
         cfg = self.cfg
         method = get_method(cfg.method)
         entries = self._load_bank(method.bank_tasks(cfg), cfg.prompt.length)
-        ctx = BuildContext(cfg, entries, self.backbone, self.acc.device, pipeline=self)
+        ctx = BuildContext.from_recipe(method, cfg, entries, self.backbone, self.acc.device, self.bank_dir)
         built = method.build(ctx)
         count = trainable_count(built.module)
         log.info("%s: %d trainable parameters", method.title, count)
         return built.module, {"bank_dir": str(self.bank_dir),
                               "p_init_seed": ctx.target.init_seed,
                               "trainable_parameters": count, **built.facts}
+
+    def pre_stage_context(self) -> PreStageContext:
+        """What the method's pre-stage gets: its typed settings and this
+        pipeline's train_mixture as a callable (the model layer never holds
+        the pipeline)."""
+        method = get_method(self.cfg.method)
+        return PreStageContext(
+            RunSettings.from_recipe(self.cfg), method.settings(self.cfg), self.bank_dir,
+            self.backbone, self.acc.device, self.acc.is_main_process, self.acc.wait_for_everyone,
+            self.train_mixture,
+        )
 
     def similarity_sources(self) -> tuple[list[str], torch.Tensor] | None:
         """The sources' stage-1 prompts when logging.source_similarity is on
@@ -360,7 +377,7 @@ class Pipeline:
     def run_stage2(self) -> RunResult:
         cfg = self.cfg
         method = get_method(cfg.method)
-        pre = method.pre_stage(self)  # e.g. MPT's source training; nothing for most methods
+        pre = method.pre_stage(self.pre_stage_context())  # e.g. MPT's source training
         prompt, extra = self.stage2_prompt()
         lr, second_lr = method.learning_rates(cfg)
         data = self.splits(cfg.target_task)
@@ -394,7 +411,7 @@ class Pipeline:
             if self.cfg.stage in ("1", "all"):
                 result.stage1 = self.run_stage1()
             if self.cfg.stage == "pre":
-                get_method(self.cfg.method).pre_stage(self)
+                get_method(self.cfg.method).pre_stage(self.pre_stage_context())
             if self.cfg.stage in ("2", "all"):
                 result.stage2 = self.run_stage2()
         finally:

@@ -80,8 +80,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # Trainer's default weight_decay=0.0; ZhengxiangShi/DePT train.py lines
     # 608-611, AdamW(groups, lr=...), weight_decay defaults to 0.0). Their
     # other settings are the recipe's attempt.* / dept.* keys (recipes/t5-base.yaml).
+    # ATTEMPT's optimizer is the HF Trainer's own (attn_learning_rate unset,
+    # run_seq2seq.py ~427), eps = TrainingArguments.adam_epsilon, 1e-8 in the
+    # transformers==4.6.0 its setup.py pins; DePT's transformers.AdamW keeps
+    # that class's eps 1e-6, optim.stage2_eps of the recipes.
     **{name: (f"method={name}", *extra) for name, extra in (
-        ("attempt", ("optim.weight_decay=0.0",)),
+        ("attempt", ("optim.weight_decay=0.0", "optim.stage2_eps=1.0e-8")),
         ("mpt", ()),
         ("dept", ("optim.weight_decay=0.0",)),
     )},

@@ -270,6 +270,25 @@ def _fmt_delta(ours: float | None, paper: float | None) -> str:
     return f"{ours - paper:+.1f}" if ours is not None and paper is not None else "–"
 
 
+# What a reader must know about a method's column, beside the numbers: a
+# mark on its header and a footnote (docs/methods.md has the sources).
+METHOD_NOTES: dict[str, tuple[str, str]] = {
+    "mpt": (" (λ, T unverified)",
+            "MPT: λ (Eq. 5) and T (Eq. 4) are 1.0 placeholders and each loss term is a mean over its "
+            "own count; the MPT paper's values and normaliser could not be read here (unverified), "
+            "and its students' start is this project's (P_init, u = v = 1)."),
+    "attempt": ("",
+                "ATTEMPT: 230,400 trained parameters at T5-base, what AkariAsai/ATTEMPT trains "
+                "(attempt/utils/utils.py: W_down, W_up, the target prompt); the paper's 232K adds the "
+                "layer norm's 1,536, which that code keeps frozen. Trained for the row's step budget "
+                "with the best validation checkpoint, where the release trains 20 epochs and keeps the "
+                "best epoch (configs/attempt/*.json)."),
+    "dept": ("",
+             "DePT: rates and shapes per target from ZhengxiangShi/DePT checkpoints/<task>/ "
+             "(output.log, adapter_config.json); targets the release has no run for use its MRPC "
+             "values (unverified for them); the row's step budget, not the release's per-task steps."),
+}
+
 STD_TEXT = {
     "sample": "sample std (n − 1)",
     "population": "population std (n)",
@@ -302,7 +321,8 @@ def to_markdown(data: dict[str, Any]) -> str:
     # A column whose paper numbers another paper produced says so in its header.
     quoted = {v for v, text in data.get("paper_sources", {}).items() if text.startswith("quoted")}
     for v in variants:
-        header += [f"{title[v]} ours", f"{title[v]} paper" + (" (quoted)" if v in quoted else "")]
+        mark = METHOD_NOTES.get(v, ("", ""))[0]
+        header += [f"{title[v]} ours{mark}", f"{title[v]} paper" + (" (quoted)" if v in quoted else "")]
         if v == main:
             header.append("Δ")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -334,6 +354,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         lines.append(f"Paper numbers: {said}.")
     if data.get("banks"):
         lines.append(f"Stage-1 TPV banks: {data['banks']['text']}.")
+    lines += [f"Note on {METHOD_NOTES[v][1]}" for v in variants if v in METHOD_NOTES]
     if data["notes"]:
         lines.append(f"Note: {data['notes']}")
     return "\n".join(lines).rstrip() + "\n"

@@ -149,7 +149,7 @@ def _attempt(bb, n_sources: int = 3, seed: int = 0) -> ATTEMPTPrompt:
     d = bb.hidden_size
     g = torch.Generator().manual_seed(seed)
     m = ATTEMPTPrompt(torch.randn(n_sources, R, d, generator=g), torch.randn(R, d, generator=g),
-                      attention_dim=5, temperature=0.7 * d, init_std=0.5, seed=seed)
+                      attention_dim=5, temperature=0.7 * d, init_std=0.5, seed=seed, train_norm=True)
     with torch.no_grad():  # off the (1, 0) start so the layer norm's tensors matter
         m.norm_weight.add_(0.3 * torch.randn(d, generator=g))
         m.norm_bias.add_(0.3 * torch.randn(d, generator=g))
@@ -214,12 +214,44 @@ def test_attempt_pool_padding_follows_the_release(tiny_checkpoints):
     assert (module(emb, long_) - alone).abs().max() > 1e-8
 
 
-def test_dept_refuses_inputs_longer_than_max_length(tiny_checkpoints):
+def test_attempt_pad_embedding_pool_is_the_releases_pad_to_max_length(tiny_checkpoints):
+    """pool_pad_embedding: each row's pool is what the release's max-pool over
+    the row padded to max length (the pad token's embedding after the real
+    tokens) gives, whatever the batch's own padding."""
+    bb = _backbone(tiny_checkpoints, "t5")
+    d = bb.hidden_size
+    g = torch.Generator().manual_seed(3)
+    pad = torch.randn(d, generator=g).double()  # fp32 values: the module keeps an fp32 copy
+    base = _attempt(bb)
+    module = ATTEMPTPrompt(base.source_prompts, base.target_prompt.detach(), attention_dim=5,
+                           temperature=base.temperature, seed=0, pad_embedding=pad).double()
+    module.load_state_dict(base.state_dict(), strict=False)
+    emb = torch.randn(2, 5, d, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    release = base  # the release: pool over every position of rows padded to length 8
+    release.pool_padding = True
+    padded = torch.cat([emb, pad.expand(2, 3, d)], 1).clone()
+    padded[1, 3:] = pad
+    want = release(padded, torch.ones(2, 8, dtype=torch.bool))
+    torch.testing.assert_close(module(emb, mask), want, atol=1e-12, rtol=0)
+    assert (module(emb, mask) - base(emb, torch.ones_like(mask))).abs().max() > 1e-8
+
+
+def test_dept_input_past_max_length_is_kept_without_update(tiny_checkpoints):
+    """A 30-token input with dept.max_length=24 runs (it used to raise): rows
+    0..23 get A B's rows, the tail passes unchanged (the release's tokenizer
+    cuts at max_length, ZhengxiangShi/DePT train.py ~311-313)."""
     bb = _backbone(tiny_checkpoints, "t5")
     module = _dept(bb)
+    upd = module.input_update
+    emb = torch.randn(1, 30, bb.hidden_size, dtype=torch.float64)
+    out = upd(emb, torch.arange(30).unsqueeze(0), 30)
+    delta = (upd.lora_a @ upd.lora_b) * upd.scaling
+    torch.testing.assert_close(out[0, :24], emb[0, :24] + delta, atol=1e-12, rtol=0)
+    assert torch.equal(out[0, 24:], emb[0, 24:])
     ids = torch.ones(1, 30, dtype=torch.long)
-    with pytest.raises(ValueError, match="longer than dept.max_length=24"):
-        PromptedModel(bb, module)(ids, torch.ones_like(ids))
+    loss = PromptedModel(bb, module)(ids, torch.ones_like(ids), torch.ones(1, 2, dtype=torch.long)).loss
+    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("method", ["attempt", "dept"])
@@ -235,6 +267,7 @@ def test_state_round_trip_and_rebuild(tiny_checkpoints, method):
     cfg = OmegaConf.structured(Recipe)
     cfg.attempt.attention_dim, cfg.attempt.temperature = 5, module.temperature if method == "attempt" else None
     cfg.dept.max_length, cfg.dept.rank = 24, 3
+    cfg.attempt.train_norm = True  # _attempt trains its norm
     spec = get_method(method)
     saved = {**module.trainable_state(), **spec.saved_tensors(module)}
     rebuilt = spec.rebuild(saved, cfg).double()
@@ -250,11 +283,53 @@ def test_state_round_trip_and_rebuild(tiny_checkpoints, method):
 
 
 def test_t5_base_parameter_counts_are_the_papers():
-    """DTVG paper Table 2 prints 232K for ATTEMPT and PT's 76.8K for DePT (T5-base,
-    d = 768, r = 100; DePT's 60 tokens, rank 30, max length 256)."""
+    """T5-base shape (d = 768, r = 100, no weights loaded). ATTEMPT trains what
+    its release trains (AkariAsai/ATTEMPT attempt/utils/utils.py: attn_W_down,
+    attn_W_up, prefix_shared): 230,400; the DTVG paper's 232K (Table 2) adds the
+    layer norm's 1,536, trained only with train_norm. DePT: PT's 76.8K (60
+    tokens, rank 30, max length 256)."""
     d, r = 768, 100
     attempt = ATTEMPTPrompt(torch.zeros(6, r, d), torch.zeros(r, d))
-    assert trainable_count(attempt) == 231_936 and round(trainable_count(attempt) / 1000) == 232
+    assert trainable_count(attempt) == 230_400 == r * d + 2 * 100 * d
+    names = {n for n, p in attempt.named_parameters() if p.requires_grad}
+    assert names == {"target_prompt", "w_down", "w_up"} == set(attempt.trainable_state())
+    assert [g["name"] for g in attempt.param_groups(0.3)] == ["prompt", "attention"]
+    trained_norm = ATTEMPTPrompt(torch.zeros(6, r, d), torch.zeros(r, d), train_norm=True)
+    assert trainable_count(trained_norm) == 231_936 and round(trainable_count(trained_norm) / 1000) == 232
     dept = DePTPrompt(torch.zeros(60, d), max_length=256, rank=30)
     assert trainable_count(dept) == 76_800 == r * d
     assert math.isclose(attempt.temperature, d * math.e)
+
+
+# The release's per-task DePT values: ZhengxiangShi/DePT checkpoints/<task>/output.log
+# (learning_rate, lora_embedding_lr) and adapter_config.json (num_virtual_tokens, r, max_length).
+DEPT_RELEASE = {
+    "rte": (0.4, 1e-4, 60, 30, 256), "cola": (0.3, 5e-4, 80, 15, 256),
+    "boolq": (0.3, 5e-3, 40, 45, 256), "multirc": (0.3, 5e-3, 60, 30, 348),
+    "cb": (0.4, 1e-4, 60, 30, 256), "wic": (0.3, 1e-3, 60, 30, 256),
+    "qnli": (0.4, 5e-3, 60, 30, 256), "nq": (0.3, 1e-4, 60, 24, 512),
+}
+
+
+def test_dept_print_config_shows_the_releases_per_target_values(capsys):
+    """--print-config of a Table 2 recipe run as DePT shows the release's RTE
+    rates (0.4 / 1e-4, not MRPC's 0.3 / 5e-3), and every listed target's
+    rates and shapes are what the run uses (learning_rates, prompt_state)."""
+    from omegaconf import OmegaConf
+
+    from dtvg_dist.orchestration.config import load_recipe
+    from dtvg_dist.train import main
+
+    assert main(["recipe=t5-base-dtvg-rte", "method=dept", "--print-config"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert (printed.dept.lr, printed.dept.embedding_lr) == (0.4, 1e-4)
+    dept = get_method("dept")
+    for target, (lr, emb_lr, m, k, length) in DEPT_RELEASE.items():
+        cfg = load_recipe(f"t5-base-dtvg-{target}", ["method=dept"])
+        assert dept.learning_rates(cfg) == (lr, emb_lr), target
+        assert (cfg.dept.prompt_length, cfg.dept.rank, cfg.dept.max_length) == (m, k, length), target
+        assert dept.prompt_state(cfg, 100, 768, 0).trainable == m * 768 + length * k + k * 768, target
+    assert dept.learning_rates(load_recipe("t5-base-dtvg-rte", [])) == (0.4, 1e-4)  # not optim.lr
+    # what `reproduce ... --dry-run` prints above each DePT job
+    note = dept.describe(load_recipe("t5-base-dtvg-cola", ["method=dept"]))
+    assert note == "DePT on cola: prompt lr 0.3, A/B lr 0.0005, m 80, k 15, max_length 256"

@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.core.mpt import (
+    distillation_loss,
+    hidden_distillation_sum,
+    hidden_row_means,
+    kl_distillation_sum,
+    mpt_prompt,
+)
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
 from dtvg_dist.model.methods.mpt import MPTDistillModel, MPTPrompt, MPTSourcePrompts, TeacherPrompts
 
@@ -87,7 +93,9 @@ def _ref_forward(bb, prompts, ids, mask, labels):
 
 
 def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
-    """Eq. 5: (sum CE + lam * (sum KL(t || s) at T + sum_pos mean_d (h - h_t)^2)) / N."""
+    """Eq. 5 with each term normalised by its own count: (sum CE + lam * (sum
+    KL(t || s) at T + sum over hidden pairs and rows b of n_b * mean over b's
+    positions of mean_d (h - h_t)^2)) / N, n_b the row's answer tokens."""
     p_s = torch.stack([_ref_prompt(students.shared, students.u, students.v, int(k)) for k in task_ids])
     p_t = torch.stack([teachers[int(k)] for k in task_ids])
     ls, tgt, hs = _ref_forward(bb, p_s, ids, mask, labels)
@@ -100,11 +108,19 @@ def _ref_loss(bb, students, teachers, ids, mask, labels, task_ids):
         ps = torch.exp(ls[i] / TEMP) / torch.exp(ls[i] / TEMP).sum()
         pt = torch.exp(lt[i] / TEMP) / torch.exp(lt[i] / TEMP).sum()
         kl = kl + (pt * (torch.log(pt) - torch.log(ps))).sum()
+    row_tokens = _row_tokens(bb.family, labels)
     hid = 0.0
     for (h, where), (h_t, _) in zip(hs, ht, strict=True):
-        for b, j in where.nonzero().tolist():
-            hid = hid + ((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1]
+        for b in range(h.shape[0]):
+            cols = where[b].nonzero().flatten().tolist()
+            row = sum(((h[b, j] - h_t[b, j]) ** 2).sum() / h.shape[-1] for j in cols) / len(cols)
+            hid = hid + row_tokens[b] * row
     return (ce + LAM * (kl + hid)) / n
+
+
+def _row_tokens(family: str, labels: torch.Tensor) -> list[int]:
+    """Answer tokens per row (label != -100; the causal shift keeps the count)."""
+    return [int((row != -100).sum()) for row in labels]
 
 
 @pytest.mark.parametrize("answer_only", [True, False])
@@ -125,7 +141,7 @@ def test_distillation_loss_and_grads_match_reference(tiny_checkpoints, key, answ
     assert loss.dtype == torch.float64
     assert abs(float(loss) - float(ref)) < TOL
     parts = model.losses(ids, mask, labels, task_ids)
-    assert float(parts["logits"]) > 1e-3 and float(parts["hidden"]) > 1e-3  # terms are live
+    assert float(parts["logits"]) > 1e-3 and all(float(h.min()) > 1e-3 for h in parts["hidden"])  # live
     loss.backward()
     ref.backward()
     for name in ("shared", "u", "v"):
@@ -197,3 +213,59 @@ def test_recipe_checks_name_the_mpt_key():
             load_recipe("tiny-t5", ["method=mpt", bad])
     cfg = load_recipe("tiny-t5", ["method=mpt", "stage=pre"])
     assert cfg.stage == "pre" and cfg.mpt.lam == 1.0
+
+
+def test_each_loss_term_is_normalised_by_its_own_count():
+    """A hand-computed float64 example: two rows with 2 and 1 answer tokens.
+    The cross-entropy and the KL are means over the 3 answer tokens; the
+    hidden term is, per row, the mean over that row's compared positions,
+    the rows weighted by their answer tokens. The old reduction summed the
+    hidden error over every position and divided by the answer tokens."""
+    f64 = torch.float64
+    student = torch.zeros(3, 2, dtype=f64)
+    teacher = torch.tensor([[float(torch.log(torch.tensor(3.0, dtype=f64))), 0.0], [0.0, 0.0], [0.0, 0.0]],
+                           dtype=f64)
+    # token 0: teacher (3/4, 1/4), student (1/2, 1/2); tokens 1, 2: equal, KL 0
+    kl_by_hand = 0.75 * torch.log(torch.tensor(1.5, dtype=f64)) + 0.25 * torch.log(torch.tensor(0.5, dtype=f64))
+    kl = kl_distillation_sum(student, teacher, 1.0)
+    assert abs(float(kl) - float(kl_by_hand)) < 1e-15
+    # encoder states minus teacher's: row 0 per-position means 1, 2, 0 (4th masked), row 1: 5 at one position
+    enc = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [3.0, 3.0]],
+                        [[3.0, 1.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]]], dtype=f64)
+    enc_mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    means = hidden_row_means(enc, torch.zeros_like(enc), enc_mask)
+    assert means.tolist() == [1.0, 5.0]
+    plm_sum, lam = torch.tensor(1.2, dtype=f64), 0.5
+    got = distillation_loss(plm_sum, kl, torch.tensor([2, 1]), [means], lam)
+    want = (1.2 + 0.5 * (float(kl_by_hand) + 2 * 1.0 + 1 * 5.0)) / 3
+    assert abs(float(got) - want) < 1e-15
+    old = (1.2 + 0.5 * (float(kl_by_hand) + float(hidden_distillation_sum(enc, torch.zeros_like(enc), enc_mask)))) / 3
+    assert abs(float(got) - old) > 0.1
+    # a split into two single-row "ranks", weighted by their answer tokens as the trainer does, is the whole
+    kl_rows = [kl_distillation_sum(student[:2], teacher[:2], 1.0), kl_distillation_sum(student[2:], teacher[2:], 1.0)]
+    parts = [distillation_loss(torch.tensor(0.7, dtype=f64), kl_rows[0], torch.tensor([2]), [means[:1]], lam),
+             distillation_loss(torch.tensor(0.5, dtype=f64), kl_rows[1], torch.tensor([1]), [means[1:]], lam)]
+    assert abs(float(parts[0] * 2 / 3 + parts[1] * 1 / 3) - want) < 1e-15
+
+
+def test_teacher_forward_has_no_dropout_in_training_mode(tiny_checkpoints):
+    """In training mode the student's forward draws dropout masks, the
+    teacher's does not: two teacher calls on one batch agree exactly, and the
+    model is back in training mode after them."""
+    bb = load_backbone(BackboneSettings(name_or_path=str(tiny_checkpoints.path("t5"))))
+    for m in bb.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    d = bb.hidden_size
+    teachers = TeacherPrompts(torch.randn(K, R, d, generator=torch.Generator().manual_seed(9)))
+    model = MPTDistillModel(bb, _students(d).float(), teachers, lam=LAM, temperature=TEMP)
+    model.train()
+    ids, mask, labels, task_ids = _batch("seq2seq")
+    first = model.teacher(ids, mask, labels, task_ids)
+    second = model.teacher(ids, mask, labels, task_ids)
+    assert torch.equal(first.logits, second.logits)
+    assert all(torch.equal(a, b) for a, b in zip(first.hidden, second.hidden, strict=True))
+    assert model.training and all(m.training for m in model.modules())
+    s1 = model.student.answer_logits(ids, mask, labels, task_ids=task_ids).logits
+    s2 = model.student.answer_logits(ids, mask, labels, task_ids=task_ids).logits
+    assert not torch.equal(s1, s2)  # dropout is live for the student

@@ -10,7 +10,15 @@ from __future__ import annotations
 import difflib
 
 from dtvg_dist.model.methods.attempt import ATTEMPT, AttemptSettings
-from dtvg_dist.model.methods.base import BuildContext, Built, Method, trainable_count
+from dtvg_dist.model.methods.base import (
+    BuildContext,
+    Built,
+    Method,
+    MixtureTrainer,
+    PreStageContext,
+    RunSettings,
+    trainable_count,
+)
 from dtvg_dist.model.methods.dept import DePT, DeptSettings
 from dtvg_dist.model.methods.dtvg import DTVG
 from dtvg_dist.model.methods.mpt import MPT, MptSettings
@@ -40,6 +48,7 @@ def get_method(name: str) -> Method:
 
 __all__ = [
     "ATTEMPT", "DTVG", "REGISTRY", "AttemptSettings", "BuildContext", "Built", "DePT",
-    "DeptSettings", "MPT", "Method", "MptSettings", "PromptTuning", "SPoT", "TPVTransfer", "get_method",
+    "DeptSettings", "MPT", "Method", "MixtureTrainer", "MptSettings", "PreStageContext", "PromptTuning",
+    "RunSettings", "SPoT", "TPVTransfer", "get_method",
     "method_names", "trainable_count",
 ]

@@ -21,37 +21,100 @@ prompt, ``[r, d]`` shared by the batch or ``[B, r, d]`` per instance
 called as ``input_update(inputs_embeds, positions)`` returns new token
 embeddings (``positions`` [B, S]: each token's index from the first real
 token, -1 where the update must not apply); ``param_groups(lr, second_lr,
-weight_decay)``, ``trainable_state()`` and ``load_trainable_state(state)``.
+weight_decay)``, ``trainable_state()`` and ``load_trainable_state(state)``,
+which :class:`~dtvg_dist.model.prompt.PromptModule` implements once for all.
+
+Methods never see the recipe when they build: the orchestration turns it
+into typed settings once (:class:`RunSettings` and :meth:`Method.settings`)
+and hands them in a :class:`BuildContext` or, for a pre-stage, a
+:class:`PreStageContext` whose ``train_mixture`` is the trainer as a callable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from dtvg_dist.costs import PromptState
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What every method reads of the recipe, typed (built once per run)."""
+
+    target_task: str
+    source_tasks: tuple[str, ...]
+    prompt_length: int  # r
+    seed: int
+
+    @classmethod
+    def from_recipe(cls, cfg: Any) -> RunSettings:
+        return cls(str(cfg.target_task), tuple(str(t) for t in cfg.source_tasks),
+                   int(cfg.prompt.length), int(cfg.seed))
+
+
+class MixtureTrainer(Protocol):
+    """Trains ``prompt`` on the union of ``tasks``' training examples with
+    ``model_factory``'s loss and returns the run's result (``best_state``,
+    ``steps``): what a pre-stage may ask of the trainer (MPT's source
+    training), without the model layer holding the pipeline."""
+
+    def __call__(
+        self, *, name: str, prompt: nn.Module, tasks: list[str],
+        model_factory: Callable[[Any, nn.Module, bool], nn.Module], max_steps: int, lr: float,
+        extra_results: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+
 @dataclass
 class BuildContext:
-    """Everything a method may build its stage-2 module from."""
+    """Everything a method may build its stage-2 module from: typed settings
+    (:class:`RunSettings` and the method's own, :meth:`Method.settings`), the
+    bank entries, the backbone. The orchestration builds it from the recipe
+    (:meth:`from_recipe`); methods never see the recipe."""
 
-    cfg: Any  # the validated recipe (DictConfig)
+    run: RunSettings
+    settings: Any  # Method.settings(cfg): e.g. DeptSettings; None for a method without keys
     entries: dict[str, Any]  # task -> BankEntry, the tasks of Method.bank_tasks
-    backbone: Any  # dtvg_dist.model.backbone.Backbone
+    backbone: Any  # dtvg_dist.model.backbone.Backbone (None: parameter counting)
     device: torch.device
-    pipeline: Any = None  # the Pipeline, for methods whose pre-stage left files (MPT)
+    bank_dir: Path | None = None  # where a pre-stage left its files (MPT's shared prompt)
+
+    @classmethod
+    def from_recipe(cls, method: Method, cfg: Any, entries: dict[str, Any], backbone: Any,
+                    device: torch.device, bank_dir: Path | str | None = None) -> BuildContext:
+        bank = bank_dir if bank_dir is not None else cfg.get("bank_dir")
+        return cls(RunSettings.from_recipe(cfg), method.settings(cfg), entries, backbone, device,
+                   Path(bank) if bank else None)
 
     @property
     def target(self) -> Any:
-        return self.entries[self.cfg.target_task]
+        return self.entries[self.run.target_task]
 
     @property
     def sources(self) -> list[Any]:
-        return [self.entries[name] for name in self.cfg.source_tasks]
+        return [self.entries[name] for name in self.run.source_tasks]
+
+
+@dataclass
+class PreStageContext:
+    """What a pre-stage (MPT's source training) works with: typed settings,
+    the bank, the backbone and a :class:`MixtureTrainer`, not the pipeline."""
+
+    run: RunSettings
+    settings: Any  # Method.settings(cfg)
+    bank_dir: Path
+    backbone: Any
+    device: torch.device
+    is_main: bool  # the process that writes files
+    barrier: Callable[[], None]  # every process waits here (accelerate's wait_for_everyone)
+    train_mixture: MixtureTrainer
 
 
 @dataclass
@@ -83,7 +146,19 @@ class Method:
         names = [cfg.target_task, *(cfg.source_tasks if self.uses_sources else [])]
         return list(dict.fromkeys(names))
 
-    def pre_stage(self, pipeline: Any) -> dict[str, Any]:
+    # The recipe node holding this method's keys (``attempt``, ``dept``...),
+    # turned into its settings dataclass by :meth:`settings`; None: no keys.
+    settings_key: ClassVar[str | None] = None
+
+    def settings(self, cfg: Any) -> Any:
+        """The method's typed settings from the recipe (its dataclass, once per
+        run, at the orchestration level), or None."""
+        if self.settings_key is None:
+            return None
+        node = cfg[self.settings_key]
+        return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+
+    def pre_stage(self, ctx: PreStageContext) -> dict[str, Any]:
         """Work to do after stage 1 and before stage 2 (none by default).
         Returns facts for the stage-2 results.json."""
         return {}
@@ -124,6 +199,11 @@ class Method:
         from dtvg_dist.model.prompt import SoftPrompt
 
         return SoftPrompt(tensors["soft_prompt"])
+
+    def describe(self, cfg: Any) -> str:
+        """The method's own settings a run uses, one line (dry runs print it);
+        empty when the recipe's common keys say everything."""
+        return ""
 
     def check(self, cfg: Any) -> str | None:
         """A recipe problem specific to this method (the message), or None."""

@@ -35,13 +35,20 @@ from torch import Tensor, nn
 
 from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
-from dtvg_dist.model.prompt import _check_state
+from dtvg_dist.model.prompt import PromptModule
 
 
 @dataclass
 class DeptSettings:
-    """Recipe keys ``dept.*`` (values: the release's T5-base GLUE run,
-    checkpoints/mrpc/adapter_config.json and checkpoints/mrpc/output.log)."""
+    """Recipe keys ``dept.*``. The release tunes them per task: every
+    t5-base-dtvg-<target> recipe sets its target's values from
+    ZhengxiangShi/DePT checkpoints/<task>/output.log and adapter_config.json.
+    The defaults here are the release's MRPC run (checkpoints/mrpc/)."""
+
+    # The soft prompt's rate; None: optim.lr. A recipe key of its own because
+    # optim.lr is shared with the other methods (DTVG's C.7 rate) while DePT's
+    # differs per task (RTE: output.log learning_rate=0.4).
+    lr: float | None = None
 
     prompt_length: int = 60  # m: adapter_config.json "num_virtual_tokens": 60
     # k; None: the largest k within PT's budget r d, floor((r - m) d / (max_length + d)),
@@ -71,7 +78,16 @@ def dept_rank(settings: Any, r: int, d: int) -> int:
 
 
 class LowRankEmbeddingUpdate(nn.Module):
-    """E -> E + scaling * (A B)[position] at every position >= 0."""
+    """E -> E + scaling * (A B)[position] at every position in [0, max_length).
+
+    Positions at or past ``max_length`` pass unchanged. The release never has
+    them: its tokenizer truncates every input to max_seq_length = max_length
+    (ZhengxiangShi/DePT train.py lines 311-313, ``truncation=True``), and the
+    recipes set dept.max_length to the task's max_source_length (256, 348 for
+    MultiRC, 512 for MRQA, as checkpoints/<task>/adapter_config.json), so the
+    data path's truncation is the release's. A recipe with a shorter
+    dept.max_length keeps the tail tokens without an update instead of
+    failing (the release would drop them)."""
 
     def __init__(self, max_length: int, rank: int, d: int, alpha: float, seed: int,
                  device: torch.device | None = None) -> None:
@@ -88,17 +104,14 @@ class LowRankEmbeddingUpdate(nn.Module):
         """``positions`` [B, S]: index from the first real token, -1: no update;
         ``length``: the longest input of the batch (known on the host)."""
         max_length = self.lora_a.shape[0]
-        if length > max_length:
-            raise ValueError(
-                f"DePT: an input of {length} tokens is longer than dept.max_length={max_length} "
-                "(the rows of its embedding update A); raise dept.max_length or shorten the inputs"
-            )
+        if length > max_length:  # host-side: no device sync when every input fits
+            positions = positions.masked_fill(positions >= max_length, -1)
         rows = self.lora_a[positions.clamp(min=0)]  # [B, S, k]
         delta = ((rows @ self.lora_b) * self.scaling).masked_fill((positions < 0).unsqueeze(-1), 0.0)
         return inputs_embeds + delta.to(inputs_embeds.dtype)
 
 
-class DePTPrompt(nn.Module):
+class DePTPrompt(PromptModule):
     """A soft prompt [m, d] and the low-rank update of the input embeddings."""
 
     def __init__(self, prompt_init: Tensor, max_length: int, rank: int, alpha: float = 8.0,
@@ -116,27 +129,11 @@ class DePTPrompt(nn.Module):
         # storage when this forward returns (seen with tiny Llama).
         return self.prompt.clone()
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """The prompt at ``lr``, A and B at the second rate (the paper's two rates)."""
-        upd = self.input_update
-        return [
-            {"name": "prompt", "params": [self.prompt], "lr": lr, "weight_decay": weight_decay},
-            {"name": "embedding_update", "params": [upd.lora_a, upd.lora_b],
-             "lr": lr if source_lr is None else source_lr, "weight_decay": weight_decay},
-        ]
+    second_group = "embedding_update"
 
-    def trainable_state(self) -> dict[str, Tensor]:
-        """Keyed by parameter name (the distributed layer matches the two)."""
-        return {k: p.detach().float().clone() for k, p in self.named_parameters()}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = dict(self.named_parameters())
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k].to(t.dtype))
+    def second_rate_params(self) -> list[nn.Parameter]:
+        """A and B at the second rate (the paper's two rates); the prompt at ``lr``."""
+        return [self.input_update.lora_a, self.input_update.lora_b]
 
 
 class DePT(Method):
@@ -146,21 +143,23 @@ class DePT(Method):
               "Fine-tuning (release ZhengxiangShi/DePT)")
     uses_sources = False
     static_prompt = False
+    settings_key = "dept"
     peft_adapter = None
     peft_refusal = ("PEFT has no adapter type for DePT (a soft prompt plus a low-rank update of the "
                     "input embeddings; its PROMPT_TUNING_LORA type exists only in DePT's own fork "
                     "of PEFT)")
 
     def build(self, ctx: BuildContext) -> Built:
-        s = ctx.cfg.dept
+        s: DeptSettings = ctx.settings
         init = ctx.target.p_init[: s.prompt_length].to(ctx.device)
-        rank = dept_rank(s, int(ctx.cfg.prompt.length), int(init.shape[1]))
-        module = DePTPrompt(init, s.max_length, rank, s.alpha, seed=ctx.cfg.seed)
+        rank = dept_rank(s, ctx.run.prompt_length, int(init.shape[1]))
+        module = DePTPrompt(init, s.max_length, rank, s.alpha, seed=ctx.run.seed)
         return Built(module, {"dept_prompt_length": s.prompt_length, "dept_rank": rank,
                               "dept_max_length": s.max_length})
 
     def learning_rates(self, cfg: Any) -> tuple[float, float]:
-        return float(cfg.optim.lr), float(cfg.dept.embedding_lr)
+        lr = cfg.dept.lr
+        return float(cfg.optim.lr if lr is None else lr), float(cfg.dept.embedding_lr)
 
     def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
         s = cfg.dept
@@ -181,6 +180,13 @@ class DePT(Method):
         module.load_trainable_state({k: tensors[k] for k in module.trainable_state()})
         return module
 
+    def describe(self, cfg: Any) -> str:
+        s = cfg.dept
+        lr, emb_lr = self.learning_rates(cfg)
+        rank = s.rank if s.rank is not None else "PT's budget"
+        return (f"DePT on {cfg.target_task}: prompt lr {lr:g}, A/B lr {emb_lr:g}, "
+                f"m {s.prompt_length}, k {rank}, max_length {s.max_length}")
+
     def check(self, cfg: Any) -> str | None:
         s = cfg.dept
         for key in ("prompt_length", "rank", "max_length"):
@@ -192,6 +198,8 @@ class DePT(Method):
         if s.rank is None and s.prompt_length >= cfg.prompt.length:
             return (f"dept.rank is unset (PT's budget) but dept.prompt_length={s.prompt_length} "
                     f"leaves none of prompt.length={cfg.prompt.length} rows for A and B; set dept.rank")
+        if s.lr is not None and s.lr <= 0:
+            return f"dept.lr={s.lr!r} must be > 0"
         if s.embedding_lr <= 0:
             return f"dept.embedding_lr={s.embedding_lr!r} must be > 0"
         return None

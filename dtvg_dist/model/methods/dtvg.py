@@ -19,22 +19,23 @@ class DTVG(Method):
     name = "dtvg"
     title = "DTVG"
     source = "Dynamic Task Vector Grouping (the DTVG paper; release zpy2477/DTVG)"
+    settings_key = "grouping"
 
     def build(self, ctx: BuildContext) -> Built:
-        cfg, target, sources = ctx.cfg, ctx.target, ctx.sources
+        g, target, sources = ctx.settings, ctx.target, ctx.sources
         module = DTVGPrompt(
             target.p_init.to(ctx.device),
             target.tpv.to(ctx.device),
             torch.stack([s.tpv for s in sources]).to(ctx.device),
             [s.task for s in sources],
-            rule=cfg.grouping.rule,
-            fixed=cfg.grouping.fixed,
+            rule=g.rule,
+            fixed=g.fixed,
         )
-        log.info("DTVG: grouping rule %s%s over %s", cfg.grouping.rule,
-                 " (step-0 group kept)" if cfg.grouping.fixed else "", ", ".join(cfg.source_tasks))
-        return Built(module, {"grouping_rule": cfg.grouping.rule,
-                              "grouping_fixed": bool(cfg.grouping.fixed),
-                              "source_tasks": list(cfg.source_tasks)})
+        log.info("DTVG: grouping rule %s%s over %s", g.rule,
+                 " (step-0 group kept)" if g.fixed else "", ", ".join(ctx.run.source_tasks))
+        return Built(module, {"grouping_rule": g.rule,
+                              "grouping_fixed": bool(g.fixed),
+                              "source_tasks": list(ctx.run.source_tasks)})
 
     def prompt_state(self, cfg: Any, r: int, d: int, n_sources: int) -> PromptState:
         return PromptState.of("dtvg", r, d, n_sources)

@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
+from dtvg_dist.core.mpt import (
+    distillation_loss,
+    hidden_row_means,
+    kl_distillation_sum,
+    mpt_prompt,
+)
 from dtvg_dist.costs import PromptState
-from dtvg_dist.model.methods.base import BuildContext, Built, Method
-from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, _check_state
+from dtvg_dist.model.methods.base import BuildContext, Built, Method, PreStageContext
+from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, PromptModule
 from dtvg_dist.store.bank import (
     BankError,
     load_bank,
@@ -55,7 +61,7 @@ class MptSettings:
     overwrite: bool = False  # retrain the shared prompt even if the bank has it
 
 
-class MPTPrompt(nn.Module):
+class MPTPrompt(PromptModule):
     """Target adaptation: ``P* o (u v^T)`` with P*, u and v trainable.
 
     Initialised from source training's shared prompt and the mean of the
@@ -83,25 +89,9 @@ class MPTPrompt(nn.Module):
         """P* o (u v^T) [r, d]; the inputs are not needed."""
         return mpt_prompt(self.shared, self.u, self.v)
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """One group (the paper trains the target prompt at one rate)."""
-        return [{"name": "prompt", "params": [self.shared, self.u, self.v], "lr": lr,
-                 "weight_decay": weight_decay}]
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).detach().float().clone() for k in ("shared", "u", "v")}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = {k: getattr(self, k) for k in ("shared", "u", "v")}
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k])
 
 
-class MPTSourcePrompts(nn.Module):
+class MPTSourcePrompts(PromptModule):
     """Source training's students: P* [r, d] shared, u [K, r] and v [K, d] per source.
 
     ``forward(task_ids)`` returns one prompt per batch row [B, r, d];
@@ -137,21 +127,6 @@ class MPTSourcePrompts(nn.Module):
             return self.shared.clone()
         return mpt_prompt(self.shared, self.u.index_select(0, task_ids), self.v.index_select(0, task_ids))
 
-    def param_groups(
-        self, lr: float, source_lr: float | None = None, weight_decay: float = 0.0
-    ) -> list[dict[str, Any]]:
-        return [{"name": "prompt", "params": [self.shared, self.u, self.v], "lr": lr,
-                 "weight_decay": weight_decay}]
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).detach().float().clone() for k in ("shared", "u", "v")}
-
-    @torch.no_grad()
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        own = {k: getattr(self, k) for k in ("shared", "u", "v")}
-        _check_state(self, state, own)
-        for k, t in own.items():
-            t.copy_(state[k])
 
 
 class TeacherPrompts(nn.Module):
@@ -185,11 +160,16 @@ class MPTDistillModel(nn.Module):
 
     The student and the teacher are the same frozen backbone with the student
     prompts (trained) or the teacher prompts (frozen) of each row's task.
-    ``forward`` returns an :class:`AnswerOutput` whose loss is the *token mean*
-    of the total over this batch's answer tokens: cross-entropy and KL summed
-    per answer token, the hidden term summed per compared position, all
-    divided by the number of answer tokens, so the trainer's token weighting
-    keeps the loss independent of how the batch is split over ranks.
+    ``forward`` returns an :class:`AnswerOutput` whose loss is
+    :func:`~dtvg_dist.core.mpt.distillation_loss`: each term normalised by its
+    own count (answer tokens for the cross-entropy and the KL; per example,
+    its compared positions for each hidden-state pair, the examples then
+    weighted by their answer tokens), a token mean, so the trainer's token
+    weighting keeps the loss independent of how the batch is split.
+
+    The teacher forward runs without dropout (the backbone in eval mode for
+    that call, its train/eval flags restored after): a distillation target is
+    the teacher's deterministic output, the same for two calls on one batch.
     """
 
     def __init__(
@@ -216,35 +196,48 @@ class MPTDistillModel(nn.Module):
         s = self.student.answer_logits(
             input_ids, attention_mask, labels, task_ids=task_ids, return_hidden=True
         )
-        with torch.no_grad():
-            t = self.student.answer_logits(
-                input_ids, attention_mask, labels, prompt=self.teacher_prompts(task_ids),
-                return_hidden=True,
-            )
+        t = self.teacher(input_ids, attention_mask, labels, task_ids)
         assert s.logits is not None and t.logits is not None and s.loss is not None
         n = s.targets.numel() if s.targets is not None else 0
         ext_mask = s.mask_ext
-        assert ext_mask is not None
-        hidden = sum(
-            hidden_distillation_sum(hs, ht, m)
+        assert ext_mask is not None and s.labels_ext is not None
+        hidden = [
+            hidden_row_means(hs, ht, m)
             for (hs, m), (ht, _) in zip(
                 _hidden_pairs(self.family, s, ext_mask), _hidden_pairs(self.family, t, ext_mask),
                 strict=True,
             )
-        )
+        ]
+        row_tokens = (s.labels_ext != IGNORE_INDEX).sum(dim=1)
         return {
             "plm": s.loss * n,
             "logits": kl_distillation_sum(s.logits, t.logits, self.temperature),
-            "hidden": hidden,
-            "tokens": torch.tensor(float(n), dtype=s.loss.dtype, device=s.logits.device),
+            "hidden": hidden,  # per hidden-state pair: each row's mean over its positions [B]
+            "row_tokens": row_tokens,
         }
+
+    @torch.no_grad()
+    def teacher(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, task_ids: Tensor
+    ) -> AnswerOutput:
+        """The teachers' forward: each row with its task's frozen prompt, no
+        gradient and no dropout."""
+        modes = [(m, m.training) for m in self.student.modules()]
+        self.student.eval()
+        try:
+            return self.student.answer_logits(
+                input_ids, attention_mask, labels, prompt=self.teacher_prompts(task_ids),
+                return_hidden=True,
+            )
+        finally:
+            for module, mode in modes:
+                module.training = mode
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, task_ids: Tensor
     ) -> AnswerOutput:
-        parts = self.losses(input_ids, attention_mask, labels, task_ids)
-        total = (parts["plm"] + self.lam * (parts["logits"] + parts["hidden"])) / parts["tokens"]
-        return AnswerOutput(loss=total)
+        p = self.losses(input_ids, attention_mask, labels, task_ids)
+        return AnswerOutput(loss=distillation_loss(p["plm"], p["logits"], p["row_tokens"], p["hidden"], self.lam))
 
 
 # ------------------------------------------------------------------ the method
@@ -263,6 +256,20 @@ def source_settings(cfg: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class MptRun:
+    """MPT's typed settings for one run (:meth:`MPT.settings`): the recipe's
+    ``mpt.*`` keys and what changes source training's result."""
+
+    node: MptSettings
+    source: dict[str, Any]  # source_settings(cfg): the shared prompt's key and metadata
+    sources: tuple[str, ...]
+
+    def shared_path(self, bank_dir: Path) -> Path:
+        """Where source training of these sources with these settings is stored."""
+        return mpt_shared_path(bank_dir, mpt_shared_key(list(self.sources), self.source))
+
+
 def shared_entry_path(cfg: Any, bank_dir: Path) -> Path:
     """Where source training of ``cfg.source_tasks`` with these settings is stored."""
     return mpt_shared_path(bank_dir, mpt_shared_key(list(cfg.source_tasks), source_settings(cfg)))
@@ -275,25 +282,29 @@ class MPT(Method):
               'Learning" (ICLR); prompt parameterisation as PEFT\'s tuners/multitask_prompt_tuning')
     peft_adapter = "MULTITASK_PROMPT_TUNING"
 
-    def pre_stage(self, pipeline: Any) -> dict[str, Any]:
+    def settings(self, cfg: Any) -> MptRun:
+        return MptRun(OmegaConf.to_object(cfg.mpt) if OmegaConf.is_config(cfg.mpt) else cfg.mpt,
+                      source_settings(cfg), tuple(str(t) for t in cfg.source_tasks))
+
+    def pre_stage(self, ctx: PreStageContext) -> dict[str, Any]:
         """Source training, once per (sources, settings): the shared prompt is
         read from the bank when there, else trained from the sources'
         stage-1 prompts (the teachers) and written there."""
-        cfg = pipeline.cfg
-        path = shared_entry_path(cfg, pipeline.bank_dir)
-        if path.is_file() and not cfg.mpt.overwrite:
+        run: MptRun = ctx.settings
+        path = run.shared_path(ctx.bank_dir)
+        if path.is_file() and not run.node.overwrite:
             log.info("MPT: shared prompt from %s", path)
             return {"mpt_shared": str(path)}
-        sources = list(cfg.source_tasks)
+        sources = list(run.sources)
         entries = load_bank(
-            pipeline.bank_dir, sources, backbone=pipeline.backbone.name,
-            d=pipeline.backbone.hidden_size, r=cfg.prompt.length,
+            ctx.bank_dir, sources, backbone=ctx.backbone.name,
+            d=ctx.backbone.hidden_size, r=ctx.run.prompt_length,
         )
-        dev = pipeline.acc.device
+        dev = ctx.device
         first = entries[sources[0]]
         students = MPTSourcePrompts(first.p_init.to(dev), len(sources), sources)
         teachers = TeacherPrompts(torch.stack([entries[t].prompt for t in sources]).to(dev))
-        settings = source_settings(cfg)
+        settings = run.source
 
         def factory(backbone: Any, prompt: nn.Module, answer_only: bool) -> nn.Module:
             return MPTDistillModel(backbone, prompt, teachers, settings["lam"],  # type: ignore[arg-type]
@@ -301,21 +312,21 @@ class MPT(Method):
 
         log.info("MPT: source training over %s (lambda %s, T %s, %d steps) -> %s", ", ".join(sources),
                  settings["lam"], settings["temperature"], settings["steps"], path)
-        result = pipeline.train_mixture(
+        result = ctx.train_mixture(
             name="mpt-source", prompt=students, tasks=sources, model_factory=factory,
             max_steps=settings["steps"], lr=settings["lr"],
             extra_results={"stage": "mpt-source", "mpt_settings": settings, "source_tasks": sources},
         )
-        if pipeline.acc.is_main_process:
+        if ctx.is_main:
             state = result.best_state
             save_mpt_shared(
                 path, state["shared"], state["u"], state["v"], sources=sources,
-                backbone=pipeline.backbone.name, p_init_sha256=first.p_init_sha256,
+                backbone=ctx.backbone.name, p_init_sha256=first.p_init_sha256,
                 teacher_sha256={t: tensor_sha256(entries[t].prompt) for t in sources},
                 settings=settings, steps=result.steps,
             )
             log.info("MPT: shared prompt -> %s", path)
-        pipeline.acc.wait_for_everyone()
+        ctx.barrier()
         return {"mpt_shared": str(path)}
 
     def pre_stage_output(self, cfg: Any, bank_dir: Any) -> Path:
@@ -324,11 +335,12 @@ class MPT(Method):
     def build(self, ctx: BuildContext) -> Built:
         """Target adaptation: P* from source training, u and v the mean of the
         source task vectors (PEFT's AVERAGE_SOURCE_TASKS init)."""
-        cfg = ctx.cfg
-        bank_dir = Path(ctx.pipeline.bank_dir) if ctx.pipeline is not None else Path(cfg.bank_dir)
-        entry = load_mpt_shared(shared_entry_path(cfg, bank_dir))
-        want = {"sources": list(cfg.source_tasks), "backbone": ctx.backbone.name,
-                "r": int(cfg.prompt.length), "d": int(ctx.backbone.hidden_size)}
+        run: MptRun = ctx.settings
+        if ctx.bank_dir is None:
+            raise BankError("MPT: no bank_dir to read the shared prompt from")
+        entry = load_mpt_shared(run.shared_path(ctx.bank_dir))
+        want = {"sources": list(run.sources), "backbone": ctx.backbone.name,
+                "r": ctx.run.prompt_length, "d": int(ctx.backbone.hidden_size)}
         have = {"sources": entry.sources, "backbone": entry.backbone,
                 "r": int(entry.shared.shape[0]), "d": int(entry.shared.shape[1])}
         for key, value in want.items():
@@ -352,6 +364,11 @@ class MPT(Method):
 
     def rebuild(self, tensors: dict[str, Tensor], cfg: Any) -> nn.Module:
         return MPTPrompt(tensors["shared"], tensors["u"], tensors["v"])
+
+    def describe(self, cfg: Any) -> str:
+        s = source_settings(cfg)
+        return (f"MPT: lambda {s['lam']:g}, T {s['temperature']:g} (both unverified: the paper's "
+                f"values were not readable here), source training {s['steps']} steps at lr {s['lr']:g}")
 
     def check(self, cfg: Any) -> str | None:
         node = cfg.get("mpt")
