@@ -24,7 +24,13 @@ from torch import Tensor, nn
 from dtvg_dist.core.mpt import hidden_distillation_sum, kl_distillation_sum, mpt_prompt
 from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method
-from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, _check_state
+from dtvg_dist.model.prompt import (
+    IGNORE_INDEX,
+    AnswerOutput,
+    PromptedModel,
+    _check_state,
+    full_shape,
+)
 from dtvg_dist.store.bank import (
     BankError,
     load_bank,
@@ -77,7 +83,7 @@ class MPTPrompt(nn.Module):
 
     @property
     def prompt_rows(self) -> int:
-        return int(self.u.shape[0])
+        return int(full_shape(self.u)[0])  # read outside forward: ZeRO-3 may hold it partitioned
 
     def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
         """P* o (u v^T) [r, d]; the inputs are not needed."""
@@ -127,7 +133,7 @@ class MPTSourcePrompts(nn.Module):
 
     @property
     def prompt_rows(self) -> int:
-        return int(self.shared.shape[0])
+        return int(full_shape(self.shared)[0])  # see MPTPrompt.prompt_rows
 
     def forward(
         self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None,

@@ -1,0 +1,35 @@
+"""Test-only driver: several trainer runs in ONE process (or one `accelerate
+launch`), one after another, so the method x backbone x launch matrix pays
+the interpreter, import and process-group start-up once per launch, not once
+per cell.
+
+    python tests/distributed/matrix_driver.py PLAN.json
+    accelerate launch --config_file X.yaml tests/distributed/matrix_driver.py PLAN.json
+
+PLAN.json: [{"name": str, "args": [str, ...]}, ...]; each run is
+`python -m dtvg_dist.train *args` as a user would type it. Before each run a
+line `=== matrix run NAME ===` goes to stdout (the log is split on it); the
+first run that fails ends the driver with its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(plan_file: str) -> int:
+    from dtvg_dist import train
+
+    for run in json.loads(open(plan_file).read()):
+        print(f"=== matrix run {run['name']} ===", flush=True)
+        code = train.main(list(run["args"]))
+        sys.stdout.flush()
+        if code:
+            print(f"=== matrix run {run['name']} failed: exit {code} ===", flush=True)
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
