@@ -18,6 +18,7 @@ trained by that run, not read from another's.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -187,7 +188,11 @@ def _segment(log: Path, name: str) -> str:
     if marker not in text:
         return f"(run {name} never started)\n" + tail(log, 3000)
     after = text.split(marker, 1)[1]
-    return after.split("=== matrix run ", 1)[0] if "=== matrix run " in after else after
+    # Both ranks print the marker: the segment ends at another run's.
+    for match in re.finditer(r"=== matrix run (\S+) ===", after):
+        if match.group(1) != name:
+            return after[: match.start()]
+    return after
 
 
 def _log_of(m: Matrix, cell: Cell) -> Path:
