@@ -25,6 +25,15 @@ from dtvg_dist.core import check_rule, dtvg_prompt, task_similarity
 IGNORE_INDEX = -100
 
 
+def full_shape(t: Tensor) -> torch.Size:
+    """A tensor's whole shape, also for a ZeRO-3 parameter that is partitioned
+    at the moment (its ``.shape`` is then [0]; ``ds_shape`` is the real one).
+    Code that reads a prompt parameter's size outside that module's forward
+    (no gather hook has run: e.g. the row count before ``generate``) must ask
+    this, not ``.shape``."""
+    return getattr(t, "ds_shape", t.shape)
+
+
 def sample_p_init(
     embedding_weight: Tensor, r: int, seed: int, top_k: int = 5000
 ) -> tuple[Tensor, Tensor]:
@@ -409,7 +418,7 @@ class PromptedModel(nn.Module):
         for name in ("prompt", "target_prompt", "target_tpv"):
             t = getattr(self.prompt, name, None)
             if isinstance(t, Tensor):
-                return int(getattr(t, "ds_shape", t.shape)[0])
+                return int(full_shape(t)[0])
         raise AttributeError(f"{type(self.prompt).__name__} has no prompt_rows attribute")
 
     def forward(

@@ -1,5 +1,6 @@
-"""Several processes on CPU (gloo): DeepSpeed ZeRO-3, DDP, two "nodes" on
-localhost, a rank that fails, and 8-bit.
+"""Several processes on CPU (gloo): two "nodes" on localhost, a rank that
+fails, and 8-bit (with gradient checkpointing under DDP). Every method x
+backbone x launch cell is in test_matrix.py.
 
 Every multi-process run trains stage 2 against the bank of the session's
 single-process reference (conftest.py) and must reproduce its per-step
@@ -76,31 +77,6 @@ def assert_sharded(run_dir: Path, world: int, stage: int) -> dict:
     else:
         assert per_rank == [total] * world
     return facts
-
-
-@pytest.mark.parametrize("recipe", ["tiny-llama", "tiny-t5"])
-def test_zero3_two_processes_match_one(references, recipe, tmp_path):
-    ref = references[recipe]
-    out = tmp_path / "run"
-    log = tmp_path / "log.txt"
-    cache = tmp_path / "data-cache"  # empty: the tokenized splits are built in this run
-    check(run(launch_cmd("cpu_zero3_2proc.yaml", *stage2_args(ref, out), f"data.cache_dir={cache}"), log), log)
-    assert_same_training(ref.out, out)
-    facts = assert_sharded(out, world=2, stage=3)
-    assert facts["distributed_type"] == "DistributedType.DEEPSPEED"
-    # The main process built the target's tokenized splits; rank 1 waited and read them.
-    text = log.read_text()
-    assert text.count("cache miss, building") == 1 and "builds the tokenized splits" not in text
-    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["syn_target"]  # no temporary folder left
-
-
-def test_ddp_two_processes_match_one(references, tmp_path):
-    ref = references["tiny-llama"]
-    out = tmp_path / "run"
-    log = tmp_path / "log.txt"
-    check(run(launch_cmd("cpu_ddp_2proc.yaml", *stage2_args(ref, out)), log), log)
-    assert_same_training(ref.out, out)
-    assert_sharded(out, world=2, stage=0)
 
 
 def test_two_nodes_on_localhost(references, tmp_path):
@@ -219,7 +195,7 @@ def test_8bit_stage2_trains(run_8bit):
 
 
 # The other prompt methods on the 8-bit backbone, at the sizes their
-# distributed tests use (tests/distributed/test_methods_distributed.py).
+# distributed tests use (tests/distributed/test_matrix.py).
 METHOD_ARGS_8BIT = {
     "attempt": ["method=attempt", "attempt.attention_dim=4"],
     "dept": ["method=dept", "dept.prompt_length=4", "dept.rank=2", "dept.max_length=64"],
@@ -239,12 +215,15 @@ def test_8bit_other_methods_train(method, llama_checkpoint, bank_8bit, tmp_path)
     assert results(out)["method"] == method
 
 
-def test_8bit_ddp_matches_one_process(run_8bit, llama_checkpoint, bank_8bit, tmp_path):
+def test_8bit_ddp_with_checkpointing_matches_one_process(run_8bit, llama_checkpoint, bank_8bit,
+                                                         tmp_path):
+    """8-bit under DDP with gradient checkpointing equals one process without it."""
     ref_out, _ = run_8bit
     out, log = tmp_path / "run", tmp_path / "log.txt"
-    check(run(launch_cmd("cpu_ddp_2proc.yaml", *args_8bit(llama_checkpoint, bank_8bit, out)), log),
-          log)
-    assert "MatMul8bitLt" in log.read_text()
+    args = [*args_8bit(llama_checkpoint, bank_8bit, out), "backbone.gradient_checkpointing=true"]
+    check(run(launch_cmd("cpu_ddp_2proc.yaml", *args), log), log)
+    text = log.read_text()
+    assert "MatMul8bitLt" in text and "8bit=True grad_ckpt=True" in text, tail(log)
     ref_losses, got_losses = losses(ref_out), losses(out)
     assert max(abs(a - b) for a, b in zip(ref_losses, got_losses, strict=True)) <= LOSS_ATOL
     for key, value in prompt(ref_out).items():

@@ -30,7 +30,13 @@ from dtvg_dist.core.mpt import (
 )
 from dtvg_dist.costs import PromptState
 from dtvg_dist.model.methods.base import BuildContext, Built, Method, PreStageContext
-from dtvg_dist.model.prompt import IGNORE_INDEX, AnswerOutput, PromptedModel, PromptModule
+from dtvg_dist.model.prompt import (
+    IGNORE_INDEX,
+    AnswerOutput,
+    PromptedModel,
+    PromptModule,
+    full_shape,
+)
 from dtvg_dist.store.bank import (
     BankError,
     load_bank,
@@ -83,7 +89,7 @@ class MPTPrompt(PromptModule):
 
     @property
     def prompt_rows(self) -> int:
-        return int(self.u.shape[0])
+        return int(full_shape(self.u)[0])  # read outside forward: ZeRO-3 may hold it partitioned
 
     def forward(self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
         """P* o (u v^T) [r, d]; the inputs are not needed."""
@@ -117,7 +123,7 @@ class MPTSourcePrompts(PromptModule):
 
     @property
     def prompt_rows(self) -> int:
-        return int(self.shared.shape[0])
+        return int(full_shape(self.shared)[0])  # see MPTPrompt.prompt_rows
 
     def forward(
         self, inputs_embeds: Tensor | None = None, attention_mask: Tensor | None = None,
