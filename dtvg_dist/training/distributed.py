@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from dtvg_dist.errors import RecipeError
+from dtvg_dist.utils import packaged_file
 
 log = logging.getLogger("dtvg_dist.training.distributed")
 
@@ -61,6 +62,26 @@ def _deepspeed_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def resolve_deepspeed_config_file(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """The packaged launch configs name their DeepSpeed JSON as
+    ``launch_configs/ds_*.json``; `accelerate launch` passes that string on
+    in ACCELERATE_DEEPSPEED_CONFIG_FILE and DeepSpeedPlugin opens it relative
+    to the working directory (accelerate utils/launch.py, utils/dataclasses.py).
+    When it is not there, point it at the packaged file, so a launch works
+    from any folder. Returns the path now in the environment."""
+    value = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if not value or value == "none" or os.path.isfile(value):
+        return value
+    packaged = packaged_file(value)
+    if packaged is not None:
+        environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = str(packaged)
+        return str(packaged)
+    raise LaunchError(
+        f"the launch config's deepspeed_config_file {value!r} does not exist (relative paths are "
+        f"read from the working directory {os.getcwd()}): give an absolute path"
+    )
+
+
 def build_accelerator(
     timeout_s: int,
     trackers: list[str],
@@ -83,6 +104,8 @@ def build_accelerator(
     """
     on_cpu = not torch.cuda.is_available()
     use_deepspeed = _deepspeed_requested()
+    if use_deepspeed:
+        resolve_deepspeed_config_file()
     handlers = []
     # A process group is wanted when launched with several processes, and by
     # DeepSpeed even for one (on CPU its default backend, oneCCL, is absent).
