@@ -20,6 +20,7 @@ from dtvg_dist.errors import UsageError, UserError
 from dtvg_dist.orchestration.config import list_recipes, load_recipe
 from dtvg_dist.orchestration.doctor import (
     Check,
+    DoctorError,
     DoctorReport,
     RankEnv,
     fmt_rate,
@@ -215,8 +216,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     checks: list[Callable[[], Check | None]] = []
     if env.local_rank == 0:  # one per node: they read the node's disks
         checks = [node.backbone, node.data, node.bank]
-    report = run_doctor(env, folders, checks, watchdog_s=watchdog_s, bandwidth_bytes=mb * 2**20,
-                        extra_facts=node.resolve_backbone)
+    try:
+        report = run_doctor(env, folders, checks, watchdog_s=watchdog_s, bandwidth_bytes=mb * 2**20,
+                            extra_facts=node.resolve_backbone)
+    except DoctorError as err:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise
+        # A hung collective leaves a process group that may never shut down
+        # cleanly: say why and leave at once, exit 2.
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     if env.rank != 0:  # rank 0 prints; every rank exits with its verdict
         return 2 if report.failed_anywhere else 0
     bandwidth = "one process: no collective" if report.busbw is None else (

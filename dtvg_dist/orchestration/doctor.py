@@ -214,7 +214,28 @@ def _available_ram() -> int:
 
 
 # ---------------------------------------------------------------- collectives
-def collective_round(env: RankEnv, device: torch.device, bandwidth_bytes: int) -> tuple[list[Check], float]:
+def _wait(work: Any, what: str, env: RankEnv, watchdog_s: float) -> None:
+    """Wait for an async collective, at most the watchdog: every rank reached
+    it (the arrival keys said so), so a hang here is the transport."""
+    deadline = time.monotonic() + watchdog_s
+    try:
+        while not work.is_completed():
+            if time.monotonic() > deadline:
+                raise DoctorError(
+                    f"collective: the {what} did not complete within {watchdog_s:g} s on rank "
+                    f"{env.rank} on {env.host}, though every rank reached it: the transport hangs; "
+                    "rerun with NCCL_DEBUG=INFO, check NCCL_SOCKET_IFNAME (an interface every node "
+                    "shares), InfiniBand/RoCE (NCCL_IB_DISABLE=1 to test without) and the firewall "
+                    "between nodes")
+            time.sleep(0.01)
+        work.wait()
+    except RuntimeError as err:  # the backend's own timeout or a peer that died
+        raise DoctorError(f"collective: the {what} failed on rank {env.rank} on {env.host}: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def collective_round(env: RankEnv, device: torch.device, bandwidth_bytes: int,
+                     watchdog_s: float = 120.0) -> tuple[list[Check], float]:
     """All-reduce of a known tensor (each rank adds rank+1: the sum is
     world*(world+1)/2 everywhere), a broadcast from rank 0, and the bus
     bandwidth of an all-reduce of `bandwidth_bytes` (nccl-tests' busbw:
@@ -222,26 +243,26 @@ def collective_round(env: RankEnv, device: torch.device, bandwidth_bytes: int) -
     checks: list[Check] = []
     world = env.world
     x = torch.full((1024,), float(env.rank + 1), device=device)
-    dist.all_reduce(x)
+    _wait(dist.all_reduce(x, async_op=True), "all-reduce", env, watchdog_s)
     want = world * (world + 1) / 2
     if not torch.all(x == want):
         checks.append(Check("collective all-reduce", env.rank, env.host, False,
                             f"sum {x[0].item():g}, expected {want:g}",
                             "the collective returns wrong values: check the backend/driver versions"))
     y = torch.full((16,), 12345.0 if env.rank == 0 else -1.0, device=device)
-    dist.broadcast(y, src=0)
+    _wait(dist.broadcast(y, src=0, async_op=True), "broadcast from rank 0", env, watchdog_s)
     if not torch.all(y == 12345.0):
         checks.append(Check("collective broadcast", env.rank, env.host, False,
                             f"got {y[0].item():g} from rank 0, expected 12345",
                             "the collective returns wrong values: check the backend/driver versions"))
     n = max(1, bandwidth_bytes // 4)
     buf = torch.ones(n, device=device)
-    dist.all_reduce(buf)  # warm-up: connection set-up is not bandwidth
+    _wait(dist.all_reduce(buf, async_op=True), "bandwidth all-reduce", env, watchdog_s)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     rounds, start = 3, time.perf_counter()
     for _ in range(rounds):
-        dist.all_reduce(buf)
+        _wait(dist.all_reduce(buf, async_op=True), "bandwidth all-reduce", env, watchdog_s)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = (time.perf_counter() - start) / rounds
@@ -346,7 +367,7 @@ def run_doctor(
     busbw = None
     if rdv is not None:
         rdv.arrive("collective")
-        failing, busbw = collective_round(env, device, bandwidth_bytes)
+        failing, busbw = collective_round(env, device, bandwidth_bytes, watchdog_s)
         checks += failing
         if env.rank == 0:
             nonce = uuid.uuid4().hex[:12]
