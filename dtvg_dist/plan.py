@@ -364,8 +364,12 @@ def _suggestions(
     for more in range(nodes + 1, 513):
         est = estimate_mode("zero3", shape, w, gpus, more, overrides)
         if est.total <= gpu_bytes:
+            world_more = gpus * more
+            batch_note = "" if splits_evenly(w.batch, world_more) else (
+                f", with optim.batch_size a multiple of {world_more} (the recipe's is {w.batch}: "
+                "another recipe)")
             notes.append(
-                f"ZeRO-3 bf16 would fit on {more} nodes x {gpus} GPUs ({_gib(est.total)} GiB each)"
+                f"ZeRO-3 bf16 would fit on {more} nodes x {gpus} GPUs ({_gib(est.total)} GiB each{batch_note})"
             )
             break
     if w.dtype_bytes == 4:
