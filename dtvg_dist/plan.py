@@ -21,7 +21,6 @@ import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dtvg_dist import cli
@@ -39,11 +38,11 @@ from dtvg_dist.costs import (
     zero3_elements_per_rank,
 )
 from dtvg_dist.model.methods import get_method
-from dtvg_dist.orchestration.config import list_recipes, load_recipe
+from dtvg_dist.orchestration.config import launch_config_path, list_recipes, load_recipe
+from dtvg_dist.training.distributed import check_launch
 
-REPO = Path(__file__).resolve().parent.parent
-LAUNCH_CONFIGS = REPO / "launch_configs"
-ZERO3_CONFIG = LAUNCH_CONFIGS / "ds_zero3_bf16.json"  # what the ZeRO-3 GPU launch configs use
+# Package data: absolute paths that exist wherever the user stands.
+ZERO3_CONFIG = launch_config_path("ds_zero3_bf16.json")  # what the ZeRO-3 GPU launch configs use
 # Per GPU, outside torch's allocator: the CUDA context, cuBLAS/cuDNN workspaces
 # and NCCL buffers. An assumption, not a measurement: bench/gpu_check.py
 # reports the card's figure (memory in use minus torch's reserved memory).
@@ -62,7 +61,8 @@ Computed from the backbone's config.json (local folder, Hugging Face cache,
 or a known shape); no weights are read. Overrides as for dtvg_dist.train.
 """
 
-__all__ = ["PlanError", "Plan", "ModeEstimate", "make_plan", "choose", "render", "main"]
+__all__ = ["PlanError", "Plan", "ModeEstimate", "make_plan", "plan_launch", "launch_check", "choose",
+           "render", "main"]
 
 # ------------------------------------------------------------- the recipe
 @dataclass(frozen=True)
@@ -205,6 +205,8 @@ class Plan:
     recommended: str | None
     why: str
     launch_notes: list[str] = field(default_factory=list)
+    asked_gpus: int = 0  # what the user has (plan_launch may recommend fewer)
+    asked_nodes: int = 0
 
     @property
     def world(self) -> int:
@@ -235,16 +237,16 @@ def _launch_line(key: str, gpus: int, nodes: int, recipe: str, overrides: list[s
     if nodes > 1:
         config = "multi_node_zero3.yaml" if key == "zero3" else "multi_gpu_ddp.yaml"
         return (
-            f"accelerate launch --config_file launch_configs/{config} --num_machines {nodes} "
+            f"accelerate launch --config_file {launch_config_path(config)} --num_machines {nodes} "
             f"--num_processes {world} --machine_rank $MACHINE_RANK --main_process_ip $MAIN_IP "
             f"--main_process_port 29500 {tail}"
         )
     if key == "zero3":
-        return f"accelerate launch --config_file launch_configs/multi_gpu_zero3.yaml --num_processes {world} {tail}"
+        return f"accelerate launch --config_file {launch_config_path('multi_gpu_zero3')} --num_processes {world} {tail}"
     if world == 1:
         config = "single_gpu_8bit.yaml" if key == "ddp8" else "single_gpu.yaml"
-        return f"accelerate launch --config_file launch_configs/{config} {tail}"
-    return f"accelerate launch --config_file launch_configs/multi_gpu_ddp.yaml --num_processes {world} {tail}"
+        return f"accelerate launch --config_file {launch_config_path(config)} {tail}"
+    return f"accelerate launch --config_file {launch_config_path('multi_gpu_ddp')} --num_processes {world} {tail}"
 
 
 def _mode_overrides(key: str, w: Workload, user: list[str]) -> list[str]:
@@ -358,8 +360,12 @@ def _suggestions(
     for more in range(nodes + 1, 513):
         est = estimate_mode("zero3", shape, w, gpus, more, overrides)
         if est.total <= gpu_bytes:
+            world_more = gpus * more
+            batch_note = "" if splits_evenly(w.batch, world_more) else (
+                f", with optim.batch_size a multiple of {world_more} (the recipe's is {w.batch}: "
+                "another recipe)")
             notes.append(
-                f"ZeRO-3 bf16 would fit on {more} nodes x {gpus} GPUs ({_gib(est.total)} GiB each)"
+                f"ZeRO-3 bf16 would fit on {more} nodes x {gpus} GPUs ({_gib(est.total)} GiB each{batch_note})"
             )
             break
     if w.dtype_bytes == 4:
@@ -413,6 +419,10 @@ def make_plan(
         m.fits = m.available and m.total <= gpu_bytes
     key, why = choose(modes, world, gpu_bytes)
     notes = [] if key is not None else _suggestions(shape, w, gpus, nodes, gpu_bytes, overrides)
+    if not splits_evenly(w.batch, world):
+        key = None
+        why = (f"the recipe's global batch (optim.batch_size={w.batch}) does not split evenly over "
+               f"{world} processes; launch {_divisor_text(w.batch, world)}")
     if nodes > 1:
         notes.insert(0, f"run the line on every node with MACHINE_RANK=0..{nodes - 1} and MAIN_IP an "
                      "address of node 0 that every node reaches")
@@ -429,33 +439,104 @@ def make_plan(
             "eval_batch_per_gpu": w.eval_batch, "eval_new_tokens": w.new_tokens,
             "prompt_trainable": w.prompt.trainable, "family": shape.family,
         },
-        modes=modes, recommended=key, why=why, launch_notes=notes,
+        modes=modes, recommended=key, why=why, launch_notes=notes, asked_gpus=gpus, asked_nodes=nodes,
     )
+
+
+def splits_evenly(batch: int, world: int) -> bool:
+    """The launches the planner recommends: every process gets the same share
+    of the recipe's global batch (the trainer itself needs world <= batch)."""
+    return world <= batch and batch % world == 0
+
+
+def _divisor_text(batch: int, world: int) -> str:
+    counts = [n for n in range(1, min(batch, world) + 1) if batch % n == 0]
+    return f"{', '.join(map(str, counts))} process(es) (counts that divide {batch})"
+
+
+def launchable_layouts(batch: int, gpus: int, nodes: int) -> list[tuple[int, int]]:
+    """(GPUs per node, nodes), fewest processes first, on which the recipe's
+    global batch splits evenly: within one node while it holds them, whole
+    nodes beyond."""
+    out = []
+    for world in range(1, gpus * nodes + 1):
+        if not splits_evenly(batch, world):
+            continue
+        if world <= gpus:
+            out.append((world, 1))
+        elif world % gpus == 0:
+            out.append((gpus, world // gpus))
+    return out
+
+
+def plan_launch(
+    recipe: str, gpus: int, gpu_memory_gib: float, nodes: int = 1, overrides: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Plan:
+    """The launch to use on ``nodes`` x ``gpus`` GPUs: the fewest processes
+    (dividing the recipe's global batch, so the trainer runs it unchanged) on
+    which a mode that keeps the backbone's numerics fits (DDP, ZeRO-3); only
+    when none does, the fewest on which DDP 8-bit fits. More GPUs than that
+    would only split the batch: one run uses the fewer, a grid packs the rest."""
+    asked = make_plan(recipe, gpus, gpu_memory_gib, nodes, overrides, config=config)
+    batch = int(asked.workload["global_batch"])
+    plans = [make_plan(recipe, g, gpu_memory_gib, n, overrides, config=config)
+             for g, n in launchable_layouts(batch, gpus, nodes)]
+    chosen = next((p for p in plans if p.recommended in ("ddp", "zero3")), None)
+    chosen = chosen or next((p for p in plans if p.recommended is not None), None)
+    if chosen is None:
+        chosen = plans[-1] if plans and not splits_evenly(batch, asked.world) else asked
+    chosen.asked_gpus, chosen.asked_nodes = gpus, nodes
+    notes = []
+    if chosen.recommended is not None and chosen.world < asked.world:
+        if chosen.world == 1 and chosen.recommended == "ddp":
+            notes.append(
+                f"one replica fits one GPU: use one GPU per run. More processes would only split the "
+                f"global batch of {batch}; python -m dtvg_dist.reproduce (--gpus-per-run auto) packs "
+                f"the other {asked.world - 1} GPU(s) with other runs of the grid")
+        else:
+            notes.append(
+                f"{chosen.world} of the {asked.world} GPUs are enough for this run; more would only "
+                f"split the global batch of {batch}; a grid (python -m dtvg_dist.reproduce) packs the rest")
+    if not splits_evenly(batch, asked.world):
+        most = max((g * n for g, n in launchable_layouts(batch, gpus, nodes)), default=1)
+        raised = asked.world * max(1, math.ceil(batch / asked.world))
+        notes.append(
+            f"the recipe's global batch (optim.batch_size={batch}) splits evenly over at "
+            f"most {most} of the {asked.world} GPUs. With optim.batch_size={raised} all {asked.world} "
+            f"would train, {raised // asked.world} example(s) each, but that is another recipe: "
+            f"{raised / batch:g}x the examples per step, so fewer steps per epoch and other "
+            "learning-rate dynamics than the recipe was set for (re-tune optim.lr, and compare "
+            "against a run at the recipe's batch)")
+    chosen.launch_notes = notes + chosen.launch_notes
+    return chosen
+
+
+def launch_check(plan: Plan, overrides: list[str] | None = None) -> None:
+    """Run the trainer's own launch checks on the plan's recommended launch
+    (no weights load): the recipe with the launch's overrides at its
+    process count and mode."""
+    if plan.recommended is None:
+        raise PlanError(f"no recommended launch: {plan.why}")
+    mode = plan.mode(plan.recommended)
+    cfg = load_recipe(plan.recipe, [*(overrides or []), *_mode_overrides_of(mode.launch)])
+    check_launch(int(cfg.optim.batch_size), plan.world, zero3=mode.key == "zero3",
+                 load_in_8bit=bool(cfg.backbone.load_in_8bit))
+
+
+def _mode_overrides_of(line: str) -> list[str]:
+    tokens = line.split()
+    cut = tokens.index("-m")
+    return [t for t in tokens[cut + 3:] if "=" in t]
 
 
 def recommend(
     recipe: str, gpu_memory_gib: float, max_gpus: int, overrides: list[str] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Plan:
-    """The plan a grid gives a run: the fewest GPUs of one node (1, 2, 4,
-    ... up to ``max_gpus``) on which a mode that keeps the backbone's
-    numerics fits (DDP, ZeRO-3); only when none does, the fewest on which
-    DDP 8-bit fits. The plan at ``max_gpus`` (recommended None) when
-    nothing fits."""
-    counts = [1]
-    while counts[-1] * 2 <= max_gpus:
-        counts.append(counts[-1] * 2)
-    if counts[-1] != max_gpus and max_gpus > 1:
-        counts.append(max_gpus)
-    plans: list[Plan] = []
-    for gpus in counts:
-        plans.append(make_plan(recipe, gpus, gpu_memory_gib, 1, overrides, config=config))
-        if plans[-1].recommended in ("ddp", "zero3"):
-            return plans[-1]
-    for plan in plans:
-        if plan.recommended is not None:
-            return plan
-    return plans[-1]
+    """The plan a grid gives a run: :func:`plan_launch` on one node of
+    ``max_gpus`` GPUs (the fewest GPUs that help, dividing the batch)."""
+    return plan_launch(recipe, max_gpus, gpu_memory_gib, 1, overrides, config=config)
 
 
 # -------------------------------------------------------------------- output
@@ -479,6 +560,9 @@ def render(plan: Plan) -> str:
         f"evaluation: {w['eval_batch_per_gpu']} examples per GPU, {w['eval_new_tokens']} new tokens",
         "",
     ]
+    if plan.asked_gpus and (plan.asked_gpus, plan.asked_nodes) != (plan.gpus, plan.nodes):
+        lines.insert(1, f"(asked: {plan.asked_nodes} node(s) x {plan.asked_gpus} GPU(s); the "
+                        "recommended launch uses fewer, see the notes)")
     header = ["per GPU (GiB)", *[m.name for m in plan.modes]]
     rows = [
         ("weights", lambda m: _gib(m.weights)),
@@ -562,7 +646,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(USAGE + "\nrecipes: " + ", ".join(list_recipes()))
         return 0
     recipe, gpus, memory, nodes, as_json, overrides = _parse(args)
-    plan = make_plan(recipe, gpus, memory, nodes, overrides)
+    plan = plan_launch(recipe, gpus, memory, nodes, overrides)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render(plan))
     return 0
 

@@ -57,7 +57,7 @@ from dtvg_dist.grid.executors import (
 )
 from dtvg_dist.grid.jobs import Launch
 from dtvg_dist.grid.status import render, status
-from dtvg_dist.orchestration.config import RecipeError, load_recipe
+from dtvg_dist.orchestration.config import RecipeError, launch_config_path, load_recipe
 from dtvg_dist.reporting.demo_report import DEMO, claims, collect, to_text, write_outputs
 from dtvg_dist.reporting.paper_results import EXPERIMENTS, TABLE9, VARIANTS
 from dtvg_dist.reporting.report import write_report
@@ -115,7 +115,7 @@ def launch_for(gpus_per_run: str, launcher: str | None, gpu_memory_gib: float | 
         if explicit is None or explicit <= 1:
             return lambda recipe, overrides: Launch(prefix=(sys.executable,), gpus=explicit or 0)
         count = explicit
-        ddp = ("accelerate", "launch", "--config_file", str(REPO / "launch_configs/multi_gpu_ddp.yaml"),
+        ddp = ("accelerate", "launch", "--config_file", str(launch_config_path("multi_gpu_ddp")),
                "--num_processes", str(count))
         return lambda recipe, overrides: Launch(prefix=ddp, gpus=count, mode="ddp")
     max_gpus = max(1, len(devices)) if devices else 8

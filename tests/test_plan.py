@@ -13,7 +13,7 @@ import pytest
 
 from dtvg_dist import plan
 from dtvg_dist.costs import GIB, ModelShape, find_model_config
-from dtvg_dist.plan import ModeEstimate, choose, make_plan
+from dtvg_dist.plan import ModeEstimate, choose, launch_check, make_plan, plan_launch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,17 +66,74 @@ def test_peak_is_the_sum_of_its_parts() -> None:
 
 
 def test_llama3_8b_recommendations_follow_memory() -> None:
-    """Llama-3-8B (known shape): DDP on 80 GiB cards; on 16 GiB cards 8-bit
-    DDP with 2 GPUs, ZeRO-3 once it fits (4 GPUs)."""
+    """Llama-3-8B (known shape, global batch 2): 8 processes cannot split the
+    batch, so the plan at 8 GPUs recommends nothing and plan_launch picks one
+    GPU (a bf16 replica fits 80 GiB); on 16 GiB cards 8-bit DDP with 2 GPUs;
+    ZeRO-3 once it fits (4 GPUs), which needs a batch of 4."""
     roomy = make_plan("llama3-8b-cb", gpus=8, gpu_memory_gib=80)
-    assert roomy.recommended == "ddp"
-    assert "multi_gpu_ddp.yaml --num_processes 8" in roomy.mode("ddp").launch
+    assert roomy.recommended is None and "optim.batch_size=2" in roomy.why and "8 processes" in roomy.why
+    one = plan_launch("llama3-8b-cb", gpus=8, gpu_memory_gib=80)
+    assert (one.recommended, one.world) == ("ddp", 1)
+    assert "single_gpu.yaml -m dtvg_dist.train recipe=llama3-8b-cb" in one.mode("ddp").launch
+    assert any("packs the other 7 GPU(s)" in n for n in one.launch_notes)
+    assert any("With optim.batch_size=8 all 8 would train" in n for n in one.launch_notes)
     two = make_plan("llama3-8b-cb", gpus=2, gpu_memory_gib=16)
     assert (two.mode("ddp").fits, two.mode("zero3").fits, two.recommended) == (False, False, "ddp8")
     assert two.mode("ddp8").launch.endswith("backbone.load_in_8bit=true")
-    four = make_plan("llama3-8b-cb", gpus=4, gpu_memory_gib=16)
+    four = make_plan("llama3-8b-cb", gpus=4, gpu_memory_gib=16, overrides=["optim.batch_size=4"])
     assert four.recommended == "zero3"
     assert "multi_gpu_zero3.yaml --num_processes 4" in four.mode("zero3").launch
+    small = plan_launch("llama3-8b-cb", gpus=4, gpu_memory_gib=16)
+    assert small.recommended == "ddp8" and small.world <= 2
+
+
+def test_the_trainer_refuses_fewer_examples_than_processes_with_both_numbers() -> None:
+    from dtvg_dist.cli import exit_code
+    from dtvg_dist.training.distributed import LaunchError, check_launch
+
+    check_launch(2, 2)
+    with pytest.raises(LaunchError) as err:
+        check_launch(1, 2)
+    assert "optim.batch_size=1 is smaller than the 2 processes" in str(err.value)
+    assert "\n" not in str(err.value) and exit_code(err.value) == 2
+
+
+@pytest.mark.slow
+def test_every_paper_recipe_launch_passes_the_trainers_checks() -> None:
+    """T5-base and Llama-3.2-1B/3B, Llama-3-8B: one recipe per distinct
+    (backbone, batch, stage, method) from the recipes folder, on 8x80, 8x40,
+    8x24 and 1x16 GiB: plan's recommended launch passes the trainer's own
+    launch checks (no weights load) and names a launch config that exists."""
+    from dtvg_dist.orchestration.config import list_recipes, load_recipe
+
+    paper = [n for n in list_recipes() if n.startswith(("t5-base", "llama3.2-1b", "llama3.2-3b", "llama3-8b"))]
+    assert {n.split("-")[0] for n in paper} >= {"t5", "llama3.2", "llama3"}
+    seen: dict[tuple, str] = {}
+    for name in paper:
+        c = load_recipe(name)
+        key = (c.backbone.name_or_path, int(c.optim.batch_size), str(c.stage), str(c.method))
+        seen.setdefault(key, name)
+    assert len({k[0] for k in seen}) == 4
+    for name in seen.values():
+        for gpus, memory in [(8, 80), (8, 40), (8, 24), (1, 16)]:
+            p = plan_launch(name, gpus, memory)
+            if p.recommended is None:  # nothing fits (8B stage 1 on one 16 GiB card): no line at all
+                assert (gpus, memory) == (1, 16) and "no launch mode fits" in p.why, (name, p.why)
+                continue
+            launch_check(p)
+            batch = int(p.workload["global_batch"])
+            assert batch % p.world == 0 and p.world <= gpus
+            config = p.mode(p.recommended).launch.split()[3]
+            assert Path(config).is_absolute() and Path(config).is_file()
+
+
+def test_reproduce_auto_asks_the_same_planner() -> None:
+    from dtvg_dist.reproduce import planned_launch
+
+    launch = planned_launch("llama3-8b-cb", [], None, 80.0, 8)
+    assert launch.gpus == 1 and launch.mode == "ddp"
+    plan = plan_launch("llama3.2-3b-cb", 8, 80)
+    assert planned_launch("llama3.2-3b-cb", [], None, 80.0, 8).gpus == plan.world
 
 
 def test_traffic_per_gpu_by_hand() -> None:
@@ -168,20 +225,23 @@ def test_cli_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture
 def test_cli_json_and_equals_form(capsys: pytest.CaptureFixture) -> None:
     assert plan.main(["recipe=tiny-llama", "--gpus=2", "--gpu-memory=4", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["world"] == 2 and data["recommended"] == "ddp"
+    # one replica fits: one GPU of the two asked for
+    assert (data["world"], data["asked_gpus"], data["recommended"]) == (1, 2, "ddp")
     assert [m["key"] for m in data["modes"]] == ["ddp", "ddp8", "zero3"]
 
 
-def test_cli_module_prints_the_plan() -> None:
+def test_cli_module_prints_the_plan(tmp_path: Path) -> None:
+    """From a folder outside the checkout: the launch config path is absolute and exists."""
     proc = subprocess.run(
         [sys.executable, "-m", "dtvg_dist.plan", "recipe=llama3-8b-cb", "--gpus", "8",
          "--gpu-memory", "80"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     assert "recommended: DDP bf16" in proc.stdout
-    assert "accelerate launch --config_file launch_configs/multi_gpu_ddp.yaml --num_processes 8" in proc.stdout
+    config = REPO / "dtvg_dist" / "launch_configs" / "single_gpu.yaml"
+    assert f"accelerate launch --config_file {config} -m dtvg_dist.train recipe=llama3-8b-cb" in proc.stdout
 
 
 @pytest.mark.parametrize("method", ["attempt", "dept"])

@@ -1,7 +1,9 @@
 """The recipe schema, recipe loading and `key=value` overrides.
 
-A recipe is a YAML file in `recipes/` (or a path) that may name a `base`
-recipe to start from. Every key is checked against the schema below, so a
+A recipe is a YAML file in the package's `recipes/` (or a path) that may
+name a `base` recipe to start from: a packaged name, or a path relative to
+the recipe's own folder. `python -m dtvg_dist.copy recipe NAME DEST` copies a
+packaged one out to edit. Every key is checked against the schema below, so a
 typo is an error that names the key and the closest valid one, never a
 silently ignored setting.
 """
@@ -30,8 +32,8 @@ from dtvg_dist.model.methods import (
     method_names,
 )
 from dtvg_dist.training.tracking import missing_tracker_package
+from dtvg_dist.utils import LAUNCH_CONFIGS_DIR, RECIPES_DIR
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 # pre: only the method's work between stage 1 and stage 2 (MPT's source
 # training), so that a grid runs it once for every target that reuses it.
 STAGES = ("1", "pre", "2", "all")
@@ -184,11 +186,31 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def recipe_path(name: str) -> Path:
-    """A recipe name in recipes/, or a path to a YAML file."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        return candidate
+def list_launch_configs() -> list[str]:
+    return sorted(p.name for p in LAUNCH_CONFIGS_DIR.glob("*.yaml"))
+
+
+def launch_config_path(name: str) -> Path:
+    """A packaged launch config by name (``cpu_ddp_2proc`` or ``cpu_ddp_2proc.yaml``),
+    as an absolute path that exists wherever the user stands."""
+    stem = Path(name).name
+    path = LAUNCH_CONFIGS_DIR / (stem if stem.endswith((".yaml", ".json")) else f"{stem}.yaml")
+    if not path.is_file():
+        close = difflib.get_close_matches(stem, list_launch_configs(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RecipeError(f"launch config {name!r} not found in {LAUNCH_CONFIGS_DIR}{hint}")
+    return path
+
+
+def recipe_path(name: str, relative_to: Path | None = None) -> Path:
+    """A recipe name in the package's recipes/, or a path to a YAML file
+    (relative to the working directory, or to `relative_to`: the folder of
+    the recipe whose `base:` names it)."""
+    candidate = Path(name).expanduser()
+    if candidate.suffix in (".yaml", ".yml"):
+        for where in [*([relative_to / candidate] if relative_to else []), candidate]:
+            if where.is_file():
+                return where.resolve()
     path = RECIPES_DIR / f"{name}.yaml"
     if not path.is_file():
         close = difflib.get_close_matches(name, list_recipes(), n=3)
@@ -230,8 +252,10 @@ def _merge(schema: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise RecipeError(f"bad value for {key!r} in {source}: {err.msg}") from None
 
 
-def _load_recipe_file(name: str, seen: tuple[str, ...] = ()) -> list[tuple[DictConfig, str]]:
-    path = recipe_path(name)
+def _load_recipe_file(
+    name: str, seen: tuple[str, ...] = (), relative_to: Path | None = None
+) -> list[tuple[DictConfig, str]]:
+    path = recipe_path(name, relative_to)
     if str(path) in seen:
         raise RecipeError(f"recipe {path} is its own base (cycle {' -> '.join(seen)})")
     node = OmegaConf.load(path)
@@ -240,7 +264,7 @@ def _load_recipe_file(name: str, seen: tuple[str, ...] = ()) -> list[tuple[DictC
     layers: list[tuple[DictConfig, str]] = []
     base = node.get("base")
     if base:
-        layers.extend(_load_recipe_file(str(base), (*seen, str(path))))
+        layers.extend(_load_recipe_file(str(base), (*seen, str(path)), path.parent))
     layers.append((node, str(path)))
     return layers
 

@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from dtvg_dist.errors import RecipeError
+from dtvg_dist.utils import packaged_file
 
 log = logging.getLogger("dtvg_dist.training.distributed")
 
@@ -56,9 +57,48 @@ class LaunchError(RecipeError):
     """A launch config and a recipe that cannot work together."""
 
 
+def check_launch(batch_size: int | None, world: int, *, zero3: bool = False,
+                 load_in_8bit: bool = False) -> None:
+    """What the trainer refuses about a launch, before any weights load: the
+    same function the planner's tests call on every recommended launch.
+    Every process needs at least one example of each micro-step (the global
+    batch is split over ranks, it does not grow with them); 8-bit weights
+    cannot be partitioned by ZeRO-3."""
+    if batch_size is not None and batch_size < world:
+        raise LaunchError(
+            f"optim.batch_size={batch_size} is smaller than the {world} processes of this launch: "
+            f"every process needs at least one example per step. Launch at most {batch_size} "
+            f"processes (python -m dtvg_dist.plan recommends a count that divides it; the grid "
+            f"packs the other GPUs with other runs), or raise optim.batch_size to {world} or more "
+            "(that changes the recipe's global batch, and with it the results)"
+        )
+    if load_in_8bit and zero3:
+        raise LaunchError(ZERO3_8BIT_ERROR)
+
+
 # ----------------------------------------------------------------- accelerator
 def _deepspeed_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def resolve_deepspeed_config_file(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """The packaged launch configs name their DeepSpeed JSON as
+    ``launch_configs/ds_*.json``; `accelerate launch` passes that string on
+    in ACCELERATE_DEEPSPEED_CONFIG_FILE and DeepSpeedPlugin opens it relative
+    to the working directory (accelerate utils/launch.py, utils/dataclasses.py).
+    When it is not there, point it at the packaged file, so a launch works
+    from any folder. Returns the path now in the environment."""
+    value = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if not value or value == "none" or os.path.isfile(value):
+        return value
+    packaged = packaged_file(value)
+    if packaged is not None:
+        environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = str(packaged)
+        return str(packaged)
+    raise LaunchError(
+        f"the launch config's deepspeed_config_file {value!r} does not exist (relative paths are "
+        f"read from the working directory {os.getcwd()}): give an absolute path"
+    )
 
 
 def build_accelerator(
@@ -83,6 +123,8 @@ def build_accelerator(
     """
     on_cpu = not torch.cuda.is_available()
     use_deepspeed = _deepspeed_requested()
+    if use_deepspeed:
+        resolve_deepspeed_config_file()
     handlers = []
     # A process group is wanted when launched with several processes, and by
     # DeepSpeed even for one (on CPU its default backend, oneCCL, is absent).
@@ -101,8 +143,7 @@ def build_accelerator(
         project_dir=project_dir,
     )
     stage = zero_stage(accelerator)
-    if load_in_8bit and stage == 3:
-        raise LaunchError(ZERO3_8BIT_ERROR)
+    check_launch(batch_size, accelerator.num_processes, zero3=stage == 3, load_in_8bit=load_in_8bit)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and stage != 3:
         raise LaunchError(
             f"DeepSpeed ZeRO stage {stage} is not supported: only the soft prompt trains, so "

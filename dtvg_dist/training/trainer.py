@@ -46,6 +46,7 @@ from dtvg_dist.store.run_files import RunFiles
 from dtvg_dist.training import faults
 from dtvg_dist.training.distributed import (
     all_reduce_sum,
+    check_launch,
     checkpoint_optimizer,
     full_trainable_state,
     gathered,
@@ -165,10 +166,7 @@ class Trainer:
         self.world = accelerator.num_processes
         self.rank = accelerator.process_index
         opt = cfg.optim
-        if opt.batch_size < self.world:
-            raise ValueError(
-                f"optim.batch_size={opt.batch_size} is smaller than the {self.world} processes"
-            )
+        check_launch(opt.batch_size, self.world)
         if not spec.train:
             raise ValueError(f"task {spec.task.name!r} has no training examples")
         self._stop, self._stop_votes = stop_request(install=False), 0.0

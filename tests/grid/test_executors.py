@@ -270,10 +270,14 @@ def test_reproduce_status_of_the_demo_grid(tmp_path, capsys) -> None:
 
 
 def test_gpus_per_run_from_the_planner_or_explicit(monkeypatch) -> None:
-    """auto: the planner's fewest GPUs that keep the numerics (Llama-3-8B on
-    16 GiB cards: ZeRO-3 on 4; T5-base: one, this python); a number overrides."""
+    """auto: the planner's fewest GPUs that keep the numerics and split the
+    recipe's batch (Llama-3-8B on 16 GiB cards: ZeRO-3 on 4 once the batch is
+    4; at the recipe's batch of 2, 8-bit on one; T5-base: one, this python);
+    a number overrides."""
     auto = reproduce.launch_for("auto", None, 16.0, devices=[])
-    big = auto("llama3-8b-cb", [])
+    paper_batch = auto("llama3-8b-cb", [])
+    assert (paper_batch.gpus, paper_batch.mode) == (1, "ddp8")
+    big = auto("llama3-8b-cb", ["optim.batch_size=4"])
     assert big.gpus == 4 and big.mode == "zero3"
     assert big.prefix[:3] == ("accelerate", "launch", "--config_file")
     assert big.prefix[3].endswith("launch_configs/multi_gpu_zero3.yaml") and Path(big.prefix[3]).is_file()
@@ -286,7 +290,8 @@ def test_gpus_per_run_from_the_planner_or_explicit(monkeypatch) -> None:
     assert one_8bit.gpus == 1 and one_8bit.extra == ("backbone.load_in_8bit=true",)
     cpu = reproduce.launch_for("auto", None, None, devices=[])("llama3-8b-cb", [])
     assert (cpu.gpus, cpu.prefix) == (0, (sys.executable,))
-    with pytest.raises(ValueError, match="no launch mode fits 8 GPU"):
+    # 8 GPUs asked, but a batch of 2 splits over at most 2: the error names those
+    with pytest.raises(ValueError, match="no launch mode fits 2 GPU"):
         reproduce.launch_for("auto", None, 8.0, devices=[])("llama3-8b-cb", [])
 
 
@@ -296,7 +301,9 @@ def test_dry_run_prints_the_planners_launch_line(tmp_path, monkeypatch, capsys) 
                            "--gpu-memory", "16", "--dry-run", "--executor", "local"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "-m dtvg_dist.train" in ln)
     assert line.startswith("accelerate launch --config_file ")
-    assert "multi_gpu_zero3.yaml --num_processes 4 -m dtvg_dist.train recipe=llama3-8b-cb seed=42" in line
+    # the recipe's batch of 2 cannot feed ZeRO-3's 4 processes: 8-bit on one GPU
+    assert "single_gpu_8bit.yaml -m dtvg_dist.train recipe=llama3-8b-cb seed=42" in line
+    assert line.endswith("backbone.load_in_8bit=true")
 
 
 def test_unknown_executor_and_bad_gpus_per_run_are_refused(capsys) -> None:
