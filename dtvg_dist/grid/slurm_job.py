@@ -163,6 +163,7 @@ class TrainerRun(submitit.helpers.Checkpointable):
         if resumed and "resume=true" not in command:
             command.append("resume=true")
         env = dict(os.environ)
+        # bounds other libraries; torch's count is the run's distributed.threads
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = cpus

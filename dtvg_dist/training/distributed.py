@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from dtvg_dist.errors import RecipeError
+from dtvg_dist.training.threads import reproducibility_facts
 
 log = logging.getLogger("dtvg_dist.training.distributed")
 
@@ -471,6 +472,7 @@ def run_facts(
         "distributed_type": str(accelerator.distributed_type),
         "zero_stage": zero_stage(accelerator),
         "device": str(accelerator.device),
+        **reproducibility_facts(accelerator.device),
     }
     if model is not None:
         facts.update(backbone_elements(accelerator, model))
