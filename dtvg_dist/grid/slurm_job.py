@@ -197,7 +197,9 @@ class TrainerRun(submitit.helpers.Checkpointable):
             return f"{job.name}: already done ({reason})"
         self._prepare(node)
         command = node_command(job, node)
-        resumed = self.resume or node.restarts > 0
+        # a requeue, or a new job for a run an earlier job left with a
+        # checkpoint (a node died, the job was cancelled): carry on from it
+        resumed = self.resume or node.restarts > 0 or bool(checkpoints(job.run_dir))
         if resumed and "resume=true" not in command:
             command.append("resume=true")
         env = dict(os.environ)
