@@ -143,6 +143,57 @@ def test_each_node_launches_with_its_machine_rank(monkeypatch) -> None:
     assert single == job.command
 
 
+def test_a_cpu_only_cluster_gets_processes_not_gpus() -> None:
+    """--gpus-per-run 2 --slurm-gpus-per-node 1 where no node has a GPU:
+    two nodes, no GPU asked for (sbatch would refuse it), and a launcher
+    dying on one node ends the whole job (srun --kill-on-bad-exit)."""
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    job = _job("pt/1", gpus=2)
+    params = submitit_parameters(job, SlurmOptions(gpus_per_node=1, cpu_only=True), "x")
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
+    assert "gpus_per_node" not in params
+    assert params["srun_args"] == ["--kill-on-bad-exit=1"]
+    params = submitit_parameters(job, SlurmOptions(gpus_per_node=1), "x")
+    assert params["gpus_per_node"] == 1 and params["nodes"] == 2
+    assert "srun_args" not in submitit_parameters(_job("pt/1", gpus=1), SlurmOptions(), "x")
+
+
+def test_preflight_runs_the_doctor_as_training_runs_and_fails_with_its_lines(
+        monkeypatch, tmp_path) -> None:
+    """--preflight: the doctor gets the same launch as the trainer (only the
+    module differs); its exit 2 fails the job with its one-line messages
+    (the doctor's CLI contract: exit 0 all pass, exit 2 one stderr line per
+    failing check), its exit 0 lets training start."""
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    from dtvg_dist.grid import slurm_job
+
+    node = slurm_job.Node(1, 2, "127.0.0.1", "77", 0)
+    job = _job("dtvg/1", gpus=2)
+    train, doctor = (slurm_job.node_command(job, node),
+                     slurm_job.node_command(job, node, module=slurm_job.DOCTOR_MODULE))
+    at = train.index("dtvg_dist.train")
+    assert doctor == [*train[:at], "dtvg_dist.doctor", *train[at + 1:]]
+    assert "--machine_rank" in doctor and doctor[doctor.index("--machine_rank") + 1] == "1"
+    failing = ("import sys; print('table'); "
+               "print('error: rank 1 (host n2): output_dir /x is not writable; fix it', file=sys.stderr); "
+               "print('error: rank 1 (host n2): bank incomplete; run stage 1', file=sys.stderr); "
+               "sys.exit(2)")
+    run = slurm_job.TrainerRun(job, str(tmp_path), preflight=True)
+    log = tmp_path / "run.node1.log"
+    monkeypatch.setattr(slurm_job, "node_command",
+                        lambda job, node, module=None: [sys.executable, "-c", failing])
+    with pytest.raises(RuntimeError) as err:
+        run._preflight(node, dict(os.environ), log)
+    text = str(err.value)
+    assert "preflight failed on node 1 (exit 2), not trained" in text
+    assert "output_dir /x is not writable" in text and "bank incomplete" in text
+    assert "table" in log.read_text() and "preflight exit 2" in log.read_text()
+    monkeypatch.setattr(slurm_job, "node_command",
+                        lambda job, node, module=None: [sys.executable, "-c", "print('all pass')"])
+    run._preflight(node, dict(os.environ), log)  # no error
+    assert log.read_text().rstrip().endswith("preflight exit 0")
+
+
 def test_arrays_group_by_what_they_wait_for() -> None:
     jobs = [_job("stage1/1", stage1=True), _job("stage1/2", stage1=True)]
     jobs += [_job(f"{m}/{s}", needs=(f"stage1/{s}",)) for s in (1, 2) for m in ("pt", "dtvg")]
