@@ -438,6 +438,7 @@ def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) 
 
 # ------------------------------------------------------------ on two nodes
 TWO_NODES = ["--gpus-per-run", "2", "--slurm-gpus-per-node", "1"]
+RECORDS_FILE = "submitted.json"
 AUDIT = Path(__file__).resolve().parent / "write_audit"  # its sitecustomize logs every write
 
 
@@ -452,17 +453,26 @@ def _zero3_launcher(folder: Path) -> str:
     return f"accelerate launch --config_file {path}"
 
 
-def _while_running(records_of, cluster, proc, names) -> dict[str, str]:
-    """`scontrol show job` of each job in `names`, read while it runs."""
-    shown: dict[str, str] = {}
-    deadline = time.time() + 900
-    while len(shown) < len(names) and proc.poll() is None and time.time() < deadline:
-        records = records_of()
-        for name in names:
-            if name in records and name not in shown:
-                text = _scontrol(records[name]["job_id"], cluster)
-                if "JobState=RUNNING" in text:
-                    shown[name] = text
+def _while_running(grids: dict[str, tuple[Path, subprocess.Popen]], cluster,
+                   names) -> dict[str, dict[str, str]]:
+    """`scontrol show job` of each job in `names` of each grid (its runs dir
+    and its reproduce), read while the job runs."""
+    shown: dict[str, dict[str, str]] = {mode: {} for mode in grids}
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        busy = False
+        for mode, (runs, proc) in grids.items():
+            if len(shown[mode]) == len(names) or proc.poll() is not None:
+                continue
+            busy = True
+            records = _records(runs) if (runs / ".slurm" / RECORDS_FILE).is_file() else {}
+            for name in names:
+                if name in records and name not in shown[mode]:
+                    text = _scontrol(records[name]["job_id"], cluster)
+                    if "JobState=RUNNING" in text:
+                        shown[mode][name] = text
+        if not busy:
+            return shown
         time.sleep(0.5)
     return shown
 
@@ -481,15 +491,16 @@ def two_nodes(slurm_cluster, tmp_path_factory):
         audit.mkdir()
         launcher = ["--launcher", _zero3_launcher(root)] if mode == "zero3" else []
         env = _env(slurm_cluster, DTVG_WRITE_AUDIT=str(audit),
-                   PYTHONPATH=f"{AUDIT}{os.pathsep}{REPO}")
+                   PYTHONPATH=f"{AUDIT}{os.pathsep}{REPO}",
+                   DTVG_DATA_CACHE=str(root / "runs" / ".cache" / "tokenized"))  # built here
         procs[mode] = (root, audit, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm",
                                                 "--slurm-wait", *TWO_NODES, *launcher], root, env))
     try:
+        shown = _while_running({mode: (root / "runs", proc) for mode, (root, _, proc)
+                                in procs.items()}, slurm_cluster, RUNS)
         for mode, (root, audit, proc) in procs.items():
-            runs = root / "runs"
-            shown = _while_running(lambda runs=runs: _records(runs) if (runs / ".slurm" /
-                                   "submitted.json").is_file() else {}, slurm_cluster, proc, RUNS)
-            out[mode] = (runs, _finish(proc, slurm_cluster, timeout=900), shown, audit)
+            out[mode] = (root / "runs", _finish(proc, slurm_cluster, timeout=900), shown[mode],
+                         audit)
     finally:
         for _, _, proc in procs.values():
             if proc.poll() is None:
@@ -556,7 +567,6 @@ def _rerun_dtvg_on_two_nodes(two_nodes, tmp_path: Path, env: dict[str, str]):
     submitted again (in the background)."""
     runs = tmp_path / "runs"
     shutil.copytree(two_nodes["ddp"][0] / "demo", runs / "demo", symlinks=True)
-    shutil.copytree(two_nodes["ddp"][0] / ".cache", runs / ".cache", symlinks=True)
     shutil.rmtree(runs / "demo" / "dtvg")
     return runs, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait",
                              *TWO_NODES], tmp_path, env)
