@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -111,13 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{item!r}: the demo sets {', '.join(RESERVED)} itself")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        # The demo's tensors are tiny: a second thread buys nothing, and on a
-        # shared machine it made training steps 10-100x slower
-        # (bench/demo_threads.py, bench/RESULTS.md).
-        torch.set_num_threads(1)
+    # Each run sets its own thread count (recipe key distributed.threads,
+    # default 1: the demo's tensors are tiny, a second thread buys nothing and
+    # on a shared machine made steps 10-100x slower, bench/RESULTS.md), as it
+    # does under every executor of reproduce.
     try:
         return run_demo(Path(args.out), seeds=seeds, methods=methods, overrides=list(args.overrides),
                         executor=SerialExecutor(runner=in_process_runner()), recipe=args.recipe)

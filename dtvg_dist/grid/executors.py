@@ -13,6 +13,12 @@ the jobs that need it.
   pinned to its own GPUs through CUDA_VISIBLE_DEVICES (no device shared),
   or on CPU given its share of the cores through OMP_NUM_THREADS.
 - ``slurm``: dtvg_dist.grid.slurm (submitit), registered when importable.
+
+No executor decides a run's torch thread count: the run sets it itself from
+its recipe (`distributed.threads`, default 1; dtvg_dist/training/threads.py),
+so every executor gives the same numbers. The OMP_NUM_THREADS an executor
+exports only bounds other libraries, and torch's count where a recipe says
+`distributed.threads=null`.
 """
 
 from __future__ import annotations
@@ -271,7 +277,8 @@ class LocalExecutor(Executor):
     """Up to ``max_parallel`` jobs at once on this machine. On GPUs every job
     gets ``job.gpus`` devices of its own (CUDA_VISIBLE_DEVICES) and a job
     waits until that many are free; on CPU each job gets
-    cores // max_parallel threads (OMP_NUM_THREADS). Output goes to each
+    OMP_NUM_THREADS=cores // max_parallel (torch's count only where the
+    recipe leaves `distributed.threads` null). Output goes to each
     run's log only; a line per start and finish goes to the terminal."""
 
     name = "local"

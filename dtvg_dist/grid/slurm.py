@@ -8,7 +8,11 @@ needs (`--dependency=afterok:<id>_<task>:...`, `--kill-on-invalid-dep=yes`:
 a failed stage-1 run cancels only the runs that need it). A run that needs
 more GPUs than `--slurm-gpus-per-node` is one job on several nodes, each
 node starting `accelerate launch` with its machine rank
-(dtvg_dist.grid.slurm_job).
+(dtvg_dist.grid.slurm_job); with `--preflight` each such job first runs
+`python -m dtvg_dist.doctor` the same way on all its nodes and fails with
+the doctor's lines instead of training. On a cluster whose nodes have no
+GPU (no `gpu` GRES in `sinfo`), the same flags ask for no GPUs: a "GPU" of
+a run is then one CPU process, over gloo.
 
 Jobs get a signal `signal_delay_s` before their time limit and are
 requeued when the trainer stops on it (or on SIGTERM) with EXIT_REQUEUE;
@@ -24,6 +28,7 @@ rest of the package works without it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -137,6 +142,8 @@ class SlurmOptions:
     gpus_per_node: int | None = None
     cpus_per_task: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    cpu_only: bool = False  # the nodes have no GPU GRES: ask for none, one CPU process per "GPU"
+    preflight: bool = False  # multi-node jobs run the doctor before training
 
 
 def nodes_for(job: Job, opts: SlurmOptions) -> tuple[int, int]:
@@ -166,8 +173,12 @@ def submitit_parameters(job: Job, opts: SlurmOptions, job_name: str) -> dict[str
     extra = dict(opts.extra)
     params: dict[str, Any] = {"job_name": job_name, "nodes": nodes, "ntasks_per_node": 1,
                               "cpus_per_task": opts.cpus_per_task or 1}
-    if gpus:
+    if gpus and not opts.cpu_only:
         params["gpus_per_node"] = gpus
+    if nodes > 1:
+        # one node's launcher dying ends the whole job instead of leaving
+        # the others waiting in a collective
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     if opts.partition:
         params["partition"] = opts.partition
     if opts.account:
@@ -202,6 +213,20 @@ def _typed(value: str) -> Any:
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     return value
+
+
+def cluster_has_gpus(partition: str | None) -> bool:
+    """Whether any node of `partition` (every partition when None) has a
+    `gpu` GRES (`sinfo -o %G`); True when sinfo cannot say, so a real GPU
+    cluster is never asked for less than the run needs."""
+    cmd = ["sinfo", "--noheader", "--format=%G", *(["--partition", partition] if partition else [])]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return True
+    return any("gpu" in line for line in proc.stdout.splitlines())
 
 
 @dataclass
@@ -295,7 +320,11 @@ class SlurmExecutor(Executor):
                             f"trainer is signalled {SIGNAL_DELAY_S} s before it, checkpoints, "
                             "and the job is requeued")
         parser.add_argument("--slurm-gpus-per-node", type=int, default=None, metavar="N",
-                            help="slurm: GPUs of one node; a run needing more spans several nodes")
+                            help="slurm: GPUs of one node; a run needing more spans several nodes "
+                            "(one `accelerate launch` per node, machine rank = SLURM_NODEID). On a "
+                            "cluster without GPUs (no gpu GRES) a run's GPUs are CPU processes "
+                            "over gloo: --gpus-per-run 2 --slurm-gpus-per-node 1 is one process "
+                            "on each of 2 nodes")
         parser.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N",
                             help="slurm: CPU cores per job (default 1)")
         parser.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
@@ -303,6 +332,10 @@ class SlurmExecutor(Executor):
         parser.add_argument("--slurm-folder", default=None, metavar="DIR",
                             help="slurm: submitit's scripts and logs, and the submission record "
                             "(default: <runs-dir>/.slurm)")
+        parser.add_argument("--preflight", action="store_true",
+                            help="slurm: each multi-node job first runs `python -m dtvg_dist.doctor "
+                            "recipe=... key=value...` on all its nodes, launched as training is, "
+                            "and fails with the doctor's lines instead of training")
         parser.add_argument("--slurm-wait", action="store_true",
                             help="slurm: wait for the submitted jobs, then report as the other "
                             "executors do")
@@ -313,18 +346,18 @@ class SlurmExecutor(Executor):
         return cls(partition=args.slurm_partition, account=args.slurm_account,
                    time=args.slurm_time, gpus_per_node=args.slurm_gpus_per_node,
                    cpus_per_task=args.slurm_cpus_per_task, extra=args.slurm_extra,
-                   folder=folder, wait=args.slurm_wait)
+                   folder=folder, wait=args.slurm_wait, preflight=args.preflight)
 
     def __init__(self, partition: str | None = None, account: str | None = None,
                  time: str | None = None, gpus_per_node: int | None = None,
                  cpus_per_task: int | None = None, extra: Iterable[str] = (),
                  folder: str | Path | None = None, wait: bool = False,
-                 poll_s: float = 3.0) -> None:
+                 poll_s: float = 3.0, preflight: bool = False) -> None:
         if gpus_per_node is not None and gpus_per_node < 1:
             raise ValueError(f"--slurm-gpus-per-node must be at least 1 (got {gpus_per_node})")
         self.options = SlurmOptions(partition=partition, account=account, time_min=parse_time(time),
                                     gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task,
-                                    extra=parse_extra(extra))
+                                    extra=parse_extra(extra), preflight=preflight)
         self.folder = Path(folder) if folder is not None else DEFAULT_FOLDER
         self.wait = wait
         self.poll_s = poll_s
@@ -394,6 +427,10 @@ class SlurmExecutor(Executor):
                                            "not submitted")
                 continue
             todo.append(job)
+        if any(j.gpus for j in todo) and not cluster_has_gpus(self.options.partition):
+            self.options = dataclasses.replace(self.options, cpu_only=True)
+            _say("# no GPU on this cluster's nodes (sinfo): a run's GPUs are CPU processes "
+                 "over gloo, one per node beyond --slurm-gpus-per-node")
         self.folder.mkdir(parents=True, exist_ok=True)
         cwd = os.getcwd()
         submitted: list[str] = []
@@ -416,7 +453,8 @@ class SlurmExecutor(Executor):
                 announce(job)
             try:
                 with executor.batch():
-                    handles = [executor.submit(TrainerRun(job, cwd)) for job in group.jobs]
+                    handles = [executor.submit(TrainerRun(job, cwd, preflight=self.options.preflight))
+                               for job in group.jobs]
             except (OSError, subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as err:
                 text = " ".join(str(err).split())[:500]
                 _say(f"error: sbatch refused {name} ({', '.join(j.name for j in group.jobs)}): "
@@ -484,5 +522,5 @@ class SlurmExecutor(Executor):
                       f"{self.folder / job_id.split('_')[0]}")
 
 
-__all__ = ["SlurmExecutor", "SlurmOptions", "nodes_for", "parse_extra", "parse_time",
+__all__ = ["SlurmExecutor", "SlurmOptions", "cluster_has_gpus", "nodes_for", "parse_extra", "parse_time",
            "squeue_states", "submitit_parameters"]

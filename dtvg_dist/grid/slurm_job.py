@@ -31,11 +31,12 @@ import submitit
 from submitit.core.job_environment import JobEnvironment
 
 from dtvg_dist.errors import EXIT_REQUEUE
-from dtvg_dist.grid.jobs import Job, prepare
+from dtvg_dist.grid.jobs import TRAIN_MODULE, Job, prepare
 from dtvg_dist.grid.status import claim
 from dtvg_dist.store.checkpoint import checkpoints, signal_stopped
 
 PREEMPT_SIGNAL = "USR1"  # what submitit watches for (SUBMITIT_PREEMPT_SIGNAL)
+DOCTOR_MODULE = "dtvg_dist.doctor"  # --preflight: exit 0 all pass, 2 with one stderr line per failure
 COPY_WAIT_S = 600  # a node > 0 waits this long for node 0 to copy the bank entries
 
 
@@ -64,6 +65,27 @@ def this_node() -> Node:
                 job_id=str(env.job_id), restarts=int(os.environ.get("SLURM_RESTART_COUNT", "0")))
 
 
+def node_address(host: str) -> str:
+    """How the other nodes reach `host`: its name where it resolves (a
+    cluster's DNS), else its NodeAddr from `scontrol show node` (nodes named
+    only in slurm.conf, as on the test cluster), else the name as it is."""
+    try:
+        socket.getaddrinfo(host, None)
+        return host
+    except OSError:
+        pass
+    try:
+        proc = subprocess.run(["scontrol", "show", "node", host, "--oneliner"], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return host
+    for item in proc.stdout.split():
+        key, _, value = item.partition("=")
+        if key == "NodeAddr" and value:
+            return value
+    return host
+
+
 def launch_port(job_id: str) -> int:
     """A rendezvous port derived from the job id, so two multi-node jobs that
     share a first node do not collide."""
@@ -75,11 +97,16 @@ MULTI_NODE_FLAGS = ("--num_machines", "--machine_rank", "--main_process_ip", "--
                     "--num_processes")
 
 
-def node_command(job: Job, node: Node) -> list[str]:
+def node_command(job: Job, node: Node, module: str | None = None) -> list[str]:
     """The command this node runs: the job's own on one node; on several,
     its `accelerate launch` with this node's machine rank, the first node as
-    the rendezvous host and the run's total process count."""
+    the rendezvous host (dtvg_dist.grid.slurm_job.node_address) and the
+    run's total process count. `module` runs another module the same way
+    (the doctor before training)."""
     command = job.command
+    if module is not None:
+        at = command.index(TRAIN_MODULE[1], command.index(TRAIN_MODULE[0]))
+        command = [*command[:at], module, *command[at + 1:]]
     if node.count == 1:
         return command
     try:
@@ -96,9 +123,18 @@ def node_command(job: Job, node: Node) -> list[str]:
         rest.append(command[i])
         i += 1
     flags = ["--num_machines", str(node.count), "--machine_rank", str(node.rank),
-             "--main_process_ip", node.main_host, "--main_process_port", str(launch_port(node.job_id)),
+             "--main_process_ip", node_address(node.main_host), "--main_process_port", str(launch_port(node.job_id)),
              "--num_processes", str(max(1, job.gpus))]
     return [*command[:at], *flags, *rest, *command[i:]]
+
+
+def _ignore_stop_signal() -> None:
+    """In the launcher's process before exec: ignore the preemption signal.
+    SLURM signals every process of the step; `accelerate launch` and torchrun
+    would die of SIGUSR1 (its default action) and take the workers with
+    them before they checkpoint. The disposition is inherited across exec;
+    the trainer installs its own handler (dtvg_dist.training.signals)."""
+    signal.signal(getattr(signal, f"SIG{PREEMPT_SIGNAL}"), signal.SIG_IGN)
 
 
 def stopped_since(run_dir: Path, since: float) -> bool:
@@ -117,10 +153,11 @@ class TrainerRun(submitit.helpers.Checkpointable):
     """One grid job as submitit's callable; `resume` is set on the copy that
     `checkpoint()` hands back for the requeued job."""
 
-    def __init__(self, job: Job, cwd: str, resume: bool = False) -> None:
+    def __init__(self, job: Job, cwd: str, resume: bool = False, preflight: bool = False) -> None:
         self.job = job
         self.cwd = cwd
         self.resume = resume
+        self.preflight = preflight
         self._proc: subprocess.Popen | None = None
         self._started = 0.0
 
@@ -129,6 +166,7 @@ class TrainerRun(submitit.helpers.Checkpointable):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("preflight", False)  # pickled by an older version
         self._proc, self._started = None, 0.0
 
     # -------------------------------------------------------------- the run
@@ -159,15 +197,20 @@ class TrainerRun(submitit.helpers.Checkpointable):
             return f"{job.name}: already done ({reason})"
         self._prepare(node)
         command = node_command(job, node)
-        resumed = self.resume or node.restarts > 0
+        # a requeue, or a new job for a run an earlier job left with a
+        # checkpoint (a node died, the job was cancelled): carry on from it
+        resumed = self.resume or node.restarts > 0 or bool(checkpoints(job.run_dir))
         if resumed and "resume=true" not in command:
             command.append("resume=true")
         env = dict(os.environ)
+        # bounds other libraries; torch's count is the run's distributed.threads
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = cpus
         log_path = self._log_path(node)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.preflight and node.count > 1:
+            self._preflight(node, env, log_path)
         # node 0 claims the folder as the other executors do, so no other grid starts it meanwhile
         with claim(job.run_dir) if node.rank == 0 else contextlib.nullcontext(True) as mine:
             if not mine:
@@ -185,14 +228,35 @@ class TrainerRun(submitit.helpers.Checkpointable):
             raise RuntimeError(f"{job.name}: exit 0 but no outputs in {job.run_dir}; see {log_path}")
         return f"{job.name}: done"
 
+    def _preflight(self, node: Node, env: dict[str, str], log_path: Path) -> None:
+        """The doctor on every node of the job, launched as training is; its
+        failure lines (exit 2) fail the job before any training starts."""
+        command = node_command(self.job, node, module=DOCTOR_MODULE)
+        with log_path.open("a", buffering=1) as log:
+            log.write(f"# {_stamp()} {socket.gethostname()} slurm job {node.job_id} node "
+                      f"{node.rank}/{node.count} preflight: {shlex.join(command)}\n")
+            proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
+                                  check=False)
+            log.write(proc.stderr)
+            log.write(f"# {_stamp()} preflight exit {proc.returncode}\n")
+        if proc.returncode == 0:
+            return
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")] \
+            or proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"{self.job.name}: preflight failed on node {node.rank} (exit "
+                           f"{proc.returncode}), not trained: " + " | ".join(lines)
+                           + f"; see {log_path}")
+
     def _run(self, command: list[str], env: dict[str, str], log_path: Path, node: Node,
              resumed: bool) -> int:
         with log_path.open("a", buffering=1) as log:
             log.write(f"# {_stamp()} {socket.gethostname()} slurm job {node.job_id} node "
-                      f"{node.rank}/{node.count}, restart {node.restarts}"
+                      f"{node.rank}/{node.count} ({os.environ.get('SLURMD_NODENAME', '?')}), "
+                      f"restart {node.restarts}"
                       f"{' (resume)' if resumed else ''} start: {shlex.join(command)}\n")
             self._started = time.time()
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          preexec_fn=_ignore_stop_signal)
             # poll, not wait(): the signal handler below waits for the same
             # child, and Popen.wait holds a lock a nested wait would block on
             while (code := self._proc.poll()) is None:
@@ -213,4 +277,5 @@ class TrainerRun(submitit.helpers.Checkpointable):
         if (code is not None and code not in (0, EXIT_REQUEUE) and code >= 0
                 and not stopped_since(self.job.run_dir, self._started)):
             return None
-        return submitit.helpers.DelayedSubmission(TrainerRun(self.job, self.cwd, resume=True))
+        return submitit.helpers.DelayedSubmission(TrainerRun(self.job, self.cwd, resume=True,
+                                                             preflight=self.preflight))

@@ -122,6 +122,10 @@ class LoggingSettings:
 class DistributedSettings:
     timeout_s: int = 600  # collective timeout: a dead rank ends the job
     zero_init: bool = True  # partition the backbone at construction under ZeRO-3
+    # CPU threads of each process (torch.set_num_threads), part of the run:
+    # results differ with the thread count (dtvg_dist/training/threads.py);
+    # null leaves it to OMP_NUM_THREADS / torch's default (not reproducible)
+    threads: int | None = 1
 
 
 @dataclass

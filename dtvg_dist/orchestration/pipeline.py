@@ -40,6 +40,7 @@ from dtvg_dist.training.distributed import (
     zero_init,
 )
 from dtvg_dist.training.signals import stop_request
+from dtvg_dist.training.threads import apply_threads, pinned_threads
 from dtvg_dist.training.tracking import flat_config
 from dtvg_dist.training.trainer import RunResult, RunSpec, Trainer
 
@@ -115,7 +116,9 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
         sort_keys=True,
     )
     folder = run_files.cache_root() / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    folder = ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
+    # one thread whatever the run's count: the cache key has no thread count
+    with pinned_threads(1):
+        folder = ensure_pretrained_backbone(folder, dict(settings.config), seed=settings.init_seed)
     settings.name_or_path, settings.config, settings.tokenizer = str(folder), None, None
     return settings
 
@@ -123,6 +126,8 @@ def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
 class Pipeline:
     def __init__(self, cfg: DictConfig, accelerator: Accelerator | None = None) -> None:
         check_tasks(cfg)
+        # before anything computes (the synthetic backbone's teaching too)
+        apply_threads(cfg.distributed.threads)
         self.cfg = cfg
         self.out = output_dir(cfg)
         self.acc = accelerator or accelerator_for_recipe(cfg, str(self.out))

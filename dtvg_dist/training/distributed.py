@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from dtvg_dist.errors import RecipeError
+from dtvg_dist.training.threads import reproducibility_facts
 from dtvg_dist.utils import packaged_file
 
 log = logging.getLogger("dtvg_dist.training.distributed")
@@ -512,6 +513,7 @@ def run_facts(
         "distributed_type": str(accelerator.distributed_type),
         "zero_stage": zero_stage(accelerator),
         "device": str(accelerator.device),
+        **reproducibility_facts(accelerator.device),
     }
     if model is not None:
         facts.update(backbone_elements(accelerator, model))

@@ -10,7 +10,7 @@ from slurm_cluster import SlurmCluster, missing, start, stop
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A one-node SLURM cluster for the whole session (SLURM_CONF set for the
+    """A two-node SLURM cluster (n1, n2) on this machine for the whole session (SLURM_CONF set for the
     session's processes), stopped by pid at the end; skipped with the reason
     when this machine cannot run one."""
     reason = missing()

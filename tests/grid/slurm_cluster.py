@@ -1,6 +1,9 @@
-"""A real one-node SLURM cluster for the tests, started by
-scripts/slurm_test_cluster.sh (munged, slurmctld, slurmd on localhost, every
-file in one temporary folder) and stopped by the pids it recorded.
+"""A real SLURM cluster of two nodes on this one machine for the tests,
+started by scripts/slurm_test_cluster.sh (munged, slurmctld and one slurmd
+per node, `slurmd -N n1` and `-N n2`, each with its own port, spool, log and
+pid file, all at NodeAddr=127.0.0.1; every file in one temporary folder,
+nothing under /etc) and stopped by the pids it recorded. Both nodes see the
+same filesystem, as the nodes of a cluster with a shared home do.
 
 `cluster_or_skip()` gives the reason to skip when this machine cannot run
 one (no binaries, not root), so the tests say why instead of failing."""
@@ -32,10 +35,8 @@ class SlurmCluster:
     def log_tail(self, lines: int = 30) -> str:
         """The daemons' last log lines, for a failed test's message."""
         out = []
-        for name in ("slurmctld.log", "slurmd.log"):
-            path = self.state / "log" / name
-            if path.is_file():
-                out.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
+        for path in sorted((self.state / "log").glob("*.log")):
+            out.append(f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
         return "\n".join(out)
 
 
@@ -47,7 +48,7 @@ def missing() -> str | None:
         return (f"SLURM binaries missing: {', '.join(absent)} "
                 "(scripts/ci_system_packages.sh installs slurm-wlm and munge)")
     if os.geteuid() != 0:
-        return "the one-node SLURM test cluster needs root (slurmd starts jobs as their user)"
+        return "the SLURM test cluster needs root (slurmd starts jobs as their user)"
     try:
         import submitit  # noqa: F401
     except ImportError:
@@ -55,12 +56,15 @@ def missing() -> str | None:
     return None
 
 
-def start() -> SlurmCluster:
+NODES = ("n1", "n2")
+
+
+def start(nodes: int = len(NODES)) -> SlurmCluster:
     """Start a cluster in a fresh folder under the system temp dir (the munge
     user must be able to reach its socket there, so not under pytest's
     root-only tmp)."""
     state = Path(tempfile.mkdtemp(prefix="dtvg-slurm-"))
-    proc = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True,
+    proc = subprocess.run(["bash", str(SCRIPT), "start", str(state), str(nodes)], capture_output=True,
                           text=True, timeout=120)
     if proc.returncode != 0:
         stop(state)

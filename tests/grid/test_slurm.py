@@ -1,13 +1,21 @@
 """The slurm executor: its sbatch parameters and job arrays without a
-cluster, then on a real one-node SLURM cluster (tests/grid/slurm_cluster.py):
-`reproduce demo --executor slurm` gives the serial executor's report, stage 2
-waits for stage 1 (afterok, read back from `scontrol show job`), and a
-stage-2 run signalled through SLURM mid-run is requeued, resumes and ends
-bit for bit where an uninterrupted run ends.
+cluster, then on a real two-node SLURM cluster on this machine
+(tests/grid/slurm_cluster.py):
+
+- `reproduce demo` gives the same per-run results under the serial, local
+  and slurm executors, with no thread count pinned in the environment (each
+  executor leaves a different OMP_NUM_THREADS; the run pins its own);
+- stage 2 waits for stage 1 (afterok, read back from `scontrol show job`),
+  and a stage-2 run signalled through SLURM mid-run is requeued, resumes and
+  ends bit for bit where an uninterrupted run ends;
+- a run of 2 processes on 2 nodes (`--gpus-per-run 2 --slurm-gpus-per-node
+  1`: on this CPU-only cluster one process per node, over gloo), under DDP
+  and under ZeRO-3, equals the one-process run; writes every shared file
+  from node 0 only; is checkpointed, requeued and resumed bit for bit on
+  USR1; and ends within 60 s when one node's process dies, then resumes.
 
 Budgets are tiny (one seed, PT and DTVG, 4 steps). The cluster part is
-marked slow: 6 minutes on a 2-core machine shared with other work (load
-average 15), a fraction of that on an idle one."""
+marked slow."""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,6 +143,57 @@ def test_each_node_launches_with_its_machine_rank(monkeypatch) -> None:
     assert single == job.command
 
 
+def test_a_cpu_only_cluster_gets_processes_not_gpus() -> None:
+    """--gpus-per-run 2 --slurm-gpus-per-node 1 where no node has a GPU:
+    two nodes, no GPU asked for (sbatch would refuse it), and a launcher
+    dying on one node ends the whole job (srun --kill-on-bad-exit)."""
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    job = _job("pt/1", gpus=2)
+    params = submitit_parameters(job, SlurmOptions(gpus_per_node=1, cpu_only=True), "x")
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
+    assert "gpus_per_node" not in params
+    assert params["srun_args"] == ["--kill-on-bad-exit=1"]
+    params = submitit_parameters(job, SlurmOptions(gpus_per_node=1), "x")
+    assert params["gpus_per_node"] == 1 and params["nodes"] == 2
+    assert "srun_args" not in submitit_parameters(_job("pt/1", gpus=1), SlurmOptions(), "x")
+
+
+def test_preflight_runs_the_doctor_as_training_runs_and_fails_with_its_lines(
+        monkeypatch, tmp_path) -> None:
+    """--preflight: the doctor gets the same launch as the trainer (only the
+    module differs); its exit 2 fails the job with its one-line messages
+    (the doctor's CLI contract: exit 0 all pass, exit 2 one stderr line per
+    failing check), its exit 0 lets training start."""
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    from dtvg_dist.grid import slurm_job
+
+    node = slurm_job.Node(1, 2, "127.0.0.1", "77", 0)
+    job = _job("dtvg/1", gpus=2)
+    train, doctor = (slurm_job.node_command(job, node),
+                     slurm_job.node_command(job, node, module=slurm_job.DOCTOR_MODULE))
+    at = train.index("dtvg_dist.train")
+    assert doctor == [*train[:at], "dtvg_dist.doctor", *train[at + 1:]]
+    assert "--machine_rank" in doctor and doctor[doctor.index("--machine_rank") + 1] == "1"
+    failing = ("import sys; print('table'); "
+               "print('error: rank 1 (host n2): output_dir /x is not writable; fix it', file=sys.stderr); "
+               "print('error: rank 1 (host n2): bank incomplete; run stage 1', file=sys.stderr); "
+               "sys.exit(2)")
+    run = slurm_job.TrainerRun(job, str(tmp_path), preflight=True)
+    log = tmp_path / "run.node1.log"
+    monkeypatch.setattr(slurm_job, "node_command",
+                        lambda job, node, module=None: [sys.executable, "-c", failing])
+    with pytest.raises(RuntimeError) as err:
+        run._preflight(node, dict(os.environ), log)
+    text = str(err.value)
+    assert "preflight failed on node 1 (exit 2), not trained" in text
+    assert "output_dir /x is not writable" in text and "bank incomplete" in text
+    assert "table" in log.read_text() and "preflight exit 2" in log.read_text()
+    monkeypatch.setattr(slurm_job, "node_command",
+                        lambda job, node, module=None: [sys.executable, "-c", "print('all pass')"])
+    run._preflight(node, dict(os.environ), log)  # no error
+    assert log.read_text().rstrip().endswith("preflight exit 0")
+
+
 def test_arrays_group_by_what_they_wait_for() -> None:
     jobs = [_job("stage1/1", stage1=True), _job("stage1/2", stage1=True)]
     jobs += [_job(f"{m}/{s}", needs=(f"stage1/{s}",)) for s in (1, 2) for m in ("pt", "dtvg")]
@@ -150,9 +210,15 @@ def test_arrays_group_by_what_they_wait_for() -> None:
 
 
 # ---------------------------------------------------------- on the cluster
+def _plain_env(**extra: str) -> dict[str, str]:
+    """This environment without any thread count pinned: each executor must
+    give the run the same one by itself."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {**env, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **extra}
+
+
 def _env(cluster, **extra: str) -> dict[str, str]:
-    return {**cluster.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", **extra}
+    return {**_plain_env(), "SLURM_CONF": str(cluster.conf), **extra}
 
 
 def _reproduce(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -197,13 +263,17 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
 
 @pytest.fixture(scope="module")
 def demos(slurm_cluster, tmp_path_factory):
-    """The grid run by the serial executor and, at the same time, through
-    SLURM; `scontrol show job` of every SLURM job read while stage 2 still
-    waits. Returns (serial runs dir, (slurm runs dir, output, records, shown))."""
+    """The grid run by the serial executor, the local one and, at the same
+    time, through SLURM, none with a thread count in its environment;
+    `scontrol show job` of every SLURM job read while stage 2 still waits.
+    Returns (serial runs dir, (slurm runs dir, output, records, shown),
+    local runs dir)."""
     serial_root = tmp_path_factory.mktemp("serial")
     serial = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "serial"], serial_root,
-                        {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                         "HF_HUB_OFFLINE": "1"})
+                        _plain_env())
+    local_root = tmp_path_factory.mktemp("local")
+    local = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "local", "--max-parallel", "1"],
+                       local_root, _plain_env())
     root = tmp_path_factory.mktemp("slurm")
     runs = root / "runs"
     proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], root,
@@ -218,11 +288,12 @@ def demos(slurm_cluster, tmp_path_factory):
                                capture_output=True, text=True, timeout=300)
         out = _finish(proc, slurm_cluster)
         _finish(serial, slurm_cluster)
+        _finish(local, slurm_cluster)
     finally:
-        for p in (proc, serial):
+        for p in (proc, serial, local):
             if p.poll() is None:
                 p.kill()
-    return serial_root / "runs", (runs, out, records, shown, again)
+    return serial_root / "runs", (runs, out, records, shown, again), local_root / "runs"
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +338,28 @@ def test_demo_on_slurm_reports_what_serial_reports(serial_demo, slurm_demo) -> N
             mine = load_file(str(entry))
             assert all(torch.equal(mine[k], other[k]) for k in mine), entry.name
     assert "# follow: squeue -j" in out
+
+
+@pytest.mark.slow
+def test_every_executor_gives_the_same_runs_without_pinned_threads(demos) -> None:
+    """serial (no OMP_NUM_THREADS: torch's default, a thread per core),
+    local (OMP_NUM_THREADS=cores // 2) and slurm (OMP_NUM_THREADS from
+    --cpus-per-task 1) start the runs with other thread counts in their
+    environment; each run pins its own (distributed.threads, default 1), so
+    the numbers are the same."""
+    serial, (slurm, *_), local = demos
+    envs = {}
+    for root, executor in ((serial, "serial"), (local, "local"), (slurm, "slurm")):
+        for name in RUNS[1:]:
+            results = json.loads((root / "demo" / name / "results.json").read_text())
+            assert results["threads"] == 1, (executor, name, results["threads"])
+            envs[executor] = results["omp_num_threads_env"]
+            config = (root / "demo" / name / "config.yaml").read_text()
+            assert re.search(r"^  threads: 1$", config, re.MULTILINE), config
+        if root is not serial:
+            for name in STAGE2:
+                _same_run(serial / "demo" / name, root / "demo" / name)
+    assert envs == {"serial": None, "local": str(len(os.sched_getaffinity(0))), "slurm": "1"}
 
 
 @pytest.mark.slow
@@ -341,3 +434,194 @@ def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) 
         assert not (tmp_path / "runs" / "demo" / name / "run.log").exists()  # never started
     assert "injected fault at step 1" in (tmp_path / "runs" / "demo" / "stage1" / "1" /
                                           "run.log").read_text()
+
+
+# ------------------------------------------------------------ on two nodes
+TWO_NODES = ["--gpus-per-run", "2", "--slurm-gpus-per-node", "1"]
+RECORDS_FILE = "submitted.json"
+AUDIT = Path(__file__).resolve().parent / "write_audit"  # its sitecustomize logs every write
+
+
+def _zero3_launcher(folder: Path) -> str:
+    """The packaged 2-process CPU ZeRO-3 launch config with its DeepSpeed
+    JSON as an absolute path (the jobs run in the grid's folder)."""
+    configs = REPO / "dtvg_dist" / "launch_configs"
+    text = (configs / "cpu_zero3_2proc.yaml").read_text()
+    text = text.replace("launch_configs/ds_zero3_cpu.json", str(configs / "ds_zero3_cpu.json"))
+    path = folder / "zero3.yaml"
+    path.write_text(text)
+    return f"accelerate launch --config_file {path}"
+
+
+def _while_running(grids: dict[str, tuple[Path, subprocess.Popen]], cluster,
+                   names) -> dict[str, dict[str, str]]:
+    """`scontrol show job` of each job in `names` of each grid (its runs dir
+    and its reproduce), read while the job runs."""
+    shown: dict[str, dict[str, str]] = {mode: {} for mode in grids}
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        busy = False
+        for mode, (runs, proc) in grids.items():
+            if len(shown[mode]) == len(names) or proc.poll() is not None:
+                continue
+            busy = True
+            records = _records(runs) if (runs / ".slurm" / RECORDS_FILE).is_file() else {}
+            for name in names:
+                if name in records and name not in shown[mode]:
+                    text = _scontrol(records[name]["job_id"], cluster)
+                    if "JobState=RUNNING" in text:
+                        shown[mode][name] = text
+        if not busy:
+            return shown
+        time.sleep(0.5)
+    return shown
+
+
+@pytest.fixture(scope="module")
+def two_nodes(slurm_cluster, tmp_path_factory):
+    """The grid with 2 processes per run on 2 nodes, once under DDP and once
+    under ZeRO-3, both grids at once, every write logged (write_audit).
+    Returns {mode: (runs dir, output, `scontrol show job` of each run while
+    it ran, audit folder)}."""
+    out = {}
+    procs = {}
+    for mode in ("ddp", "zero3"):
+        root = tmp_path_factory.mktemp(f"two-{mode}")
+        audit = root / "audit"
+        audit.mkdir()
+        launcher = ["--launcher", _zero3_launcher(root)] if mode == "zero3" else []
+        env = _env(slurm_cluster, DTVG_WRITE_AUDIT=str(audit),
+                   PYTHONPATH=f"{AUDIT}{os.pathsep}{REPO}",
+                   DTVG_DATA_CACHE=str(root / "runs" / ".cache" / "tokenized"))  # built here
+        procs[mode] = (root, audit, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm",
+                                                "--slurm-wait", *TWO_NODES, *launcher], root, env))
+    try:
+        shown = _while_running({mode: (root / "runs", proc) for mode, (root, _, proc)
+                                in procs.items()}, slurm_cluster, RUNS)
+        for mode, (root, audit, proc) in procs.items():
+            out[mode] = (root / "runs", _finish(proc, slurm_cluster, timeout=900), shown[mode],
+                         audit)
+    finally:
+        for _, _, proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    return out
+
+
+def _close_tensors(a: Path, b: Path, atol: float) -> None:
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert set(ta) == set(tb), (a, b)
+    for key in ta:
+        assert torch.allclose(ta[key].double(), tb[key].double(), rtol=0, atol=atol), (a, key)
+
+
+@pytest.mark.slow
+def test_a_run_on_two_nodes_equals_one_process(two_nodes, serial_demo) -> None:
+    """DDP and ZeRO-3 over 2 nodes: one launcher per node with machine ranks
+    0 and 1, both nodes in `scontrol show job`, world size 2, and stage 1
+    (bank entries) and stage 2 (prompt within 1e-5, the same test metrics)
+    as one process has them."""
+    for mode, (runs, out, shown, _) in two_nodes.items():
+        assert "a run's GPUs are CPU processes over gloo" in out
+        for name in RUNS:
+            assert "NumNodes=2 " in shown[name] and "NodeList=n[1-2]" in shown[name], shown[name]
+            logs = [runs / "demo" / name / "run.log", runs / "demo" / name / "run.node1.log"]
+            for rank, log in enumerate(logs):
+                text = log.read_text()
+                assert f"node {rank}/2 (n{rank + 1})" in text and f"--machine_rank {rank} " in text
+                assert "--num_machines 2 " in text and "--num_processes 2 " in text
+        for name in STAGE2:
+            ours = json.loads((runs / "demo" / name / "results.json").read_text())
+            one = json.loads((serial_demo / "demo" / name / "results.json").read_text())
+            assert ours["world_size"] == 2 and one["world_size"] == 1
+            assert ours["zero_stage"] == (3 if mode == "zero3" else 0), ours["zero_stage"]
+            assert ours["test"] == one["test"], (mode, name)
+            _close_tensors(serial_demo / "demo" / name / "prompt.safetensors",
+                           runs / "demo" / name / "prompt.safetensors", 1e-5)
+        for entry in (serial_demo / "demo" / "bank" / "seed1").glob("*.safetensors"):
+            _close_tensors(entry, runs / "demo" / "bank" / "seed1" / entry.name, 1e-5)
+
+
+@pytest.mark.slow
+def test_shared_files_are_written_by_node_0_only(two_nodes) -> None:
+    """Both nodes see one folder (a cluster's shared home): every bank
+    entry, tokenized cache file and checkpoint is written by one process of
+    node 0, none by node 1."""
+    for mode, (runs, _, _, audit) in two_nodes.items():
+        events = [json.loads(line) for f in audit.glob("*.jsonl") for line in f.read_text().splitlines()]
+        kinds = {"bank": f"{runs}/demo/bank/", "tokenized": f"{runs}/.cache/tokenized/",
+                 "checkpoint": "/checkpoint"}
+        for kind, marker in kinds.items():
+            writes = [e for e in events if marker in e["path"] and e["path"].startswith(str(runs))]
+            assert writes, (mode, kind, "nothing written?")
+            writers = {(e["node"], e["rank"]) for e in writes}
+            assert writers <= {("0", "0"), ("0", None)}, (mode, kind, writers)
+            by_path: dict[str, set[int]] = {}
+            for e in writes:
+                by_path.setdefault(e["path"], set()).add(e["pid"])
+            assert all(len(pids) == 1 for pids in by_path.values()), (mode, kind, by_path)
+
+
+def _rerun_dtvg_on_two_nodes(two_nodes, tmp_path: Path, env: dict[str, str]):
+    """The DDP two-node grid copied with its DTVG run removed, that run
+    submitted again (in the background)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(two_nodes["ddp"][0] / "demo", runs / "demo", symlinks=True)
+    shutil.rmtree(runs / "demo" / "dtvg")
+    return runs, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait",
+                             *TWO_NODES], tmp_path, env)
+
+
+@pytest.mark.slow
+def test_two_node_run_requeued_on_usr1_resumes_exactly(slurm_cluster, two_nodes, tmp_path) -> None:
+    """`scancel --signal=USR1` at the start of step 3: both ranks stop, rank
+    0 checkpoints, the trainer exits 75, the job is requeued, resumes on both
+    nodes and ends bit for bit where the uninterrupted two-node run ends."""
+    marker = tmp_path / "paused"
+    env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
+               DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="120")
+    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, tmp_path, env)
+    _wait_for(marker.is_file, 300, "the run to reach step 3", proc)
+    job_id = _records(runs)["dtvg/1"]["job_id"]
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm_cluster.env(), check=True)
+    out = _finish(proc, slurm_cluster)
+    run = runs / "demo" / "dtvg" / "1"
+    log, log1 = (run / "run.log").read_text(), (run / "run.node1.log").read_text()
+    assert f"stopped by SIGUSR1 after step {PAUSE_STEP}" in log
+    assert "exitcode  : 75" in log  # the trainer's exit, as torchrun reports it
+    for rank, text in enumerate((log, log1)):
+        assert re.search(rf"node {rank}/2 \(n{rank + 1}\), restart 1 \(resume\) start: .*"
+                         rf"--machine_rank {rank} .* resume=true", text), text[-3000:]
+    assert f"at step {PAUSE_STEP} (stopped there by SIGUSR1)" in log
+    assert "Restarts=1" in _scontrol(job_id, slurm_cluster)
+    assert f"# {job_id} dtvg/1: COMPLETED" in out
+    _same_run(two_nodes["ddp"][0] / "demo" / "dtvg" / "1", run)
+
+
+@pytest.mark.slow
+def test_one_node_dying_ends_the_job_then_a_rerun_resumes(slurm_cluster, two_nodes,
+                                                          tmp_path) -> None:
+    """Rank 1 (node n2) killed at step 3 while rank 0 waits for it in a
+    collective: the job leaves the running state within 60 s (no hang), and
+    the same command again resumes from the last checkpoint to the
+    uninterrupted run's result."""
+    marker = tmp_path / "paused"
+    env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
+               DTVG_FAULT_RANK="1", DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="300")
+    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, tmp_path, env)
+    _wait_for(marker.is_file, 300, "rank 1 to reach step 3", proc)
+    pid = int(re.search(r"pid (\d+)", marker.read_text()).group(1))
+    job_id = _records(runs)["dtvg/1"]["job_id"]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    _wait_for(lambda: "JobState=RUNNING" not in _scontrol(job_id, slurm_cluster), 90,
+              "the job to end")
+    assert time.time() - killed < 60
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    again = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait",
+                        *TWO_NODES], tmp_path, _env(slurm_cluster))
+    _finish(again, slurm_cluster)
+    run = runs / "demo" / "dtvg" / "1"
+    assert re.search(r"resumed from \S+ at step 2", (run / "run.log").read_text())
+    _same_run(two_nodes["ddp"][0] / "demo" / "dtvg" / "1", run)
