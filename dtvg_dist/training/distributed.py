@@ -250,6 +250,14 @@ def all_reduce_sum(accelerator: Accelerator, value: torch.Tensor) -> torch.Tenso
     return value
 
 
+def all_reduce_max(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
+    if accelerator.num_processes == 1:
+        return value
+    value = value.clone()
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return value
+
+
 def _all_gather_tensor(accelerator: Accelerator, value: torch.Tensor) -> list[torch.Tensor]:
     if accelerator.num_processes == 1:
         return [value]
