@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from dtvg_dist.errors import RecipeError
+from dtvg_dist.training.tracking import local_mlflow_store
 
 log = logging.getLogger("dtvg_dist.training.distributed")
 
@@ -92,6 +93,7 @@ def build_accelerator(
                 backend="gloo" if on_cpu else None, timeout=datetime.timedelta(seconds=timeout_s)
             )
         )
+    local_mlflow_store(list(trackers), project_dir)
     accelerator = Accelerator(
         cpu=on_cpu and not use_deepspeed,
         kwargs_handlers=handlers,
