@@ -6,7 +6,7 @@ every row's recipe over the experiment's seeds, then the report.
         [--seeds 22,32] [--variants dtvg,pt] [--recipes A,B] [--runs-dir runs]
         [--launcher "accelerate launch --config_file X"] [--shared-bank]
         [--lr-search] [--std sample|population] [--no-stage1] [--dry-run]
-        [key=value ...]
+        [--gpu a100-80gb|h100-80gb|...] [--mfu 0.4] [key=value ...]
     python -m dtvg_dist.reproduce EXPERIMENT --status [same options]
     python -m dtvg_dist.reproduce demo [--seeds 22,32] [--variants pt,dtvg] [...]
     python -m dtvg_dist.reproduce table9 [--recipes t5-base-dtvg-rte] [--steps 20] [--rounds 3]
@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 
 from dtvg_dist import cli
-from dtvg_dist.costs import GIB
-from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs
+from dtvg_dist.costs import DEFAULT_MFU, GIB, GPU_PEAK_BF16, PlanError
+from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs, grid_cost
 from dtvg_dist.grid.executors import (
     FAILED,
     OK_STATES,
@@ -183,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--std", choices=("sample", "population"), default="sample",
                         help="± in the report: sample (n-1, default) or population (n) std")
     parser.add_argument("--no-stage1", action="store_true", help="skip the stage-1 recipes")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands and the grid's size and estimated GPU-hours, run nothing")
+    parser.add_argument("--gpu", default="a100-80gb", choices=list(GPU_PEAK_BF16),
+                        help="--dry-run: the card the GPU-hours are for (peak dense bf16 from its data sheet)")
+    parser.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                        help=f"--dry-run: model FLOP utilisation assumed (default {DEFAULT_MFU})")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG with the report")
     parser.add_argument("--steps", type=int, default=20, help="table9: timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="table9: interleaved rounds")
@@ -384,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         " --lr-search" if args.lr_search else "")
     if args.dry_run:
         print(f"# then: python -m dtvg_dist.report {exp.name} --runs-dir {runs_dir}{flags}")
+        try:
+            print("\n".join(grid_cost(jobs, args.gpu, args.mfu).lines(args.gpu, args.mfu)))
+        except (PlanError, RecipeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     print(f"# {summary(results)}", flush=True)
     if _submitted(results, f"python -m dtvg_dist.reproduce {exp.name} --runs-dir {runs_dir}"):
