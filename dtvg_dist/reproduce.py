@@ -60,7 +60,7 @@ from dtvg_dist.grid.status import render, status
 from dtvg_dist.orchestration.config import RecipeError, load_recipe
 from dtvg_dist.reporting.demo_report import DEMO, claims, collect, to_text, write_outputs
 from dtvg_dist.reporting.paper_results import EXPERIMENTS, TABLE9, VARIANTS
-from dtvg_dist.reporting.report import write_report
+from dtvg_dist.reporting.report import measured_speed, write_report
 
 TABLE9_RECIPE = "t5-base-dtvg-rte"  # appendix J: T5-base on RTE
 REPO = Path(__file__).resolve().parent.parent
@@ -240,6 +240,13 @@ def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds
         "ratio compares across machines. Its accuracy column (PT 74.1, DTVG 86.3) needs the "
         "full runs (table2's RTE row).",
     ]
+    finished = {m: measured_speed(runs_dir, recipe, m, EXPERIMENTS["table2"].seeds) for m in ("pt", "dtvg")}
+    result["finished_runs"] = finished
+    if all(finished[m]["samples_per_s"] for m in finished):
+        lines += ["", f"Measured during training by the finished runs of {recipe} under {runs_dir} "
+                  "(their results.json, median over seeds): " + ", ".join(
+                      f"{m.upper()} {finished[m]['samples_per_s']:.2f} samples/s, peak "
+                      f"{finished[m]['peak_memory_mb']} MiB ({finished[m]['runs']} runs)" for m in finished)]
     text = "\n".join(lines) + "\n"
     reports = runs_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)

@@ -625,3 +625,14 @@ def test_dry_run_uses_the_measured_speed_of_finished_runs(workdir, capsys) -> No
     examples = cfg.optim.batch_size * cfg.optim.grad_accum
     assert hours == pytest.approx(steps * examples / 40.0 / 3600, rel=1e-3, abs=0.05)
     assert any("2 of them timed by the measured samples_per_s of 1 finished runs" in line for line in lines)
+
+
+def test_measured_speed_is_the_median_over_finished_seeds(tmp_path) -> None:
+    from dtvg_dist.reporting.report import measured_speed
+
+    for seed, rate, peak in ((22, 10.0, 500.0), (32, 30.0, 700.0), (42, 20.0, 600.0)):
+        folder = run_dir(tmp_path, "t5-base-dtvg-rte", "pt", seed)
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"samples_per_s": rate, "peak_memory_mb": peak}))
+    got = measured_speed(tmp_path, "t5-base-dtvg-rte", "pt", (22, 32, 42, 52))
+    assert got == {"samples_per_s": 20.0, "tokens_per_s": None, "peak_memory_mb": 600.0, "runs": 3}
