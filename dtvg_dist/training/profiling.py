@@ -63,7 +63,7 @@ class StepProfiler:
         from torch.profiler import tensorboard_trace_handler
 
         tensorboard_trace_handler(str(self.dir), worker_name=self.name.replace("/", "_"))(prof)
-        sort_by = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
+        sort_by = "self_device_time_total" if self.cuda else "self_cpu_time_total"
         table = prof.key_averages().table(sort_by=sort_by, row_limit=TOP_OPERATORS)
         (self.dir / "top_operators.txt").write_text(table + "\n")
         log.info("%s: top operators by %s (trace in %s)\n%s", self.name, sort_by, self.dir, table)
