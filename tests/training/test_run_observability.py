@@ -123,3 +123,14 @@ def test_missing_mlflow_names_the_extra(monkeypatch):
     message = tracking.missing_tracker_package("mlflow")
     assert "pip install 'dtvg-dist[mlflow]'" in message and "logging.trackers" in message
     assert "\n" not in message
+
+
+def test_profiling_off_builds_no_profiler(tmp_path):
+    from dtvg_dist.training.profiling import NoProfiler, step_profiler
+
+    off = step_profiler(False, tmp_path, 100, "stage2/dtvg", main=True)
+    other_rank = step_profiler(True, tmp_path, 100, "stage2/dtvg", main=False)
+    assert isinstance(off, NoProfiler) and isinstance(other_rank, NoProfiler)
+    off.step()
+    off.close()
+    assert not (tmp_path / "profile").exists()
