@@ -484,3 +484,66 @@ def prompt_bytes(p: PromptState, mode: str, world: int) -> int:
     return t * 4 + t * 4 + t * 8 + bucket + p.buffers * 4
 
 
+
+
+# -------------------------------------------------------------------- FLOPs
+def forward_flops(shape: ModelShape, source: int, target: int) -> float:
+    """Matmul FLOPs of one example's forward pass: 2 per weight per token
+    through every linear layer and the output head, plus attention's scores
+    and weighted sums (4 x query positions x key positions x heads x head_dim
+    per layer). `source`: the causal sequence or the T5 encoder input, soft
+    prompt included; `target`: the T5 decoder positions (0 for causal)."""
+    d, hd = shape.hidden, shape.head_dim
+    inner = shape.heads * hd
+    n_ff = (3 if shape.gated else 2) * d * shape.intermediate
+    head = shape.vocab * d
+    if shape.family == "causal":
+        kv = shape.kv_heads * hd
+        per_layer = d * (inner + 2 * kv) + inner * d + n_ff
+        linear = source * (shape.layers * per_layer + head)
+        attention = shape.layers * 4 * source * source * inner
+        return 2.0 * linear + attention
+    encoder = source * shape.layers * (4 * d * inner + n_ff)
+    # decoder: self-attention and the cross-attention's q, o on the target;
+    # the cross-attention's k, v on the encoder output
+    decoder = shape.decoder_layers * (target * (6 * d * inner + n_ff) + source * 2 * d * inner)
+    attention = 4 * inner * (shape.layers * source * source
+                             + shape.decoder_layers * (target * target + target * source))
+    return 2.0 * (encoder + decoder + target * head) + attention
+
+
+def train_step_flops(shape: ModelShape, examples: int, source: int, target: int,
+                     checkpointing: bool = False) -> float:
+    """FLOPs of one optimizer step over `examples` (the global batch) with a
+    frozen backbone: the forward, and a backward of about the same size (the
+    gradients of the activations back to the soft prompt; no weight gradients,
+    so not the 2x of full fine-tuning); gradient checkpointing adds a second
+    forward. An estimate: elementwise work, norms and softmax are left out."""
+    passes = 3 if checkpointing else 2
+    return float(examples) * passes * forward_flops(shape, source, target)
+
+
+# Peak dense BF16 tensor FLOP/s (no 2:4 sparsity) of the cards `--gpu` names,
+# from the vendors' data sheets; MFU is the fraction of it a run achieves.
+GPU_PEAK_BF16: dict[str, tuple[float, str]] = {
+    # NVIDIA A100 datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf):
+    # BFLOAT16 Tensor Core 312 TFLOPS (624 with sparsity), 40 GB and 80 GB alike
+    "a100-40gb": (312e12, "NVIDIA A100 Tensor Core GPU datasheet: BF16 312 TFLOPS dense"),
+    "a100-80gb": (312e12, "NVIDIA A100 Tensor Core GPU datasheet: BF16 312 TFLOPS dense"),
+    # NVIDIA H100 datasheet: BF16 Tensor Core 1,979 TFLOPS (SXM) and 1,513 (PCIe)
+    # "shown with sparsity; specifications 1/2 lower without sparsity"
+    "h100-80gb": (989.5e12, "NVIDIA H100 Tensor Core GPU datasheet, SXM: BF16 1,979 TFLOPS with sparsity / 2"),
+    "h100-pcie": (756.5e12, "NVIDIA H100 Tensor Core GPU datasheet, PCIe: BF16 1,513 TFLOPS with sparsity / 2"),
+    # NVIDIA H200 datasheet lists the H100 SXM's BF16 1,979 TFLOPS with sparsity (unverified here)
+    "h200-141gb": (989.5e12, "NVIDIA H200 datasheet: BF16 1,979 TFLOPS with sparsity / 2 (unverified)"),
+}
+DEFAULT_MFU = 0.4
+
+
+def gpu_hours(flops: float, gpu: str, mfu: float = DEFAULT_MFU) -> float:
+    """GPU-hours `flops` take on `gpu` at model FLOP utilisation `mfu`."""
+    if gpu not in GPU_PEAK_BF16:
+        raise PlanError(f"--gpu {gpu!r} is not one of {', '.join(GPU_PEAK_BF16)}")
+    if not 0 < mfu <= 1:
+        raise PlanError(f"--mfu {mfu} must be in (0, 1]")
+    return flops / (GPU_PEAK_BF16[gpu][0] * mfu) / 3600.0

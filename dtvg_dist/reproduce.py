@@ -6,7 +6,7 @@ every row's recipe over the experiment's seeds, then the report.
         [--seeds 22,32] [--variants dtvg,pt] [--recipes A,B] [--runs-dir runs]
         [--launcher "accelerate launch --config_file X"] [--shared-bank]
         [--lr-search] [--std sample|population] [--no-stage1] [--dry-run]
-        [key=value ...]
+        [--gpu a100-80gb|h100-80gb|...] [--mfu 0.4] [key=value ...]
     python -m dtvg_dist.reproduce EXPERIMENT --status [same options]
     python -m dtvg_dist.reproduce demo [--seeds 22,32] [--variants pt,dtvg] [...]
     python -m dtvg_dist.reproduce table9 [--recipes t5-base-dtvg-rte] [--steps 20] [--rounds 3]
@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 
 from dtvg_dist import cli
-from dtvg_dist.costs import GIB
-from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs
+from dtvg_dist.costs import DEFAULT_MFU, GIB, GPU_PEAK_BF16, PlanError
+from dtvg_dist.grid.build import LaunchFor, demo_jobs, experiment_jobs, grid_cost
 from dtvg_dist.grid.executors import (
     FAILED,
     OK_STATES,
@@ -60,7 +60,7 @@ from dtvg_dist.grid.status import render, status
 from dtvg_dist.orchestration.config import RecipeError, launch_config_path, load_recipe
 from dtvg_dist.reporting.demo_report import DEMO, claims, collect, to_text, write_outputs
 from dtvg_dist.reporting.paper_results import EXPERIMENTS, TABLE9, VARIANTS
-from dtvg_dist.reporting.report import write_report
+from dtvg_dist.reporting.report import measured_speed, write_report
 
 TABLE9_RECIPE = "t5-base-dtvg-rte"  # appendix J: T5-base on RTE
 REPO = Path(__file__).resolve().parent.parent
@@ -183,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--std", choices=("sample", "population"), default="sample",
                         help="± in the report: sample (n-1, default) or population (n) std")
     parser.add_argument("--no-stage1", action="store_true", help="skip the stage-1 recipes")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands and the grid's size and estimated GPU-hours, run nothing")
+    parser.add_argument("--gpu", default="a100-80gb", choices=list(GPU_PEAK_BF16),
+                        help="--dry-run: the card the GPU-hours are for (peak dense bf16 from its data sheet)")
+    parser.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                        help=f"--dry-run: model FLOP utilisation assumed (default {DEFAULT_MFU})")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG with the report")
     parser.add_argument("--steps", type=int, default=20, help="table9: timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="table9: interleaved rounds")
@@ -235,6 +240,13 @@ def table9(recipe: str, overrides: list[str], runs_dir: Path, steps: int, rounds
         "ratio compares across machines. Its accuracy column (PT 74.1, DTVG 86.3) needs the "
         "full runs (table2's RTE row).",
     ]
+    finished = {m: measured_speed(runs_dir, recipe, m, EXPERIMENTS["table2"].seeds) for m in ("pt", "dtvg")}
+    result["finished_runs"] = finished
+    if all(finished[m]["samples_per_s"] for m in finished):
+        lines += ["", f"Measured during training by the finished runs of {recipe} under {runs_dir} "
+                  "(their results.json, median over seeds): " + ", ".join(
+                      f"{m.upper()} {finished[m]['samples_per_s']:.2f} samples/s, peak "
+                      f"{finished[m]['peak_memory_mb']} MiB ({finished[m]['runs']} runs)" for m in finished)]
     text = "\n".join(lines) + "\n"
     reports = runs_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -384,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         " --lr-search" if args.lr_search else "")
     if args.dry_run:
         print(f"# then: python -m dtvg_dist.report {exp.name} --runs-dir {runs_dir}{flags}")
+        try:
+            print("\n".join(grid_cost(jobs, args.gpu, args.mfu).lines(args.gpu, args.mfu)))
+        except (PlanError, RecipeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     print(f"# {summary(results)}", flush=True)
     if _submitted(results, f"python -m dtvg_dist.reproduce {exp.name} --runs-dir {runs_dir}"):

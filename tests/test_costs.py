@@ -211,3 +211,46 @@ def test_missing_config_names_the_key_and_the_download(tmp_path: Path, monkeypat
 def test_unknown_architecture_is_refused() -> None:
     with pytest.raises(PlanError, match="model_type='gpt2'"):
         ModelShape.from_config({"model_type": "gpt2"})
+
+
+# ------------------------------------------------------------------- FLOPs
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_forward_flops_equal_torch_flop_counter(family) -> None:
+    """costs.forward_flops against torch's own count of the matmuls of a
+    forward pass (eager attention, so the score and value products count)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from dtvg_dist.costs import ModelShape, forward_flops
+
+    if family == "llama":
+        config = dict(model_type="llama", vocab_size=96, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, tie_word_embeddings=False)
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), attn_implementation="eager")
+        inputs = {"input_ids": torch.zeros(1, 20, dtype=torch.long)}
+        source, target = 20, 0
+    else:
+        config = dict(model_type="t5", vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                      num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
+                      tie_word_embeddings=False)
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(**config))
+        inputs = {"input_ids": torch.zeros(1, 20, dtype=torch.long),
+                  "decoder_input_ids": torch.zeros(1, 5, dtype=torch.long)}
+        source, target = 20, 5
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    assert forward_flops(ModelShape.from_config(config), source, target) == counter.get_total_flops()
+
+
+def test_gpu_hours_and_the_cards() -> None:
+    from dtvg_dist.costs import GPU_PEAK_BF16, PlanError, gpu_hours, train_step_flops  # noqa: F401
+
+    assert GPU_PEAK_BF16["a100-80gb"][0] == 312e12  # dense: half the sparsity figure, 624
+    assert GPU_PEAK_BF16["h100-80gb"][0] == 1979e12 / 2
+    assert gpu_hours(312e12 * 0.5 * 3600, "a100-80gb", 0.5) == pytest.approx(1.0)
+    with pytest.raises(PlanError, match="--gpu 'v100'"):
+        gpu_hours(1.0, "v100")
+    with pytest.raises(PlanError, match="--mfu"):
+        gpu_hours(1.0, "a100-80gb", 0.0)

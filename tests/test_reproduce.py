@@ -594,3 +594,60 @@ def test_report_marks_quoted_method_numbers(tmp_path) -> None:
     assert "| DTVG ours | DTVG paper | Δ |" in md  # the authors' own numbers are not marked
     cb_line = next(line for line in md.splitlines() if line.startswith("| cb |"))
     assert "| 75.0 (1/1) | 78.6 |" in cb_line
+
+
+# ------------------------------------------------------------ dry-run cost
+def _grid_numbers(lines: list[str]) -> tuple[int, int, float, float]:
+    import re
+
+    grid = next(line for line in lines if line.startswith("# grid: "))
+    hours = next(line for line in lines if line.startswith("# estimated "))
+    runs, steps = re.match(r"# grid: (\d+) runs, ([\d,]+) optimizer steps, ([\d.e+]+) backbone", grid).groups()[:2]
+    tokens = float(re.search(r"steps, ([\d.e+]+) backbone", grid).group(1))
+    return int(runs), int(steps.replace(",", "")), tokens, float(re.search(r"estimated ([\d,.]+) GPU", hours)
+                                                                 .group(1).replace(",", ""))
+
+
+def test_dry_run_ends_with_the_grids_size_and_gpu_hours(workdir, capsys) -> None:
+    from dtvg_dist.costs import ModelShape, find_model_config, forward_flops
+    from dtvg_dist.orchestration.config import load_recipe
+
+    lines = _dry(capsys, "table2", "--seeds", "22,32", "--recipes", "t5-base-dtvg-rte", "--no-stage1",
+                 "--gpu", "h100-80gb", "--mfu", "0.5")
+    runs, steps, tokens, hours = _grid_numbers(lines)
+    cfg = load_recipe("t5-base-dtvg-rte")
+    task = get_task("rte")
+    examples = cfg.optim.batch_size * cfg.optim.grad_accum
+    source, target = cfg.prompt.length + task.max_source_length, task.max_target_length
+    assert (runs, steps) == (2, 2 * cfg.optim.max_steps)
+    assert tokens == pytest.approx(steps * examples * (source + target), rel=1e-3)
+    shape = ModelShape.from_config(find_model_config(cfg.backbone)[0])
+    # forward + the backward to the prompt (about one forward), H100 SXM dense bf16 at 50%
+    expected = steps * examples * 2 * forward_flops(shape, source, target) / (989.5e12 * 0.5) / 3600
+    assert hours == pytest.approx(expected, rel=1e-3, abs=0.05)
+    assert "h100-80gb" in lines[-1] and "MFU 50%" in lines[-1] and "datasheet" in lines[-1]
+
+
+def test_dry_run_uses_the_measured_speed_of_finished_runs(workdir, capsys) -> None:
+    from dtvg_dist.orchestration.config import load_recipe
+
+    done = run_dir(Path("runs"), "t5-base-dtvg-rte", "dtvg", 22)
+    done.mkdir(parents=True)
+    (done / "results.json").write_text(json.dumps({"task": "rte", "samples_per_s": 40.0}))
+    lines = _dry(capsys, "table2", "--seeds", "22,32", "--recipes", "t5-base-dtvg-rte", "--no-stage1")
+    runs, steps, _, hours = _grid_numbers(lines)
+    cfg = load_recipe("t5-base-dtvg-rte")
+    examples = cfg.optim.batch_size * cfg.optim.grad_accum
+    assert hours == pytest.approx(steps * examples / 40.0 / 3600, rel=1e-3, abs=0.05)
+    assert any("2 of them timed by the measured samples_per_s of 1 finished runs" in line for line in lines)
+
+
+def test_measured_speed_is_the_median_over_finished_seeds(tmp_path) -> None:
+    from dtvg_dist.reporting.report import measured_speed
+
+    for seed, rate, peak in ((22, 10.0, 500.0), (32, 30.0, 700.0), (42, 20.0, 600.0)):
+        folder = run_dir(tmp_path, "t5-base-dtvg-rte", "pt", seed)
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"samples_per_s": rate, "peak_memory_mb": peak}))
+    got = measured_speed(tmp_path, "t5-base-dtvg-rte", "pt", (22, 32, 42, 52))
+    assert got == {"samples_per_s": 20.0, "tokens_per_s": None, "peak_memory_mb": 600.0, "runs": 3}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -279,3 +279,117 @@ def demo_jobs(spec: DemoSpec, *, out: Path, seeds: tuple[int, ...], methods: tup
     link_stage1(jobs)
     check(jobs)
     return jobs
+
+
+# ------------------------------------------------------------ what it costs
+@dataclass
+class GridCost:
+    """A grid's size and estimated GPU-hours (`reproduce --dry-run`)."""
+
+    runs: int = 0  # trainer runs (a stage-1 job runs one per task)
+    steps: int = 0  # optimizer steps in total
+    tokens: float = 0.0  # backbone tokens at the tasks' maximum lengths (an upper bound)
+    flops: float = 0.0  # of the runs estimated from FLOPs
+    flop_hours: float = 0.0
+    measured_hours: float = 0.0  # runs timed by finished runs' samples_per_s
+    measured_runs: int = 0  # runs whose time comes from measured samples_per_s
+    measured_from: int = 0  # finished runs read
+    unknown: list[str] = field(default_factory=list)  # recipes without a model config
+
+    def lines(self, gpu: str, mfu: float) -> list[str]:
+        from dtvg_dist.costs import GPU_PEAK_BF16
+
+        peak, source = GPU_PEAK_BF16[gpu]
+        out = [f"# grid: {self.runs} runs, {self.steps:,} optimizer steps, {self.tokens:.3g} backbone "
+               "tokens (soft prompt included, at the tasks' maximum lengths: an upper bound)"]
+        estimated = self.runs - self.measured_runs
+        out.append(f"# estimated {self.flop_hours + self.measured_hours:,.1f} GPU-hours on {gpu}: "
+                   f"{estimated} runs from {self.flops:.3g} FLOPs (planner's FLOPs per step, frozen "
+                   f"backbone) at {peak / 1e12:g} TFLOP/s dense bf16 x MFU {mfu:.0%} ({source})")
+        if self.measured_runs:
+            out.append(f"# {self.measured_runs} of them timed by the measured samples_per_s of "
+                       f"{self.measured_from} finished runs of this grid (their results.json), "
+                       f"{self.measured_hours:,.1f} GPU-hours")
+        if self.unknown:
+            out.append(f"# no model config for {', '.join(sorted(set(self.unknown)))}: not in the FLOPs")
+        return out
+
+
+def _measured_rates(job: Job) -> dict[str, float]:
+    """task -> samples_per_s of this job's finished runs."""
+    import json
+
+    from dtvg_dist.store.run_files import RESULTS
+
+    dirs = ([(t, job.run_dir / "stage1" / t) for t in job.bank_tasks] if job.stage1
+            else [(None, job.run_dir)])
+    rates = {}
+    for task, folder in dirs:
+        try:
+            results = json.loads((folder / RESULTS).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(results.get("samples_per_s"), int | float) and results["samples_per_s"] > 0:
+            rates[task or str(results.get("task"))] = float(results["samples_per_s"])
+    return rates
+
+
+def grid_cost(jobs: list[Job], gpu: str, mfu: float) -> GridCost:
+    """Runs, steps, tokens and GPU-hours of `jobs`: from FLOPs per step
+    (costs.train_step_flops at the tasks' maximum lengths) at `mfu` of the
+    card's peak, or, for a recipe and task with finished runs in the grid,
+    from their median measured samples_per_s (x the run's GPUs)."""
+    import statistics
+
+    from dtvg_dist.costs import (
+        ModelShape,
+        PlanError,
+        find_model_config,
+        gpu_hours,
+        train_step_flops,
+    )
+    from dtvg_dist.tasks import get_task
+
+    cost = GridCost()
+    measured: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        for task, rate in _measured_rates(job).items():
+            measured.setdefault((job.recipe, task), []).append(rate)
+            cost.measured_from += 1
+    shapes: dict[str, ModelShape | None] = {}
+    for job in jobs:
+        cfg = load_recipe(job.recipe, [a for a in job.args if not a.startswith("recipe=")])
+        if job.recipe not in shapes:
+            try:
+                shapes[job.recipe] = ModelShape.from_config(find_model_config(cfg.backbone)[0])
+            except PlanError:
+                shapes[job.recipe] = None
+        shape = shapes[job.recipe]
+        examples = int(cfg.optim.batch_size) * int(cfg.optim.grad_accum)
+        if job.stage1:
+            units = [(t, int((cfg.stage1.source_max_steps if t in cfg.source_tasks else None)
+                             or cfg.stage1.max_steps or cfg.optim.max_steps)) for t in job.bank_tasks]
+        else:
+            units = [(str(cfg.target_task), int(cfg.optim.max_steps))]
+        prompt = get_method("pt" if job.stage1 else str(cfg.method)).prompt_tokens(cfg)
+        for task_name, steps in units:
+            task = get_task(task_name)
+            seq2seq = shape is not None and shape.family == "seq2seq"
+            source = prompt + task.max_source_length + (0 if seq2seq else task.max_target_length)
+            target = task.max_target_length if seq2seq else 0
+            cost.runs += 1
+            cost.steps += steps
+            cost.tokens += float(steps) * examples * (source + target)
+            rates = measured.get((job.recipe, task_name))
+            if rates:
+                seconds = steps * examples / statistics.median(rates)
+                cost.measured_hours += seconds / 3600 * max(job.gpus, 1)
+                cost.measured_runs += 1
+            elif shape is None:
+                cost.unknown.append(job.recipe)
+            else:
+                flops = steps * train_step_flops(shape, examples, source, target,
+                                                 bool(cfg.backbone.gradient_checkpointing))
+                cost.flops += flops
+                cost.flop_hours += gpu_hours(flops, gpu, mfu)
+    return cost

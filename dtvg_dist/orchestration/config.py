@@ -105,13 +105,18 @@ class EvalSettings:
     # Generation (GEM): "text" = the target text; "target" = its label ids
     # decoded (T5: truncated at 128 tokens), what the released code scores.
     nlg_references: str = "text"
+    # Stop after this many validations in a row without a better selection
+    # score (null: never; the paper's runs train to max_steps).
+    early_stopping_patience: int | None = None
 
 
 @dataclass
 class LoggingSettings:
     every_steps: int = 10
-    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow
     progress_bar: bool = True
+    # A torch.profiler trace of a few steps after warm-up into <output_dir>/profile/
+    profile: bool = False
     # Every logging.every_steps, the cosine of the mean-pooled prompt with each
     # source's stage-1 prompt (SPoT's measure) to metrics.jsonl rows with
     # split "source_similarity" (Figure 1, bottom).
@@ -378,7 +383,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("prompt.length", "prompt.init_top_k", "optim.max_steps", "optim.batch_size",
                 "optim.grad_accum", "eval.every_steps", "eval.batch_size", "logging.every_steps",
                 "stage1.max_steps", "stage1.source_max_steps", "distributed.timeout_s",
-                "eval.max_new_tokens"):
+                "eval.max_new_tokens", "eval.early_stopping_patience"):
         _positive(cfg, key)
     for key in ("optim.lr", "optim.source_lr", "stage1.lr", "optim.max_grad_norm", "optim.eps",
                 "optim.stage2_eps"):

@@ -87,6 +87,25 @@ def read_results(results_file: Path) -> dict[str, Any] | None:
         return None
 
 
+MEASURED_KEYS = ("samples_per_s", "tokens_per_s", "peak_memory_mb")
+
+
+def measured_speed(runs_dir: Path, recipe: str, variant: str, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """The median over finished seeds of the speed and memory each run's
+    results.json measured (training/step_metrics.run_summary), and how many runs had them."""
+    import statistics
+
+    values: dict[str, list[float]] = {key: [] for key in MEASURED_KEYS}
+    for seed in seeds:
+        results = read_results(run_dir(runs_dir, recipe, variant, seed) / RESULTS) or {}
+        for key in MEASURED_KEYS:
+            if isinstance(results.get(key), int | float) and not isinstance(results[key], bool):
+                values[key].append(float(results[key]))
+    out: dict[str, Any] = {k: statistics.median(v) if v else None for k, v in values.items()}
+    out["runs"] = len(values["samples_per_s"])
+    return out
+
+
 def read_score(results_file: Path, split: str, metric: str) -> float | None:
     """One metric of a finished run, or None (no file, no such metric, NaN)."""
     results = read_results(results_file)

@@ -57,6 +57,8 @@ class TrainingState:
     best_score: float | None = None
     best_step: int | None = None
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    # validations in a row without a better score (eval.early_stopping_patience)
+    evals_without_improvement: int = 0
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

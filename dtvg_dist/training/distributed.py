@@ -36,6 +36,7 @@ from torch import nn
 
 from dtvg_dist.errors import RecipeError
 from dtvg_dist.training.threads import reproducibility_facts
+from dtvg_dist.training.tracking import local_mlflow_store
 from dtvg_dist.utils import packaged_file
 
 log = logging.getLogger("dtvg_dist.training.distributed")
@@ -135,6 +136,7 @@ def build_accelerator(
                 backend="gloo" if on_cpu else None, timeout=datetime.timedelta(seconds=timeout_s)
             )
         )
+    local_mlflow_store(list(trackers), project_dir)
     accelerator = Accelerator(
         cpu=on_cpu and not use_deepspeed,
         kwargs_handlers=handlers,
@@ -289,6 +291,14 @@ def all_reduce_sum(accelerator: Accelerator, value: torch.Tensor) -> torch.Tenso
         return value
     value = value.clone()
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+    return value
+
+
+def all_reduce_max(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
+    if accelerator.num_processes == 1:
+        return value
+    value = value.clone()
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return value
 
 

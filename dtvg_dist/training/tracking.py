@@ -1,4 +1,4 @@
-"""Experiment trackers (TensorBoard, Weights & Biases) through accelerate.
+"""Experiment trackers (TensorBoard, Weights & Biases, mlflow) through accelerate.
 
 accelerate drops a tracker whose package is missing with only a warning, and
 TensorBoard refuses nested or None hyperparameters, so a user who asked for
@@ -7,7 +7,12 @@ is an error before anything loads, the recipe is flattened into values every
 tracker takes, and the trainer's rows become scalars under one tag scheme:
 ``<run name>/<key>`` (for example ``stage2/dtvg/loss``,
 ``stage2/dtvg/validation/accuracy``, ``stage2/dtvg/similarity/syn_same``).
-Importing this module imports no tracker.
+Importing this module imports no tracker. mlflow writes, unless
+MLFLOW_TRACKING_URI says otherwise, to a local SQLite store
+``<output_dir>/mlflow.db`` (offline; ``mlflow ui --backend-store-uri
+sqlite:///<that file>`` reads it; mlflow 3 refuses its old ``./mlruns`` file
+store unless MLFLOW_ALLOW_FILE_STORE=true), one mlflow run per training
+command, experiment = recipe.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 # Tracker name (accelerate's LoggerType) -> the packages accelerate can use for it.
@@ -25,7 +32,11 @@ from typing import Any
 TRACKER_PACKAGES: dict[str, tuple[str, ...]] = {
     "tensorboard": ("tensorboard", "tensorboardX"),
     "wandb": ("wandb",),
+    "mlflow": ("mlflow",),  # accelerate's MLflowTracker imports mlflow
 }
+# The optional extra of pyproject.toml that installs a tracker's package.
+TRACKER_EXTRAS = {"tensorboard": "tracking", "mlflow": "mlflow"}
+MLFLOW_DB = "mlflow.db"
 
 
 def missing_tracker_package(tracker: str) -> str | None:
@@ -35,7 +46,8 @@ def missing_tracker_package(tracker: str) -> str | None:
     packages = TRACKER_PACKAGES[tracker]
     if any(importlib.util.find_spec(name) is not None for name in packages):
         return None
-    hint = "pip install 'dtvg-dist[tracking]'" if tracker == "tensorboard" else f"pip install {packages[0]}"
+    extra = TRACKER_EXTRAS.get(tracker)
+    hint = f"pip install 'dtvg-dist[{extra}]'" if extra else f"pip install {packages[0]}"
     return (
         f"{tracker!r} needs the package {packages[0]}, which is not installed "
         f"({hint}, or remove it from logging.trackers)"
@@ -69,3 +81,20 @@ def scalars(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
         if math.isfinite(value):
             out[f"{prefix}/{key}"] = float(value)
     return out
+
+
+def local_mlflow_store(trackers: list[str], project_dir: str | Path) -> None:
+    """With mlflow among `trackers` and no MLFLOW_TRACKING_URI of the user's,
+    point mlflow at a SQLite file in the output dir (offline, no server).
+    A URI this function set for an earlier run of the process is replaced."""
+    global _SET_BY_US
+    current = os.environ.get("MLFLOW_TRACKING_URI")
+    if "mlflow" not in trackers or (current and current != _SET_BY_US):
+        return
+    store = Path(project_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    _SET_BY_US = f"sqlite:///{store / MLFLOW_DB}"
+    os.environ["MLFLOW_TRACKING_URI"] = _SET_BY_US
+
+
+_SET_BY_US: str | None = None

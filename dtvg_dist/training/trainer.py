@@ -11,6 +11,7 @@ on how the batch is split over ranks or micro-steps.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -42,9 +43,10 @@ from dtvg_dist.store.checkpoint import (
     save_checkpoint,
     stopped_by_signal,
 )
-from dtvg_dist.store.run_files import RunFiles
+from dtvg_dist.store.run_files import METRICS, RunFiles, atomic_write_text, read_jsonl
 from dtvg_dist.training import faults
 from dtvg_dist.training.distributed import (
+    all_reduce_max,
     all_reduce_sum,
     check_launch,
     checkpoint_optimizer,
@@ -58,8 +60,25 @@ from dtvg_dist.training.distributed import (
     run_facts,
     zero_stage,
 )
+from dtvg_dist.training.early_stopping import (
+    DIVERGED,
+    EARLY_STOPPING,
+    MAX_STEPS,
+    PREEMPTED,
+    STOPPED_FILE,
+    count_evaluation,
+    should_stop,
+)
 from dtvg_dist.training.evaluation import evaluate, reference_mode
+from dtvg_dist.training.profiling import step_profiler
 from dtvg_dist.training.signals import Preempted, stop_request
+from dtvg_dist.training.step_metrics import (
+    ThroughputWindow,
+    backbone_tokens,
+    grad_norm,
+    local_peak_memory_mb,
+    run_summary,
+)
 from dtvg_dist.training.tracking import scalars
 
 log = logging.getLogger("dtvg_dist.training.trainer")
@@ -195,6 +214,10 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
         self.synced_gpus = zero_stage(self.acc) == 3
         self.pad_id = padding_id(self.backbone.tokenizer)
+        self.prompt_length = int(getattr(self.prompt, "length", self.cfg.prompt.length))
+        self.seq2seq = self.backbone.family == "seq2seq"
+        self.last_samples = self.last_tokens = 0
+        self.last_grad_norm: torch.Tensor | float | None = None
 
     def _track(self, step: int, values: dict[str, Any]) -> None:
         """The numbers of `values` to the experiment trackers as `<run name>/<key>`
@@ -206,8 +229,11 @@ class Trainer:
         return [p for p in self.prompt.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------- steps
-    def train_step(self, step: int) -> float:
-        """One optimizer step (0-based `step`); returns the global mean loss."""
+    def train_step(self, step: int, measure: bool = False) -> float:
+        """One optimizer step (0-based `step`); returns the global mean loss.
+        Sets `last_samples` and `last_tokens` (the global batch's examples and
+        backbone tokens, counted on the host) and, with `measure`, `last_grad_norm`
+        (the trainable tensors' gradient norm before clipping; only then is it read)."""
         opt = self.cfg.optim
         n = len(self.spec.train)
         micro = [
@@ -215,6 +241,11 @@ class Trainer:
             for m in range(opt.grad_accum)
         ]
         total_tokens = sum(answer_tokens(self.spec.train[i]) for batch in micro for i in batch)
+        self.last_samples = sum(len(batch) for batch in micro)
+        self.last_tokens = sum(
+            backbone_tokens(self.spec.train[i], self.prompt_length, self.seq2seq)
+            for batch in micro for i in batch
+        )
         faults.before_step(step + 1, self.rank)
         loss_sum = torch.zeros((), device=self.acc.device)
         self.model.train()
@@ -240,12 +271,29 @@ class Trainer:
                 f"{self.spec.name}: loss is {loss} at step {step + 1}; stopped before the "
                 f"optimizer step. Last good checkpoint: {last or 'none written yet'}"
             )
-        if self.acc.sync_gradients and opt.max_grad_norm:
-            self.acc.clip_grad_norm_(self._trainable_params(), opt.max_grad_norm)
+        self.last_grad_norm = self._clip_and_measure(measure)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def _clip_and_measure(self, measure: bool) -> torch.Tensor | float | None:
+        """Clip to optim.max_grad_norm; with `measure`, the norm before clipping.
+        Under ZeRO-3 DeepSpeed clips inside its step (run by `backward`) and
+        keeps the global norm of all partitions, which accelerate returns as a
+        float (a host copy, so it is asked for on measured steps only)."""
+        max_norm = self.cfg.optim.max_grad_norm
+        if self.synced_gpus:
+            return self.acc.clip_grad_norm_(self._trainable_params(), max_norm or 0.0) if measure else None
+        if self.acc.sync_gradients and max_norm:
+            norm = self.acc.clip_grad_norm_(self._trainable_params(), max_norm)
+            return norm if measure else None
+        return grad_norm(self._trainable_params()) if measure else None
+
+    def _peak_memory_mb(self) -> float:
+        """The largest peak memory over ranks (a collective: every rank calls it)."""
+        local = torch.tensor(local_peak_memory_mb(self.acc.device), device=self.acc.device)
+        return round(float(all_reduce_max(self.acc, local)), 1)
 
     def _log_source_similarity(self, step: int) -> None:
         """SPoT's cosine of mean-pooled prompts between the current prompt and
@@ -271,9 +319,10 @@ class Trainer:
             return None
         return {"step": step, "mask": mask, "sims": self.prompt.last_sims}
 
-    def _flush_grouping(self, pending: list[dict[str, Any]]) -> None:
+    def _flush_grouping(self, pending: list[dict[str, Any]]) -> int | None:
+        """Write the pending grouping rows; returns the last one's group size."""
         if not pending:
-            return
+            return None
         names = self.prompt.source_names
         masks = torch.stack([p["mask"] for p in pending]).cpu().tolist()
         sims = torch.stack([p["sims"] for p in pending]).float().cpu().tolist()
@@ -290,12 +339,15 @@ class Trainer:
             sims = {f"similarity/{name}": sim for name, sim in row["sims"].items()}
             self._track(row["step"], {"group_size": len(row["group"]), **sims})
         pending.clear()
+        return len(rows[-1]["group"])
 
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, split: str) -> dict[str, Any]:
+    def _evaluate(self, split: str) -> tuple[dict[str, Any], dict[str, float]]:
+        """(the task's metrics, the evaluation's eval_time_s and eval_examples_per_s)."""
         features = self.spec.validation if split == "validation" else self.spec.test
         if not features:
-            return {}
+            return {}, {}
+        start = time.perf_counter()
         metrics, _ = evaluate(
             self.acc,
             self.acc.unwrap_model(self.model),
@@ -312,7 +364,8 @@ class Trainer:
                 self.spec.task, self.cfg.eval.qa_references, self.cfg.eval.nlg_references
             ),
         )
-        return metrics
+        seconds = max(time.perf_counter() - start, 1e-9)
+        return metrics, {"eval_time_s": round(seconds, 4), "eval_examples_per_s": len(features) / seconds}
 
     # --------------------------------------------------------------------- run
     def run(self) -> RunResult:
@@ -338,52 +391,102 @@ class Trainer:
             remove_checkpoints(self.spec.run_dir)
         self.acc.wait_for_everyone()
         start_time = time.time()
+        try:
+            state, best_state, stop_reason = self._loop(state, best_state)
+        except Preempted:
+            self._record_stop(PREEMPTED, state.step, 75)
+            raise
+        except TrainingDiverged:
+            self._record_stop(DIVERGED, state.step + 1, 3)
+            raise
+        result = self._finish(state, best_state, time.time() - start_time, stop_reason)
+        release(self.acc)  # a fresh engine for the next run of this process
+        return result
+
+    def _loop(
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None
+    ) -> tuple[TrainingState, dict[str, torch.Tensor] | None, str]:
+        """Optimizer steps until max_steps or early stopping; (state, best, stop_reason)."""
         pending: list[dict[str, Any]] = []
         every_eval, every_log = self.cfg.eval.every_steps, self.cfg.logging.every_steps
+        patience = self.cfg.eval.early_stopping_patience
         bar = tqdm(
             total=self.spec.max_steps, initial=state.step, desc=self.spec.name,
             disable=not (self.acc.is_main_process and self.cfg.logging.progress_bar),
         )
-        while state.step < self.spec.max_steps:
-            loss = self.train_step(state.step)
+        profiler = step_profiler(bool(self.cfg.logging.profile), self.spec.run_dir,
+                                 self.spec.max_steps, self.spec.name, self.acc.is_main_process)
+        window, rate = ThroughputWindow(), None
+        while state.step < self.spec.max_steps and not should_stop(state, patience):
+            logged = (state.step + 1) % every_log == 0 or state.step + 1 == self.spec.max_steps
+            loss = self.train_step(state.step, measure=logged)
             state.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            window.add(self.last_samples, self.last_tokens)
+            profiler.step()
             row = self._grouping_row(state.step)
             if row is not None:
                 pending.append(row)
             lrs = self.scheduler.get_last_lr()
-            self._track(state.step, {"loss": loss, **{
-                f"lr/{name}": lr for name, lr in zip(self.lr_names, lrs, strict=True)
-            }})
-            if state.step % every_log == 0 or state.step == self.spec.max_steps:
-                self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0]})
-                self._flush_grouping(pending)
+            step_lrs = {f"lr/{name}": lr for name, lr in zip(self.lr_names, lrs, strict=True)}
+            if logged:
+                group_size = self._flush_grouping(pending)
+                measured = {
+                    **window.close(),
+                    "peak_memory_mb": self._peak_memory_mb(),  # collective: every rank
+                    "grad_norm": None if self.last_grad_norm is None else float(self.last_grad_norm),
+                }
+                rate = measured["samples_per_s"]
+                if group_size is not None:
+                    measured["group_size"] = group_size
+                self._track(state.step, {"loss": loss, **step_lrs, **{
+                    k: v for k, v in measured.items() if k != "group_size"  # tracked per step
+                }})
+                self.files.log_metrics({"step": state.step, "loss": loss, "lr": lrs[0], **step_lrs,
+                                        **measured})
                 self._log_source_similarity(state.step)
             else:
+                self._track(state.step, {"loss": loss, **step_lrs})
                 self.files.log_metrics({"step": state.step, "loss": loss})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", **({"samples/s": f"{rate:.1f}"} if rate else {}))
             saved = state.step % every_eval == 0 or state.step == self.spec.max_steps
             if saved:
                 self._flush_grouping(pending)
+                paused = time.perf_counter()
                 best_state = self._eval_and_checkpoint(state, best_state)
+                window.start += time.perf_counter() - paused  # evaluation is not step time
             if self._stop_votes:
+                profiler.close()
                 self._stop_now(state, best_state, pending, saved)
+        profiler.close()
         bar.close()
         self._flush_grouping(pending)
-        result = self._finish(state, best_state, time.time() - start_time)
-        release(self.acc)  # a fresh engine for the next run of this process
-        return result
+        stop_reason = EARLY_STOPPING if should_stop(state, patience) else MAX_STEPS
+        if stop_reason == EARLY_STOPPING:
+            log.info("%s: early stopping after step %d: %d validations without a better score "
+                     "(eval.early_stopping_patience=%s)", self.spec.name, state.step,
+                     state.evals_without_improvement, patience)
+        return state, best_state, stop_reason
+
+    def _record_stop(self, reason: str, step: int, exit_code: int) -> None:
+        """A run that stops unfinished writes no results.json (its presence marks
+        a finished run for reproduce, report and status): `stopped.json` says why."""
+        if self.acc.is_main_process:
+            atomic_write_text(self.spec.run_dir / STOPPED_FILE, json.dumps(
+                {"stop_reason": reason, "step": step, "exit_code": exit_code}) + "\n")
 
     def _eval_and_checkpoint(
         self, state: TrainingState, best_state: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor] | None:
-        metrics = self._evaluate("validation")
+        metrics, timing = self._evaluate("validation")
         primary = self.spec.task.primary_metric
         score = self.spec.task.selection_score(metrics, self.cfg.data.select_by)  # data.select_by
-        self.files.log_metrics({"step": state.step, "split": "validation", **metrics})
-        self._track(state.step, {f"validation/{k}": v for k, v in metrics.items()})
+        self.files.log_metrics({"step": state.step, "split": "validation", **metrics, **timing})
+        self._track(state.step, {f"validation/{k}": v for k, v in {**metrics, **timing}.items()})
         trainable = full_trainable_state(self.acc, self.prompt)  # collectives: every rank
-        if best_state is None or self.spec.select_last or (score is not None and (state.best_score is None or score > state.best_score)):
+        improved = score is not None and (state.best_score is None or score > state.best_score)
+        count_evaluation(state, improved)
+        if best_state is None or self.spec.select_last or improved:
             state.best_score, state.best_step, state.best_metrics = score, state.step, metrics
             best_state = trainable
         self._save(state, best_state, trainable)
@@ -439,6 +542,13 @@ class Trainer:
         raise Preempted(f"{self.spec.name}: stopped by {why} after step {state.step}; checkpoint "
                         f"{where} written; run the same command again to resume")
 
+    def _speed_summary(self) -> dict[str, float | None]:
+        """Median samples_per_s / tokens_per_s and the peak memory of every
+        logged step of the run, those before a resume included (metrics.jsonl)."""
+        path = self.spec.run_dir / METRICS
+        rows = read_jsonl(path) if self.acc.is_main_process and path.is_file() else []
+        return run_summary(rows)
+
     def _check_bank(self, loaded: LoadedCheckpoint) -> None:
         """Refuse to resume on a bank entry that changed since the checkpoint."""
         for task, path in self.spec.bank_entries.items():
@@ -451,15 +561,16 @@ class Trainer:
                 )
 
     def _finish(
-        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float
+        self, state: TrainingState, best_state: dict[str, torch.Tensor] | None, wall: float,
+        stop_reason: str = MAX_STEPS,
     ) -> RunResult:
         assert best_state is not None
         load_trainable_state(self.acc, self.prompt, best_state)
         with gathered(list(self.prompt.parameters())):  # ZeRO-3: whole tensors, every rank
             saved = get_method(self.spec.method).saved_tensors(self.prompt)  # soft_prompt and more
-        test_metrics = self._evaluate("test")
-        self.files.log_metrics({"step": state.step, "split": "test", **test_metrics})
-        self._track(state.step, {f"test/{k}": v for k, v in test_metrics.items()})
+        test_metrics, timing = self._evaluate("test")
+        self.files.log_metrics({"step": state.step, "split": "test", **test_metrics, **timing})
+        self._track(state.step, {f"test/{k}": v for k, v in {**test_metrics, **timing}.items()})
         prompt_tensors = {**best_state, **saved}
         self.files.write_prompt(
             prompt_tensors,
@@ -474,7 +585,9 @@ class Trainer:
             "best_step": state.best_step,
             "test": test_metrics,
             "steps": state.step,
+            "stop_reason": stop_reason,
             "wall_time_s": round(wall, 3),
+            **self._speed_summary(),
             "attn_implementation": self.backbone.attn_implementation,
             "backbone": self.backbone.name,
             "dtype": str(self.backbone.dtype).replace("torch.", ""),
@@ -485,6 +598,8 @@ class Trainer:
             **self.spec.extra_results,
         }
         self.files.write_results(results)
+        if self.acc.is_main_process:
+            (self.spec.run_dir / STOPPED_FILE).unlink(missing_ok=True)
         return RunResult(
             best_score=state.best_score,
             best_step=state.best_step,

@@ -110,8 +110,14 @@ def losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in jsonl(run_dir / "metrics.jsonl") if "loss" in row]
 
 
+# how long an evaluation took differs between any two runs
+TIMING = ("eval_time_s", "eval_examples_per_s")
+
+
 def evals(run_dir: Path) -> list[dict]:
-    return [row for row in jsonl(run_dir / "metrics.jsonl") if "split" in row]
+    """The evaluation rows, without their timing."""
+    return [{k: v for k, v in row.items() if k not in TIMING}
+            for row in jsonl(run_dir / "metrics.jsonl") if "split" in row]
 
 
 def results(run_dir: Path) -> dict:

@@ -62,6 +62,12 @@ def assert_same_training(ref_dir: Path, run_dir: Path) -> None:
     ref_evals, got_evals = evals(ref_dir), evals(run_dir)
     assert [r["num_examples"] for r in got_evals] == [15] * len(ref_evals)
     assert got_evals == ref_evals
+    # The gradient norm before clipping is the whole gradient's (under ZeRO-3
+    # DeepSpeed's global norm over the partitions), as one process has it.
+    ref_norms = [r["grad_norm"] for r in jsonl(ref_dir / "metrics.jsonl") if "grad_norm" in r]
+    got_norms = [r["grad_norm"] for r in jsonl(run_dir / "metrics.jsonl") if "grad_norm" in r]
+    assert len(got_norms) == len(ref_norms) > 0
+    assert got_norms == pytest.approx(ref_norms, rel=1e-3, abs=1e-6)
 
 
 def assert_sharded(run_dir: Path, world: int, stage: int) -> dict:

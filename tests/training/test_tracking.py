@@ -85,8 +85,8 @@ def test_missing_tracker_package_is_an_error_before_loading(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "logging.trackers: 'tensorboard' needs the package tensorboard" in err
     assert "dtvg-dist[tracking]" in err
-    assert main(["recipe=tiny-t5", "logging.trackers=[mlflow]"]) == 2
-    assert "'mlflow' is not one of tensorboard, wandb" in capsys.readouterr().err
+    assert main(["recipe=tiny-t5", "logging.trackers=[comet]"]) == 2
+    assert "'comet' is not one of tensorboard, wandb, mlflow" in capsys.readouterr().err
 
 
 def test_flat_config_has_only_values_tensorboard_takes():
