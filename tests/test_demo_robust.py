@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from dtvg_dist import demo
+from dtvg_dist.reporting.demo_report import DEMO, SCENARIOS
+from dtvg_dist.tasks.synthetic import MIX_SOURCES, SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (22, 32)
@@ -70,33 +72,55 @@ def test_the_group_always_holds_an_agreeing_source(tables) -> None:
             assert groups and all({"syn_same", "syn_same_b"} & set(g) for g in groups), (name, seed, groups)
 
 
-def _table(pt: list[float], dtvg: list[float], groups: list[list[dict]]) -> dict:
+def _table(pt: list[float], dtvg: list[float], groups: list[list[dict]], spot: list[float] | None = None,
+           sources: tuple[str, ...] = SOURCES) -> dict:
     seeds = [1, 2]
-    sources = ["syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic"]
 
     def row(method: str, title: str, tests: list[float], extra: list[dict] | None = None) -> dict:
         return {"method": method, "title": title, "seeds": {
             str(s): {"test": t, **({"groups": extra[i], "steps_in_group": dict.fromkeys(sources, 0)}
                                    if extra else {})} for i, (s, t) in enumerate(zip(seeds, tests, strict=True))}}
 
-    return {"seeds": seeds, "rows": [row("pt", "PT", pt), row("all", "all", [50.0, 50.0]),
-                                     row("dtvg", "DTVG", dtvg, groups)]}
+    return {"seeds": seeds, "rows": [row("pt", "PT", pt), row("spot", "SPoT", spot or [50.0, 50.0]),
+                                     row("all", "all", [50.0, 50.0]), row("dtvg", "DTVG", dtvg, groups)]}
 
 
 def test_claims_are_checked_per_seed() -> None:
+    one = SCENARIOS["one-source"]
     good = [[{"first_step": 1, "last_step": 12, "group": ["syn_same", "syn_same_b"]}]] * 2
-    checked = demo.claims(_table([60.0, 70.0], [100.0, 100.0], good))
+    checked = demo.claims(_table([60.0, 70.0], [100.0, 100.0], good), one)
     assert [c["holds"] for c in checked] == [True, True, True]
     assert checked[0]["worst"] == 30.0 and checked[2]["worst"] == 0
     assert checked[1]["worst"] == 50.0 and "in the mean over seeds" in checked[1]["text"]
     # one seed below the margin fails the claim, though the mean gap is large
-    checked = demo.claims(_table([60.0, 95.0], [100.0, 100.0], good))
+    checked = demo.claims(_table([60.0, 95.0], [100.0, 100.0], good), one)
     assert checked[0]["holds"] is False and checked[0]["worst"] == 5.0
     assert "on every seed" in checked[0]["text"]
     # a conflicting source in the group, for steps 3-4 of one seed
     bad = [good[0], [{"first_step": 1, "last_step": 2, "group": ["syn_same"]},
                      {"first_step": 3, "last_step": 4, "group": ["syn_same", "syn_flip"]},
                      {"first_step": 5, "last_step": 12, "group": ["syn_same"]}]]
-    checked = demo.claims(_table([60.0, 70.0], [100.0, 100.0], bad))
+    checked = demo.claims(_table([60.0, 70.0], [100.0, 100.0], bad), one)
     assert checked[2]["holds"] is False and checked[2]["worst"] == 2
     assert "syn_flip, syn_flip_b" in checked[2]["text"]
+
+
+def test_the_two_sources_checks() -> None:
+    """The main scenario's checks: DTVG strictly above SPoT and above all
+    sources in the mean (a tie fails), 10 above PT on every seed, no
+    conflicting source, and both sources the target needs at every step."""
+    both = [[{"first_step": 1, "last_step": 12, "group": ["syn_same", "syn_topic"]}]] * 2
+    checked = demo.claims(_table([60.0, 70.0], [90.0, 90.0], both, spot=[80.0, 90.0], sources=MIX_SOURCES), DEMO)
+    assert [c["text"] for c in checked] == [
+        "DTVG is above SPoT in the mean over seeds", "DTVG is above all in the mean over seeds",
+        "DTVG is at least 10 points above PT on every seed",
+        "DTVG's group holds no conflicting source (syn_flip, syn_topic_flip) at any step on any seed",
+        "DTVG's group holds both sources the target needs (syn_same, syn_topic) at every step on every seed"]
+    assert [c["holds"] for c in checked] == [True, True, True, True, True] and checked[0]["worst"] == 5.0
+    tie = demo.claims(_table([60.0, 70.0], [90.0, 90.0], both, spot=[90.0, 90.0], sources=MIX_SOURCES), DEMO)
+    assert tie[0]["holds"] is False and tie[0]["worst"] == 0.0
+    # one source only at steps 1-3 of seed 2: 3 steps fail the last check
+    part = [both[0], [{"first_step": 1, "last_step": 3, "group": ["syn_topic", "syn_colour"]},
+                      {"first_step": 4, "last_step": 12, "group": ["syn_same", "syn_topic"]}]]
+    checked = demo.claims(_table([60.0, 70.0], [90.0, 90.0], part, sources=MIX_SOURCES), DEMO)
+    assert checked[4]["holds"] is False and checked[4]["worst"] == 3 and checked[3]["holds"] is True
