@@ -1,7 +1,7 @@
 """How far the demo's outcome moves under perturbations that stand in for
 another machine's rounding, and which stage of the pipeline amplifies them.
 
-    python bench/demo_perturb.py [--seeds 22,32,42,52,62] [--recipe demo|demo-immature]
+    python bench/demo_perturb.py [--scenario two-sources|one-source] [--seeds 22,32,42,52,62] [--recipe demo-immature]
         [--variants base,threads2,noise,float32] [--work runs/perturb] [--jobs 1] [--rerun] [key=value ...]
 
 Every variant runs the whole demo (`python -m dtvg_dist.demo`, its default
@@ -43,8 +43,8 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dtvg_dist.model.synthetic import INSTRUCTIONS  # noqa: E402
-from dtvg_dist.tasks.synthetic import SOURCES, SPECS, TARGET  # noqa: E402
+from dtvg_dist.orchestration.config import load_recipe  # noqa: E402
+from dtvg_dist.reporting.demo_report import DEFAULT_SCENARIO, SCENARIOS  # noqa: E402
 
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {  # name: (environment, overrides)
     "base": ({}, []),
@@ -56,8 +56,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {  # name: (environment,
     # torch's and MKL's AVX2 kernels on an AVX-512 CPU: an AVX2-only machine's rounding
     "avx2": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, []),
 }
-# a source conflicts with the target when its rule asks for the opposite instruction
-CONFLICTING = tuple(s for s in SOURCES if INSTRUCTIONS[SPECS[s][0]] == ("sentiment", -1.0))
+# the scenario's target, sources and conflicting sources (set by main from --scenario / --recipe)
+SCENARIO, TARGET, SOURCES, CONFLICTING = DEFAULT_SCENARIO, "", (), ()
 
 
 def run_variant(name: str, work: Path, seeds: str, recipe: str, overrides: list[str], rerun: bool) -> float:
@@ -75,6 +75,7 @@ def run_variant(name: str, work: Path, seeds: str, recipe: str, overrides: list[
     with open(folder / "demo.log", "w") as log:
         proc = subprocess.run(
             [sys.executable, "-m", "dtvg_dist.demo", "--seeds", seeds, "--out", "demo", "--recipe", recipe,
+             "--scenario", SCENARIO,
              "logging.progress_bar=false", *overrides, *variant_overrides],
             cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode:
@@ -169,13 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides for every variant's demo")
     parser.add_argument("--seeds", default="22,32,42,52,62")
-    parser.add_argument("--recipe", default="demo", help="the demo's recipe (demo-immature: the target TPV "
-                        "after 12 steps, as the demo had it before)")
+    parser.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=list(SCENARIOS))
+    parser.add_argument("--recipe", default=None, help="the demo's recipe (default: the scenario's; "
+                        "demo-immature with --scenario one-source: the target TPV after 12 steps, as the demo had it before)")
     parser.add_argument("--variants", default="base,threads2,noise,float32")
     parser.add_argument("--work", default="runs/perturb", help="one folder per variant below it")
     parser.add_argument("--jobs", type=int, default=1, help="variants run at once (each on its own threads)")
     parser.add_argument("--rerun", action="store_true", help="rerun variants whose demo.json exists")
     args = parser.parse_intermixed_args(argv)
+    global SCENARIO, TARGET, SOURCES, CONFLICTING
+    SCENARIO = args.scenario
+    args.recipe = args.recipe or SCENARIOS[args.scenario].recipe
+    cfg = load_recipe(args.recipe)
+    TARGET, SOURCES = str(cfg.target_task), tuple(cfg.source_tasks)
+    CONFLICTING = SCENARIOS[args.scenario].conflicting
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     for name in names:
         if name not in VARIANTS:

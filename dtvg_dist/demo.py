@@ -1,7 +1,11 @@
 """The offline demo: the paper's comparison on a synthetic suite, in minutes.
 
-    python -m dtvg_dist.demo [--seeds 22,32,42] [--methods pt,spot,all,dtvg]
-        [--out runs/demo] [--recipe demo] [key=value ...]
+    python -m dtvg_dist.demo [--scenario two-sources|one-source] [--seeds 22,32,42]
+        [--methods pt,spot,all,dtvg] [--out runs/demo] [--recipe demo] [key=value ...]
+
+Scenario `two-sources` (the default) puts the paper's Figure 1 claim to the
+test: a target that needs what two sources teach, one each, beside
+conflicting and unrelated sources. `one-source`: one source suffices.
 
 `python -m dtvg_dist.reproduce demo` run serially in this process. For
 every seed it trains the TPV bank (stage 1: every source and the
@@ -30,7 +34,14 @@ from dtvg_dist.grid.build import DEMO_RESERVED
 from dtvg_dist.grid.executors import SerialExecutor
 from dtvg_dist.grid.jobs import Job
 from dtvg_dist.orchestration.config import RecipeError, load_recipe
-from dtvg_dist.reporting.demo_report import DEMO, bank_dir, claims, run_dir
+from dtvg_dist.reporting.demo_report import (
+    DEFAULT_SCENARIO,
+    DEMO,
+    SCENARIOS,
+    bank_dir,
+    claims,
+    run_dir,
+)
 from dtvg_dist.reproduce import run_demo
 
 log = logging.getLogger("dtvg_dist.demo")
@@ -39,8 +50,8 @@ DEFAULT_SEEDS = DEMO.seeds
 METHODS = {m.key: (m.title, m.overrides) for m in DEMO.methods}
 RESERVED = DEMO_RESERVED
 CLAIMS = DEMO.claims  # the conclusion the demo checks on every run (claims(table))
-__all__ = ["CLAIMS", "DEFAULT_SEEDS", "METHODS", "RESERVED", "bank_dir", "claims", "in_process_runner", "main",
-           "run_dir"]
+__all__ = ["CLAIMS", "DEFAULT_SEEDS", "METHODS", "RESERVED", "SCENARIOS", "bank_dir", "claims", "in_process_runner",
+           "main", "run_dir"]
 
 
 def in_process_runner():
@@ -90,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         description="PT, SPoT, all sources merged and DTVG on the synthetic suite, over seeds.",
     )
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides for every run")
-    parser.add_argument("--recipe", default=DEMO.recipe, help="the stage-2 recipe (default: demo; "
-                        "stage 1 uses <recipe>-stage1 when it exists)")
+    parser.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=list(SCENARIOS),
+                        help="two-sources (default): the target needs what two sources teach; "
+                             "one-source: one source suffices")
+    parser.add_argument("--recipe", default=None, help="the stage-2 recipe (default: the scenario's, "
+                        "demo or demo-one-source; stage 1 uses <recipe>-stage1 when it exists)")
     parser.add_argument("--seeds", default=None,
                         help=f"comma-separated (default: {','.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
@@ -116,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     # does under every executor of reproduce.
     try:
         return run_demo(Path(args.out), seeds=seeds, methods=methods, overrides=list(args.overrides),
-                        executor=SerialExecutor(runner=in_process_runner()), recipe=args.recipe)
+                        executor=SerialExecutor(runner=in_process_runner()),
+                        recipe=args.recipe or SCENARIOS[args.scenario].recipe, spec=SCENARIOS[args.scenario])
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -58,7 +58,7 @@ from dtvg_dist.grid.executors import (
 from dtvg_dist.grid.jobs import Launch
 from dtvg_dist.grid.status import render, status
 from dtvg_dist.orchestration.config import RecipeError, launch_config_path, load_recipe
-from dtvg_dist.reporting.demo_report import DEMO, claims, collect, to_text, write_outputs
+from dtvg_dist.reporting.demo_report import DEMO, DemoSpec, claims, collect, to_text, write_outputs
 from dtvg_dist.reporting.paper_results import EXPERIMENTS, TABLE9, VARIANTS
 from dtvg_dist.reporting.report import measured_speed, write_report
 
@@ -276,11 +276,11 @@ def _submitted(results: dict[str, Result], argv_hint: str) -> bool:
 
 def run_demo(out: Path, *, seeds: tuple[int, ...], methods: tuple[str, ...], overrides: list[str],
              executor: Executor, recipe: str | None = None, dry_run: bool = False,
-             show_status: bool = False, launch: LaunchFor | None = None) -> int:
-    """The demo's grid on an executor, then its table and figures (the
-    runs' own files read back). Raises RecipeError for a bad recipe."""
+             show_status: bool = False, launch: LaunchFor | None = None, spec: DemoSpec = DEMO) -> int:
+    """The demo's grid (scenario `spec`) on an executor, then its table and
+    figures (the runs' own files read back). Raises RecipeError for a bad recipe."""
     kwargs = {"launch_for": launch} if launch is not None else {}
-    jobs = demo_jobs(DEMO, out=out, seeds=seeds, methods=methods, overrides=overrides,
+    jobs = demo_jobs(spec, out=out, seeds=seeds, methods=methods, overrides=overrides,
                      recipe=recipe, **kwargs)
     if show_status:
         print(render(status(jobs, executor.scheduler_states(jobs))))
@@ -296,8 +296,8 @@ def run_demo(out: Path, *, seeds: tuple[int, ...], methods: tuple[str, ...], ove
     code = _failed_code(results)
     if code:
         return code
-    table = collect(out, seeds, methods)
-    table["claims"] = claims(table)
+    table = collect(out, seeds, methods, spec)
+    table["claims"] = claims(table, spec)
     table["wall_time_s"] = round(time.time() - start, 1)
     table["executor"] = executor.name
     paths = write_outputs(out, table)

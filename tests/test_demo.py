@@ -16,8 +16,9 @@ import pytest
 from dtvg_dist import demo
 from dtvg_dist.grid.build import demo_jobs
 from dtvg_dist.orchestration.config import load_recipe
-from dtvg_dist.reporting.demo_report import DEMO
+from dtvg_dist.reporting.demo_report import DEMO, SCENARIOS
 from dtvg_dist.store.run_files import read_jsonl
+from dtvg_dist.tasks.synthetic import MIX_SOURCES, MIX_TARGET, SOURCES, TARGET
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2)
@@ -38,6 +39,7 @@ def demo_run(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_files_and_figures_exist(demo_run) -> None:
     out, _ = demo_run
     for name in ("demo.json", "demo.txt", "demo-grouping.json", "demo-banks.json"):
@@ -49,19 +51,20 @@ def test_files_and_figures_exist(demo_run) -> None:
         for method in demo.METHODS:
             assert (demo.run_dir(out, method, seed) / "results.json").is_file()
         bank = demo.bank_dir(out, seed)
-        assert sorted(p.stem for p in bank.glob("*.safetensors")) == sorted(
-            ["syn_target", "syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic"])
+        assert sorted(p.stem for p in bank.glob("*.safetensors")) == sorted([MIX_TARGET, *MIX_SOURCES])
 
 
+@pytest.mark.slow
 def test_table_is_what_the_runs_wrote(demo_run) -> None:
     out, stdout = demo_run
     table = json.loads((out / "demo.json").read_text())
-    assert table["seeds"] == list(SEEDS) and table["target"] == "syn_target"
+    assert table["seeds"] == list(SEEDS) and table["target"] == MIX_TARGET
+    assert table["scenario"] == "two-sources" and f"scenario two-sources: {DEMO.question}" in stdout.splitlines()
     assert [row["method"] for row in table["rows"]] == ["pt", "spot", "all", "dtvg", "attempt", "mpt", "dept",
                                                         "stage1_target"]
     stage1 = table["rows"][-1]  # the target's stage-1 run: the extra cost of SPoT, all and DTVG
     for seed in SEEDS:
-        results = json.loads((out / "stage1" / str(seed) / "stage1" / "syn_target" / "results.json").read_text())
+        results = json.loads((out / "stage1" / str(seed) / "stage1" / MIX_TARGET / "results.json").read_text())
         assert stage1["seeds"][str(seed)]["test"] == results["test"]["accuracy"] and results["steps"] == 4
     assert stage1["title"] == "PT, stage 1 (4 steps)"
     assert [c["text"] for c in table["claims"]] == [c["text"] for c in demo.claims(table)]
@@ -87,6 +90,7 @@ def test_table_is_what_the_runs_wrote(demo_run) -> None:
         assert line in stdout
 
 
+@pytest.mark.slow
 def test_groups_are_the_grouping_logs(demo_run) -> None:
     out, _ = demo_run
     table = json.loads((out / "demo.json").read_text())
@@ -133,6 +137,22 @@ def test_plan_runs_stage1_then_every_method_per_seed(tmp_path) -> None:
     assert dtvg.method == "dtvg" and dtvg.grouping.rule == "greedy" and dtvg.seed == 32
     assert dtvg.output_dir == str(tmp_path / "dtvg" / "32")
     assert len({(c.optim.max_steps, c.optim.lr, c.target_task) for c in by_method.values()}) == 1
+    assert dtvg.target_task == MIX_TARGET and list(dtvg.source_tasks) == list(MIX_SOURCES)
+
+
+def test_the_one_source_scenario_plans_its_own_recipes(tmp_path) -> None:
+    """--scenario one-source: the earlier design (the target's rule is one
+    source's), through its own recipes, with the same methods, seeds and budget."""
+    spec = SCENARIOS["one-source"]
+    planned = demo_jobs(spec, out=tmp_path, seeds=(22,), methods=tuple(demo.METHODS), overrides=[])
+    assert [job.recipe for job in planned] == ["demo-one-source-stage1", *["demo-one-source"] * 7]
+    one = load_recipe(planned[1].recipe, [a for a in planned[1].args if not a.startswith("recipe=")])
+    two = load_recipe("demo")
+    assert one.target_task == TARGET and list(one.source_tasks) == list(SOURCES)
+    assert (one.optim.max_steps, one.optim.lr, one.stage1.max_steps) == (
+        two.optim.max_steps, two.optim.lr, two.stage1.max_steps)
+    assert spec.methods == DEMO.methods and spec.seeds == DEMO.seeds
+    assert set(spec.conflicting) <= set(SOURCES) and set(DEMO.conflicting) | set(DEMO.together) <= set(MIX_SOURCES)
 
 
 def test_bad_arguments_are_refused(capsys, monkeypatch, tmp_path) -> None:

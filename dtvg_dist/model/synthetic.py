@@ -15,8 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dtvg_dist.tasks.synthetic import (
+    DOMAINS,
     LABEL_WORDS,
-    RULES,
+    RULE_SIGNS,
     SPECS,
     rule_rows,
     vocabulary,
@@ -38,68 +39,91 @@ def ensure_tokenizer(folder: Path) -> Path:
 # ---------------------------------------------------------------- backbone
 # A frozen random network gives a soft prompt almost nothing to steer, so the
 # demo's backbone is first taught the suite's rules (as a real LM is
-# pretrained before prompt tuning). A rule is asked for by a direction in
-# embedding space, added to a PREFIX_ROWS-row prefix that sits where the soft
-# prompt will: +v asks for the sentiment rule, -v for the flipped one, +u
-# (orthogonal to v) for topic. The prefix otherwise holds word embeddings at
-# a random scale plus noise, which carry no information, and the instruction
+# pretrained before prompt tuning). Each domain of key words (sentiment,
+# topic, colour) has a direction in embedding space, and an instruction is a
+# sum of them, added to a PREFIX_ROWS-row prefix that sits where the soft
+# prompt will: on a sentence whose key word is of domain D, +dir_D asks for
+# D's plain rule, -dir_D for its swapped answers, and no dir_D component for
+# nothing (the answer is a coin flip); the other domains' components, present
+# at random, must not change the answer. So +v asks for sentiment, -v for
+# flipped, +u (orthogonal to v) for topic, and v + u for the mixed rule of
+# the two-sources target. The prefix otherwise holds word embeddings at a
+# random scale plus noise, which carry no information, and the instruction
 # is spread over its rows with random weights, so what counts is the
-# instruction's sum over the rows: the mean row that Eq. 2 compares. With no
-# instruction (such as P_init) the answer is a coin flip. Prompt tuning thus
-# has to walk the prompt towards an instruction: tasks that share a rule walk
-# the same way (similar TPVs), the conflicting rule the opposite way
-# (negative similarity) and the unrelated one sideways. A prompt that holds
-# two instructions at once (a merge of conflicting TPVs) is outside what the
-# backbone was taught.
-INSTRUCTIONS = {"sentiment": ("sentiment", 1.0), "flipped": ("sentiment", -1.0), "topic": ("topic", 1.0)}
+# instruction's sum over the rows: the mean row that Eq. 2 compares. Prompt
+# tuning thus has to walk the prompt towards an instruction: tasks that share
+# a rule walk the same way (similar TPVs), the conflicting rule the opposite
+# way (negative similarity), another domain sideways; a target that needs two
+# domains needs both directions, which two sources teach one each, and
+# merging a source with its conflicting twin cancels the direction.
+INSTRUCTIONS = RULE_SIGNS  # rule -> {domain: +1 or -1}
 PREFIX_ROWS = 10  # the demo's prompt length
-STRENGTH = (6.0, 24.0)  # range of the instruction's norm in the mean prefix row
-NO_INSTRUCTION = 0.25  # share of pretraining examples with no instruction (random answer)
+STRENGTH = (6.0, 24.0)  # range of each domain component's norm in the mean prefix row
+NO_INSTRUCTION = 0.25  # share of pretraining examples with no component for the sentence's domain
+OTHER_COMPONENT = 0.15  # chance of each other domain's component being present (to be ignored)
 NOISE = 1.5  # largest std of the noise added to the prefix rows
 WORD_SCALE = 1.5  # the prefix's word rows are scaled by a random factor below this
-PRETRAINING_VERSION = 2  # bump when the pretraining below changes (names the cache)
+PRETRAINING_VERSION = 3  # bump when the pretraining below changes (names the cache)
+_PLAIN = {next(iter(signs)): rule for rule, signs in RULE_SIGNS.items()
+          if len(signs) == 1 and next(iter(signs.values())) > 0}  # domain -> its plain rule
 
 
 def instruction_directions(d: int, seed: int) -> dict[str, torch.Tensor]:
-    """Orthonormal directions (float32 [d]) for the two rule families."""
+    """Orthonormal directions (float32 [d]), one per domain."""
     gen = torch.Generator().manual_seed(seed + 7919)
-    q, _ = torch.linalg.qr(torch.randn(d, 2, generator=gen, dtype=torch.float64))
-    return {"sentiment": q[:, 0].float(), "topic": q[:, 1].float()}
+    q, _ = torch.linalg.qr(torch.randn(d, len(DOMAINS), generator=gen, dtype=torch.float64))
+    return {domain: q[:, i].float() for i, domain in enumerate(DOMAINS)}
 
 
-def _pretraining_rows(n: int, seed: int) -> list[tuple[str | None, str, str]]:
-    """(rule or None, input text, answer) for n pretraining examples; with no
-    rule the answer is a coin flip. The task name in front is random, so it
-    tells the backbone nothing."""
+def _pretraining_rows(n: int, seed: int) -> list[tuple[dict[str, int], str, str]]:
+    """(instruction {domain: sign}, input text, answer) for n pretraining
+    examples; with no component for the sentence's domain the answer is a
+    coin flip. The task name in front is random, so it tells the backbone nothing."""
     rng = random.Random(seed)
     names = list(SPECS)
     out = []
     for _ in range(n):
-        rule = rng.choice(RULES) if rng.random() >= NO_INSTRUCTION else None
-        row = rule_rows(rule or rng.choice(RULES), 1, rng.randrange(1 << 30))[0]
-        label = row["label"] if rule is not None else rng.randrange(2)
-        out.append((rule, f"{rng.choice(names)} sentence: {row['sentence']}", LABEL_WORDS[label]))
+        domain = rng.choice(list(DOMAINS))
+        signs = {}
+        for other in DOMAINS:
+            present = rng.random() >= NO_INSTRUCTION if other == domain else rng.random() < OTHER_COMPONENT
+            if present:
+                signs[other] = rng.choice((1, -1))
+        row = rule_rows(_PLAIN[domain], 1, rng.randrange(1 << 30))[0]
+        sign = signs.get(domain, 0)
+        label = row["label"] if sign > 0 else 1 - row["label"] if sign < 0 else rng.randrange(2)
+        out.append((signs, f"{rng.choice(names)} sentence: {row['sentence']}", LABEL_WORDS[label]))
+    return out
+
+
+def instruction_vector(signs: dict[str, int], dirs: dict[str, torch.Tensor],
+                       strengths: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over domains of sign * strength * direction ([d]; strength 1 by default)."""
+    out = torch.zeros_like(next(iter(dirs.values())))
+    for i, domain in enumerate(DOMAINS):
+        if domain in signs:
+            out = out + signs[domain] * (1.0 if strengths is None else strengths[i]) * dirs[domain]
     return out
 
 
 def _pretraining_prefix(
-    embed: torch.nn.Embedding, rules: list[str | None], dirs: dict[str, torch.Tensor], gen: torch.Generator
+    embed: torch.nn.Embedding, instructions: list[dict[str, int]], dirs: dict[str, torch.Tensor],
+    gen: torch.Generator
 ) -> torch.Tensor:
     """[B, PREFIX_ROWS, d] prefixes like a soft prompt: random word rows at a
     random scale plus random noise, which carry no information, plus the
-    instruction, spread over the rows with random weights so that only its
-    sum over rows (the mean row that Eq. 2 compares) matters."""
-    b, r, d = len(rules), PREFIX_ROWS, embed.weight.shape[1]
+    instruction (each component at its own random strength), spread over
+    the rows with random weights so that only its sum over rows (the mean
+    row that Eq. 2 compares) matters."""
+    b, r, d = len(instructions), PREFIX_ROWS, embed.weight.shape[1]
     ids = torch.randint(0, embed.weight.shape[0], (b, r), generator=gen)
     words = embed(ids) * torch.rand(b, 1, 1, generator=gen) * WORD_SCALE
     noise = torch.randn(b, r, d, generator=gen) * torch.rand(b, 1, 1, generator=gen) * NOISE
     weights = -torch.log(torch.rand(b, r, generator=gen))  # Dirichlet(1) after normalising
     weights = weights / weights.sum(dim=1, keepdim=True) * r
-    strength = torch.empty(b, 1).uniform_(*STRENGTH, generator=gen)
-    direction = torch.stack([
-        dirs[INSTRUCTIONS[rule][0]] * INSTRUCTIONS[rule][1] if rule else torch.zeros(d) for rule in rules
-    ])
-    return words + noise + (weights * strength)[..., None] * direction[:, None, :]
+    strengths = torch.empty(b, len(DOMAINS)).uniform_(*STRENGTH, generator=gen)
+    direction = torch.stack([instruction_vector(signs, dirs, strengths[i]) for i, signs in enumerate(instructions)])
+    return words + noise + weights[..., None] * direction[:, None, :]
 
 
 # Perturbations that stand in for another machine (bench/demo_perturb.py).
@@ -155,7 +179,7 @@ def perturb_weights(model: torch.nn.Module, relative: float, seed: int) -> None:
 
 
 def ensure_pretrained_backbone(
-    folder: Path, config: dict, steps: int = 600, batch_size: int = 32, seed: int = 0, lr: float = 2e-3
+    folder: Path, config: dict, steps: int = 1000, batch_size: int = 32, seed: int = 0, lr: float = 2e-3
 ) -> Path:
     """Build (once) a small seq2seq model from `config`, teach it the rules
     behind their instruction directions, and save it with its tokenizer as a

@@ -2,14 +2,21 @@
 recipes: nothing to download, and grouping has something to find.
 
 Every task asks a yes/no question about a short sentence holding one key
-word; the tasks differ only in their rule, so their prompts differ only in
-what they steer the backbone to decide:
-- `syn_target` (the target, few examples): "yes" iff the key word is positive;
-- `syn_same`, `syn_same_b`: the target's rule, on other sentences (share it);
-- `syn_flip`, `syn_flip_b`: "yes" iff the key word is negative (conflict
-  with the target);
-- `syn_topic`: "yes" iff the key word is an animal, on sentences about
-  animals and food (unrelated).
+word from one of three domains (sentiment words, animals and foods, colours
+and tools); a rule says, per domain it covers, which key words answer "yes".
+The tasks differ only in their rule, so their prompts differ only in what
+they steer the backbone to decide.
+
+Two scenarios (the demo's `--scenario`):
+- `two-sources` (the demo's main one, the paper's Figure 1 claim that the
+  best transfer comes from a group, neither one source nor all):
+  `syn_mix` (the target, few examples) mixes two domains, "yes" iff the key
+  word is positive or an animal. Each half is taught by one source:
+  `syn_same` (sentiment) and `syn_topic` (animal vs food). `syn_flip` and
+  `syn_topic_flip` answer the opposite on each half (conflict), `syn_colour`
+  asks about a third domain (unrelated).
+- `one-source`: `syn_target` (sentiment only); `syn_same`, `syn_same_b`
+  share its rule, `syn_flip`, `syn_flip_b` conflict, `syn_topic` is unrelated.
 """
 
 from __future__ import annotations
@@ -25,19 +32,36 @@ POSITIVE = ("good", "great", "fine", "nice", "happy", "lovely", "superb", "brigh
 NEGATIVE = ("bad", "awful", "poor", "sad", "ugly", "nasty", "grim", "dull")
 ANIMALS = ("cat", "dog", "horse", "bird", "fish", "mouse", "cow", "sheep")
 FOODS = ("bread", "rice", "soup", "cake", "apple", "cheese", "pasta", "salad")
+COLOURS = ("red", "blue", "green", "pink", "grey", "black", "white", "brown")
+TOOLS = ("hammer", "knife", "spoon", "rope", "brush", "nail", "axe", "broom")
 FILLER = ("the", "a", "it", "was", "and", "very", "so", "this", "that", "is", "day",
           "film", "meal", "place", "time", "we", "saw", "one", "really", "quite")
 LABEL_WORDS = ("yes", "no")  # every task: label 0 = "yes", 1 = "no"
 
-TARGET = "syn_target"
-SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic")
-RULES = ("sentiment", "flipped", "topic")
-# the key words a rule answers "yes" / "no" for
-KEY_WORDS = {
+# a domain's key words: (the "yes" words of its plain rule, the "no" words)
+DOMAINS = {
     "sentiment": (POSITIVE, NEGATIVE),
-    "flipped": (NEGATIVE, POSITIVE),
     "topic": (ANIMALS, FOODS),
+    "colour": (COLOURS, TOOLS),
 }
+# a rule: per domain it asks about, +1 (the plain rule) or -1 (answers swapped)
+RULE_SIGNS: dict[str, dict[str, int]] = {
+    "sentiment": {"sentiment": 1},
+    "flipped": {"sentiment": -1},
+    "topic": {"topic": 1},
+    "topic_flipped": {"topic": -1},
+    "colour": {"colour": 1},
+    "mixed": {"sentiment": 1, "topic": 1},
+}
+RULES = tuple(RULE_SIGNS)
+# the key words a single-domain rule answers "yes" / "no" for
+KEY_WORDS = {rule: DOMAINS[d] if sign > 0 else DOMAINS[d][::-1]
+             for rule, signs in RULE_SIGNS.items() if len(signs) == 1 for d, sign in signs.items()}
+
+TARGET = "syn_target"  # the one-source scenario's target
+SOURCES = ("syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic")
+MIX_TARGET = "syn_mix"  # the two-sources scenario's target
+MIX_SOURCES = ("syn_same", "syn_topic", "syn_flip", "syn_topic_flip", "syn_colour")
 
 
 def _sentence(rng: random.Random, key_word: str, n_filler: int) -> str:
@@ -47,11 +71,18 @@ def _sentence(rng: random.Random, key_word: str, n_filler: int) -> str:
 
 
 def rule_rows(rule: str, n: int, seed: int) -> list[dict]:
+    """n rows under `rule`; a rule over several domains draws each row's
+    domain uniformly (a single-domain rule draws no domain, so its rows are
+    the ones it always had)."""
     rng = random.Random(seed)
+    signs = RULE_SIGNS[rule]
+    domains = list(signs)
     rows = []
     for _ in range(n):
+        domain = domains[0] if len(domains) == 1 else rng.choice(domains)
         label = rng.randrange(2)
-        word = rng.choice(KEY_WORDS[rule][label])
+        words = DOMAINS[domain] if signs[domain] > 0 else DOMAINS[domain][::-1]
+        word = rng.choice(words[label])
         rows.append({"sentence": _sentence(rng, word, rng.randint(3, 7)), "label": label})
     return rows
 
@@ -72,6 +103,9 @@ SPECS = {
     "syn_flip": ("flipped", 512, 96, 400),
     "syn_flip_b": ("flipped", 512, 96, 600),
     "syn_topic": ("topic", 512, 96, 500),
+    MIX_TARGET: ("mixed", 48, 96, 700),
+    "syn_topic_flip": ("topic_flipped", 512, 96, 800),
+    "syn_colour": ("colour", 512, 96, 900),
 }
 
 
@@ -112,7 +146,8 @@ def register_synthetic_tasks() -> None:
 
 def vocabulary() -> list[str]:
     """Every text the suite can produce (prefixes, field names, words, labels)."""
-    texts = [*SPECS, "sentence :", *LABEL_WORDS, *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *FILLER]
+    texts = [*SPECS, "sentence :", *LABEL_WORDS, *POSITIVE, *NEGATIVE, *ANIMALS, *FOODS, *COLOURS,
+             *TOOLS, *FILLER]
     return [t for text in texts for t in text.split()]
 
 

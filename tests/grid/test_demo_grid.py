@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dtvg_dist.store.run_files import read_jsonl
+from dtvg_dist.tasks.synthetic import MIX_SOURCES, MIX_TARGET
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["backbone.name_or_path=null", "backbone.tokenizer=synthetic", "optim.max_steps=4",
@@ -26,7 +27,7 @@ TINY = ["backbone.name_or_path=null", "backbone.tokenizer=synthetic", "optim.max
         "logging.every_steps=1", "logging.progress_bar=false", "data.max_eval_examples=16"]
 GRID = ["demo", "--seeds", "1", "--variants", "pt,dtvg", *TINY]
 RUNS = ("pt/1", "dtvg/1")
-TASKS = ("syn_target", "syn_same", "syn_same_b", "syn_flip", "syn_flip_b", "syn_topic")
+TASKS = (MIX_TARGET, *MIX_SOURCES)  # the demo's main scenario (two-sources)
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def _table(stdout: str) -> list[str]:
     """The printed table: from its first line to the line before the run count."""
     lines = stdout.splitlines()
     first = next(i for i, line in enumerate(lines)
-                 if line.startswith("target syn_target: ") and "training rows" in line)
+                 if line.startswith(f"target {MIX_TARGET}: ") and "training rows" in line)
     last = next(i for i, line in enumerate(lines) if line.startswith("(") and " runs in " in line)
     return lines[first:last]
 

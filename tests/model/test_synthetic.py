@@ -10,18 +10,25 @@ import torch
 from dtvg_dist.model import synthetic as syn
 from dtvg_dist.tasks import synthetic as task_syn
 
+KEYS = {word: (domain, polarity) for domain, words in task_syn.DOMAINS.items()
+        for polarity, group in enumerate(words) for word in group}  # polarity 0: the plain rule's "yes"
+
 
 @pytest.mark.parametrize("name", list(task_syn.SPECS))
 def test_every_row_follows_its_task_rule(name: str) -> None:
     rule, n_train, n_val, _ = task_syn.SPECS[name]
     rows = task_syn.synthetic_tasks()[list(task_syn.SPECS).index(name)].builtin_rows()
     assert len(rows["train"]) == n_train and len(rows["validation"]) == n_val
-    yes, no = task_syn.KEY_WORDS[rule]
+    signs = task_syn.RULE_SIGNS[rule]
+    seen = set()
     for row in rows["train"] + rows["validation"]:
-        words = set(row["sentence"].split())
-        keys = words & set(task_syn.POSITIVE + task_syn.NEGATIVE + task_syn.ANIMALS + task_syn.FOODS)
+        keys = set(row["sentence"].split()) & set(KEYS)
         assert len(keys) == 1, row  # one key word per sentence, the rest filler
-        assert (keys <= set(yes)) == (row["label"] == 0) and (keys <= set(no)) == (row["label"] == 1)
+        domain, polarity = KEYS[keys.pop()]
+        assert domain in signs, row  # only the rule's domains
+        assert row["label"] == (polarity if signs[domain] > 0 else 1 - polarity), row
+        seen.add(domain)
+    assert seen == set(signs)  # a mixed rule's rows cover both of its domains
 
 
 def test_the_roles_of_the_sources() -> None:
@@ -35,32 +42,62 @@ def test_the_roles_of_the_sources() -> None:
     topic = set(task_syn.KEY_WORDS["topic"][0] + task_syn.KEY_WORDS["topic"][1])
     assert not topic & set(task_syn.POSITIVE + task_syn.NEGATIVE)
     assert task_syn.SPECS[task_syn.TARGET][1] < min(task_syn.SPECS[s][1] for s in task_syn.SOURCES)  # low-resource
+    # two-sources: the target's rule is the union of two sources' rules, each
+    # conflicting source is one of them swapped, the unrelated one another domain
+    mix = task_syn.RULE_SIGNS[rules[task_syn.MIX_TARGET]]
+    by_source = {s: task_syn.RULE_SIGNS[rules[s]] for s in task_syn.MIX_SOURCES}
+    assert by_source["syn_same"] | by_source["syn_topic"] == mix and len(mix) == 2
+    assert {k: -v for k, v in by_source["syn_flip"].items()} == by_source["syn_same"]
+    assert {k: -v for k, v in by_source["syn_topic_flip"].items()} == by_source["syn_topic"]
+    assert not set(by_source["syn_colour"]) & set(mix)
+    assert task_syn.SPECS[task_syn.MIX_TARGET][1] < min(task_syn.SPECS[s][1] for s in task_syn.MIX_SOURCES)
 
 
 def test_instruction_lives_in_the_mean_prefix_row(monkeypatch) -> None:
     """With the uninformative parts switched off, the mean row of every
-    prefix is exactly sign * strength * direction (float64 reference), while
-    single rows differ from it (the instruction is spread at random)."""
+    prefix is exactly the sum of sign * strength * direction over its
+    components (float64 reference), while single rows differ from it (the
+    instruction is spread at random)."""
     monkeypatch.setattr(syn, "WORD_SCALE", 0.0)
     monkeypatch.setattr(syn, "NOISE", 0.0)
     embed = torch.nn.Embedding(20, 16)
     dirs = syn.instruction_directions(16, seed=0)
     d64 = {k: v.double() for k, v in dirs.items()}
-    assert abs(float(d64["sentiment"] @ d64["topic"])) < 1e-6
-    assert all(abs(float(v.norm()) - 1.0) < 1e-6 for v in d64.values())
-    rules = ["sentiment", "flipped", "topic", None]
-    prefix = syn._pretraining_prefix(embed, rules, dirs, torch.Generator().manual_seed(3)).detach().double()
-    assert prefix.shape == (4, syn.PREFIX_ROWS, 16)
+    gram = torch.stack(list(d64.values())) @ torch.stack(list(d64.values())).T
+    torch.testing.assert_close(gram, torch.eye(len(d64), dtype=torch.float64), atol=1e-6, rtol=0)
+    instructions = [syn.INSTRUCTIONS[r] for r in ("sentiment", "flipped", "topic", "mixed")] + [{}]
+    prefix = syn._pretraining_prefix(embed, instructions, dirs, torch.Generator().manual_seed(3)).detach().double()
+    assert prefix.shape == (5, syn.PREFIX_ROWS, 16)
     mean = prefix.mean(dim=1)
-    for i, rule in enumerate(rules):
-        if rule is None:
+    for i, signs in enumerate(instructions):
+        if not signs:
             assert torch.count_nonzero(prefix[i]) == 0
             continue
-        family, sign = syn.INSTRUCTIONS[rule]
-        strength = float(mean[i] @ d64[family]) * sign
-        assert syn.STRENGTH[0] <= strength <= syn.STRENGTH[1]
-        torch.testing.assert_close(mean[i], sign * strength * d64[family], atol=1e-5, rtol=0)
-        assert float((prefix[i] @ d64[family]).std()) > 0.1  # rows differ
+        expected = torch.zeros(16, dtype=torch.float64)
+        for domain, sign in signs.items():
+            strength = float(mean[i] @ d64[domain]) * sign
+            assert syn.STRENGTH[0] <= strength <= syn.STRENGTH[1]
+            expected += sign * strength * d64[domain]
+            assert float((prefix[i] @ d64[domain]).std()) > 0.1  # rows differ
+        torch.testing.assert_close(mean[i], expected, atol=1e-5, rtol=0)
+
+
+def test_pretraining_answers_follow_the_sentence_domain_component() -> None:
+    """The answer is the key word's domain's rule, swapped for a negative
+    component, and a coin flip without one; the other domains' components
+    (present in some rows) do not enter it."""
+    rows = syn._pretraining_rows(3000, seed=5)
+    free, others = [], 0
+    for signs, text, answer in rows:
+        domain, polarity = KEYS[(set(text.split()) & set(KEYS)).pop()]
+        label = task_syn.LABEL_WORDS.index(answer)
+        others += bool(set(signs) - {domain})
+        if domain in signs:
+            assert label == (polarity if signs[domain] > 0 else 1 - polarity), (signs, text, answer)
+        else:
+            free.append(label == polarity)
+    assert 0.15 < len(free) / len(rows) < 0.35 and 0.4 < sum(free) / len(free) < 0.6  # coin flips
+    assert others > 0.1 * len(rows)
 
 
 def test_pretrained_backbone_is_built_once_and_loads(tmp_path) -> None:

@@ -20,7 +20,8 @@ from dtvg_dist.reporting.paper_results import (
 )
 from dtvg_dist.tasks import TASKS, get_task
 
-TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1", "demo-immature", "demo-immature-stage1"}  # offline recipes owned elsewhere
+TINY = {"tiny-t5", "tiny-llama", "demo", "demo-stage1", "demo-one-source", "demo-one-source-stage1", "demo-immature",
+        "demo-immature-stage1"}  # offline recipes owned elsewhere
 PAPER_RECIPES = [name for name in list_recipes() if name not in TINY]
 TARGETS = GLUE + SUPERGLUE + MRQA + OTHER  # Tables 2 and 7
 
