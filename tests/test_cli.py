@@ -24,7 +24,7 @@ from dtvg_dist.errors import (
     UserError,
 )
 
-COMMANDS = ("train", "demo", "reproduce", "report", "predict", "export", "plan", "data.__main__")
+COMMANDS = ("train", "demo", "reproduce", "report", "predict", "export", "plan", "dataset")
 # Exceptions that are not the user's to fix: they keep their own exit code or traceback.
 NOT_USER_ERRORS = {"TrainingDiverged", "Preempted", "InjectedFault"}
 

@@ -79,7 +79,11 @@ def test_runnable_commands_run(page: Path, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"  # `python` in the docs is this interpreter
     bin_dir.mkdir()
     for name in ("python", "python3"):
-        (bin_dir / name).symlink_to(sys.executable)
+        # A wrapper, not a symlink: a venv's interpreter started through a link
+        # outside the venv misses its pyvenv.cfg and so the venv's packages.
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        wrapper.chmod(0o755)
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
