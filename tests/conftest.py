@@ -163,7 +163,9 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # and these session fixtures train in subprocesses: both make a test slow
 # without a mark in its file. Any other unmarked test that starts a process
 # fails, naming the command, so the fast tier stays fast whoever adds a test.
-SUBPROCESS_FIXTURES = frozenset({"tiny_runs", "full_run", "t5_bank", "deepspeed_ops", "references"})
+SUBPROCESS_FIXTURES = frozenset({
+    "tiny_runs", "full_runs", "full_run", "t5_bank", "method_runs", "deepspeed_ops", "references",
+})
 
 _unmarked_popens: list[str] | None = None  # set while an unmarked test runs
 _real_popen_init = subprocess.Popen.__init__
