@@ -107,11 +107,12 @@ def test_stage2_from_bank_never_resamples_p_init(t5_bank, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted(t5_bank, tmp_path):
     bank = _copy_bank(t5_bank, tmp_path)
     common = ["recipe=tiny-t5", "stage=2", f"bank_dir={bank}", "optim.max_steps=9", "eval.every_steps=3"]
-    whole = tmp_path / "whole"
-    check_ok(run_cli(*common, f"output_dir={whole}"))
-    broken = tmp_path / "broken"
-    killed = run_cli(*common, f"output_dir={broken}",
-                     env={"DTVG_FAULT_STEP": "8", "DTVG_FAULT_KIND": "sigkill"})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    # the uninterrupted and the killed run side by side (independent folders)
+    whole_proc = start_cli(*common, f"output_dir={whole}")
+    killed = finish(start_cli(*common, f"output_dir={broken}",
+                              env={"DTVG_FAULT_STEP": "8", "DTVG_FAULT_KIND": "sigkill"}))
+    check_ok(finish(whole_proc))
     assert killed.returncode == -9
     assert not (broken / "results.json").exists()
     assert (broken / "checkpoint" / "state.json").is_file()
