@@ -172,6 +172,7 @@ def test_cli_json_and_equals_form(capsys: pytest.CaptureFixture) -> None:
     assert [m["key"] for m in data["modes"]] == ["ddp", "ddp8", "zero3"]
 
 
+@pytest.mark.slow
 def test_cli_module_prints_the_plan() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dtvg_dist.plan", "recipe=llama3-8b-cb", "--gpus", "8",
