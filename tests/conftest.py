@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # nothing lands in the checkout's runs/ and no run reuses another run's cache.
 import atexit  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 _CACHE = tempfile.mkdtemp(prefix="dtvg-test-cache-")
@@ -154,6 +155,69 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{output[-6000:]}"
     return {recipe: out for recipe, (out, _) in procs.items()}
+
+
+# ---- tiers: `-m "not slow"` is the inner loop ----------------------------------
+# The rule (docs/development.md): a test that starts a subprocess or trains more
+# than a few steps carries `slow`. Tests marked `distributed` launch processes,
+# and tests using these fixtures (directly or through another fixture) start
+# them: both are marked here. Any other unmarked test that starts a process
+# fails the fast tier (a run that deselects `slow`), naming the command, and
+# warns in a full run: the fast tier cannot grow slow unnoticed.
+SUBPROCESS_FIXTURES = frozenset({
+    "tiny_runs", "full_runs", "t5_bank", "method_runs",  # trainings in subprocesses
+    "deepspeed_ops", "references",  # tests/distributed: launches
+    "demo_run", "tables",  # tests/test_demo*.py: the demo command
+    "fake",  # tests/grid/test_executors.py: the script the executors start
+})
+
+_unmarked_popens: list[str] | None = None  # set while an unmarked test runs
+_real_popen_init = subprocess.Popen.__init__
+
+
+def _watched_popen_init(self, args, *rest, **kwargs) -> None:
+    if _unmarked_popens is not None:
+        _unmarked_popens.append(args if isinstance(args, str) else " ".join(map(str, args)))
+    _real_popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is None and (
+            item.get_closest_marker("distributed") is not None
+            or SUBPROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    global _unmarked_popens
+    _unmarked_popens = [] if item.get_closest_marker("slow") is None else None
+    try:
+        yield
+    finally:
+        _unmarked_popens = None
+
+
+def _fast_tier(config: pytest.Config) -> bool:
+    return "not slow" in " ".join((config.getoption("markexpr") or "").split())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.passed and _unmarked_popens:
+        message = (f"{item.nodeid} started a subprocess ({_unmarked_popens[0][:200]}) but is not "
+                   "marked @pytest.mark.slow (docs/development.md: tests that start a process are slow)")
+        if _fast_tier(item.config):
+            report.outcome, report.longrepr = "failed", message
+        else:
+            item.warn(pytest.PytestWarning(message))
 
 
 # ---- task/data fixtures: offline hub, a clean registry, the real tokenizers ----

@@ -230,6 +230,7 @@ def test_cli_json_and_equals_form(capsys: pytest.CaptureFixture) -> None:
     assert [m["key"] for m in data["modes"]] == ["ddp", "ddp8", "zero3"]
 
 
+@pytest.mark.slow
 def test_cli_module_prints_the_plan(tmp_path: Path) -> None:
     """From a folder outside the checkout: the launch config path is absolute and exists."""
     proc = subprocess.run(
@@ -261,3 +262,26 @@ def test_method_prompt_sizes_reach_memory_and_traffic(method: str) -> None:
     dtvg = make_plan("tiny-llama", gpus=world, gpu_memory_gib=10.0, overrides=["stage=2"])
     if method == "dept":
         assert p.mode("ddp").activations < dtvg.mode("ddp").activations  # 4 prompt rows, not 8
+
+
+# ==== suite: MPT's prompt sizes (formerly tests/test_mpt_plan.py) ====
+# The launch planner sizes MPT's prompt: target adaptation trains r*d + r + d
+# (77,668 for T5-base, r = 100), source training r*d + n(r + d) with the n
+# teacher prompts frozen; the DDP traffic follows the trainable count.
+def _mpt_plan(capsys, *args: str) -> dict:
+    assert plan.main(["recipe=t5-base-dtvg-rte", "method=mpt", "--gpus", "2", "--gpu-memory", "40",
+                      "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_planner_mpt_prompt_sizes(capsys):
+    target = _mpt_plan(capsys, "stage=2")
+    assert target["workload"]["prompt_trainable"] == 100 * 768 + 100 + 768
+    source = _mpt_plan(capsys, "stage=pre")
+    n = 6  # Table 2's sources
+    assert source["workload"]["prompt_trainable"] == 100 * 768 + n * (100 + 768)
+    assert source["workload"]["stage"] == "pre-stage (mpt)"
+    pt = _mpt_plan(capsys, "stage=2", "method=pt")
+    ddp = {p["workload"]["stage"]: next(m for m in p["modes"] if m["key"] == "ddp") for p in (target, pt)}
+    assert json.dumps(ddp["stage 2 (mpt)"]) != json.dumps(ddp["stage 2 (pt)"])
+# ==== end suite ====

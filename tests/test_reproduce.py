@@ -325,6 +325,7 @@ score = {"22": 80.0, "32": 90.0}[args["seed"]]
 """
 
 
+@pytest.mark.slow
 def test_run_then_report_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     """A fake trainer stands in for training: the grid runs, resumes, and reports."""
     monkeypatch.chdir(tmp_path)
@@ -422,6 +423,7 @@ def test_report_cli_writes_markdown_json_png(tmp_path, capsys) -> None:
     assert "n/a" not in paths["markdown"].read_text()  # no paper value is shown as "–"
 
 
+@pytest.mark.slow
 def test_variant_links_are_made_and_read_through(tmp_path, monkeypatch, capsys) -> None:
     """prefix-argmax on a paper recipe runs once (as dtvg); the report finds it
     under both columns through the link."""

@@ -5,11 +5,12 @@ errors a user sees."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import check_ok, jsonl, losses, prompt_tensors, results, run_cli
+from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 
 from dtvg_dist.store.bank import entry_path, load_bank, load_entry, save_entry
 from dtvg_dist.train import main
@@ -18,19 +19,34 @@ SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
 TARGET = "syn_target"
 
 
-@pytest.fixture(scope="session", params=["tiny-t5", "tiny-llama"])
-def full_run(request, tmp_path_factory):
-    """stage=all (stage 1 for five tasks, then DTVG) once per tiny recipe."""
-    out = tmp_path_factory.mktemp(request.param)
-    proc = check_ok(run_cli(f"recipe={request.param}", f"output_dir={out}", f"bank_dir={out / 'bank'}"))
+@pytest.fixture(scope="session")
+def full_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """stage=all (stage 1 for five tasks, then DTVG) of each tiny recipe, as a user
+    runs it (a subprocess), both side by side once per session."""
+    procs = {}
+    for recipe in ("tiny-t5", "tiny-llama"):
+        out = tmp_path_factory.mktemp(recipe)
+        procs[recipe] = (out, start_cli(f"recipe={recipe}", f"output_dir={out}", f"bank_dir={out / 'bank'}",
+                                        env={"OMP_NUM_THREADS": "1"}))  # one core each
+    return {recipe: (out, check_ok(finish(proc))) for recipe, (out, proc) in procs.items()}
+
+
+@pytest.fixture(params=["tiny-t5", "tiny-llama"])
+def full_run(request, full_runs):
+    out, proc = full_runs[request.param]
     return request.param, out, proc
 
 
 @pytest.fixture(scope="session")
-def t5_bank(tmp_path_factory):
-    out = tmp_path_factory.mktemp("t5bank")
-    check_ok(run_cli("recipe=tiny-t5", "stage=1", f"output_dir={out}", f"bank_dir={out / 'bank'}"))
-    return out / "bank"
+def t5_bank(full_runs):
+    """The bank stage 1 of the tiny-t5 full run wrote (stage 2 only reads it)."""
+    return full_runs["tiny-t5"][0] / "bank"
+
+
+def train(*args: str) -> int:
+    """The training command in this process: what a subprocess would add (a fresh
+    interpreter) is covered by the full runs, and costs seconds per run."""
+    return main([*args, "logging.progress_bar=false"])
 
 
 def _copy_bank(bank: Path, tmp_path: Path) -> Path:
@@ -83,19 +99,20 @@ def test_stage2_from_bank_never_resamples_p_init(t5_bank, tmp_path):
     bank = _copy_bank(t5_bank, tmp_path)
     before = load_entry(entry_path(bank, "syn_same")).p_init_sha256
     entry_path(bank, TARGET).unlink()
-    check_ok(run_cli("recipe=tiny-t5", "stage=1", "prompt.init_seed=99",
-                     f"output_dir={tmp_path / 'run'}", f"bank_dir={bank}"))
+    assert train("recipe=tiny-t5", "stage=1", "prompt.init_seed=99",
+                 f"output_dir={tmp_path / 'run'}", f"bank_dir={bank}") == 0
     assert load_entry(entry_path(bank, TARGET)).p_init_sha256 == before
 
 
 def test_resume_after_sigkill_matches_uninterrupted(t5_bank, tmp_path):
     bank = _copy_bank(t5_bank, tmp_path)
     common = ["recipe=tiny-t5", "stage=2", f"bank_dir={bank}", "optim.max_steps=9", "eval.every_steps=3"]
-    whole = tmp_path / "whole"
-    check_ok(run_cli(*common, f"output_dir={whole}"))
-    broken = tmp_path / "broken"
-    killed = run_cli(*common, f"output_dir={broken}",
-                     env={"DTVG_FAULT_STEP": "8", "DTVG_FAULT_KIND": "sigkill"})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    # the uninterrupted and the killed run side by side (independent folders)
+    whole_proc = start_cli(*common, f"output_dir={whole}")
+    killed = finish(start_cli(*common, f"output_dir={broken}",
+                              env={"DTVG_FAULT_STEP": "8", "DTVG_FAULT_KIND": "sigkill"}))
+    check_ok(finish(whole_proc))
     assert killed.returncode == -9
     assert not (broken / "results.json").exists()
     assert (broken / "checkpoint" / "state.json").is_file()
@@ -132,18 +149,18 @@ def test_spot_picks_the_planted_most_similar_source(t5_bank, tmp_path):
     save_entry(bank, "syn_topic", target.tpv * 1.5, planted.p_init, backbone=planted.backbone,
                init_seed=planted.init_seed, steps=planted.steps, best_score=planted.best_score)
     out = tmp_path / "spot"
-    check_ok(run_cli("recipe=tiny-t5", "stage=2", "method=spot", f"bank_dir={bank}",
-                     f"output_dir={out}", "optim.max_steps=2", "eval.every_steps=2"))
+    assert train("recipe=tiny-t5", "stage=2", "method=spot", f"bank_dir={bank}",
+                 f"output_dir={out}", "optim.max_steps=2", "eval.every_steps=2") == 0
     assert results(out)["spot_source"] == "syn_topic"
 
 
-def test_stage2_refuses_a_bank_of_another_backbone(t5_bank, tmp_path):
+def test_stage2_refuses_a_bank_of_another_backbone(t5_bank, tmp_path, capsys):
     bank = _copy_bank(t5_bank, tmp_path)
-    proc = run_cli("recipe=tiny-t5", "stage=2", "backbone.init_seed=1", f"bank_dir={bank}",
-                   f"output_dir={tmp_path / 'other'}")
-    assert proc.returncode == 2
-    assert "bank entry" in proc.stderr and "backbone is 'config:t5-" in proc.stderr
-    assert "but this run uses 'config:t5-" in proc.stderr
+    assert train("recipe=tiny-t5", "stage=2", "backbone.init_seed=1", f"bank_dir={bank}",
+                 f"output_dir={tmp_path / 'other'}") == 2
+    err = capsys.readouterr().err
+    assert "bank entry" in err and "backbone is 'config:t5-" in err
+    assert "but this run uses 'config:t5-" in err
 
 
 def test_unknown_key_names_the_closest(capsys):
@@ -162,12 +179,12 @@ def test_unknown_recipe_and_bad_value(capsys):
     assert "stage='3'" in capsys.readouterr().err
 
 
-def test_missing_local_data_file_is_named(tmp_path):
-    proc = run_cli("recipe=tiny-t5", "target_task=rte", "method=pt", "stage=1", "source_tasks=[]",
-                   f"data.local_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'o'}",
-                   f"bank_dir={tmp_path / 'b'}")
-    assert proc.returncode == 2
-    assert "rte" in proc.stderr and "nowhere" in proc.stderr
+def test_missing_local_data_file_is_named(tmp_path, capsys):
+    assert train("recipe=tiny-t5", "target_task=rte", "method=pt", "stage=1", "source_tasks=[]",
+                 f"data.local_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'o'}",
+                 f"bank_dir={tmp_path / 'b'}") == 2
+    err = capsys.readouterr().err
+    assert "rte" in err and "nowhere" in err
 
 
 def test_help_lists_recipes(capsys):
@@ -180,13 +197,14 @@ def test_help_lists_recipes(capsys):
 def test_rank_classification_scores_only_label_words(t5_bank, tmp_path):
     bank = _copy_bank(t5_bank, tmp_path)
     out = tmp_path / "rank"
-    check_ok(run_cli("recipe=tiny-t5", "stage=2", "method=pt", f"bank_dir={bank}", f"output_dir={out}",
-                     "optim.max_steps=2", "eval.every_steps=2", "eval.rank_classification=true"))
+    assert train("recipe=tiny-t5", "stage=2", "method=pt", f"bank_dir={bank}", f"output_dir={out}",
+                 "optim.max_steps=2", "eval.every_steps=2", "eval.rank_classification=true") == 0
     res = results(out)
     assert res["test"]["invalid"] == 0 and res["best_validation"]["invalid"] == 0
     assert res["test"]["num_examples"] == res["test_examples"] == 16
 
 
+@pytest.mark.slow
 def test_uncached_hub_backbone_offline_is_one_line_error(tmp_path) -> None:
     """The issue's reproduction: HF_HUB_OFFLINE=1 python -m dtvg_dist.train recipe=t5-base-dtvg-rte stage=2."""
     proc = run_cli("recipe=t5-base-dtvg-rte", "stage=2", f"output_dir={tmp_path / 'out'}",

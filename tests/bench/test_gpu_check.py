@@ -27,6 +27,7 @@ def gpu_check():
     return module
 
 
+@pytest.mark.slow
 def test_without_cuda_every_gpu_section_is_skipped_with_a_reason(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}

@@ -84,6 +84,7 @@ def test_compiles_fullgraph_and_matches_eager(rule):
     torch.testing.assert_close(got[2], want[2])
 
 
+@pytest.mark.slow
 def test_compiles_with_inductor_for_greedy():
     torch._dynamo.reset()
     case = _case(n=6, r=4, d=8, dtype=torch.float32)

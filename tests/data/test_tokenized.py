@@ -282,6 +282,7 @@ def test_a_bad_family_is_an_error_before_anything_is_built(tokenizers, tmp_path)
     assert folders(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_task_keys_are_the_same_in_another_process():
     """The key must not depend on the process (object addresses, hash seeds):
     else no run would ever find the cache another one built."""

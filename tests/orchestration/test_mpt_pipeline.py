@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import check_ok, jsonl, losses, prompt_tensors, results, run_cli
+from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 from omegaconf import OmegaConf
 from trained_prompts import run_config
 
@@ -21,6 +21,7 @@ from dtvg_dist.data import load_splits
 from dtvg_dist.predict import main as predict_main
 from dtvg_dist.store.bank import load_mpt_shared
 from dtvg_dist.tasks import get_task
+from dtvg_dist.train import main as train_main
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +84,16 @@ def test_target_reuses_the_entry_and_resumes_bit_exact(source_run, tmp_path):
     bank = tmp_path / "bank"
     shutil.copytree(source_run[0], bank)
     args = (*COMMON, "stage=2", f"bank_dir={bank}")
-    whole = tmp_path / "whole"
-    proc = check_ok(run_cli(*args, f"output_dir={whole}"))
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    # the uninterrupted and the killed run side by side (independent folders)
+    whole_proc = start_cli(*args, f"output_dir={whole}")
+    killed = finish(start_cli(*args, f"output_dir={broken}",
+                              env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigkill"}))
+    proc = check_ok(finish(whole_proc))
     assert "MPT: shared prompt from" in proc.stderr and not (whole / "mpt-source").exists()
     res = results(whole)
     assert res["method"] == "mpt" and res["trainable_parameters"] == 8 * 32 + 8 + 32
     assert res["mpt_shared"].endswith(".safetensors") and res["source_tasks"] == ["syn_same", "syn_flip"]
-    broken = tmp_path / "broken"
-    killed = run_cli(*args, f"output_dir={broken}", env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigkill"})
     assert killed.returncode == -9
     check_ok(run_cli(*args, f"output_dir={broken}", "resume=true"))
     a, b = prompt_tensors(whole), prompt_tensors(broken)
@@ -112,13 +115,15 @@ def test_target_reuses_the_entry_and_resumes_bit_exact(source_run, tmp_path):
     assert accuracy == pytest.approx(res["test"]["accuracy"])
 
 
-def test_corrupt_shared_entry_is_refused(source_run, tmp_path):
+def test_corrupt_shared_entry_is_refused(source_run, tmp_path, capsys):
     bank = tmp_path / "bank"
     shutil.copytree(source_run[0], bank)
     (path,) = list((bank / "mpt").glob("*.safetensors"))
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
-    proc = run_cli(*COMMON, "stage=2", f"bank_dir={bank}", f"output_dir={tmp_path / 'run'}")
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "does not match its stored sha256" in proc.stderr
+    # in this process: the refusal comes before any training, a subprocess adds nothing
+    code = train_main([*COMMON, "stage=2", f"bank_dir={bank}", f"output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    assert "does not match its stored sha256" in err

@@ -12,7 +12,7 @@ import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from dtvg_dist.report import main as report_main
-from dtvg_dist.reporting import figures
+from dtvg_dist.reporting import charts, figures
 from dtvg_dist.reporting.report import collect
 from dtvg_dist.store.bank import BankError, save_entry
 from dtvg_dist.store.run_files import RunFiles, read_jsonl
@@ -162,7 +162,7 @@ def test_table_report_bars_from_the_report_data(tmp_path) -> None:
         out.mkdir(parents=True)
         (out / "results.json").write_text(json.dumps({"test": {"accuracy": value}}))
     data = collect("table2", runs, seeds=(22, 32))
-    path = figures.table_bars(data, tmp_path / "table2.png")
+    path = charts.table_bars(data, tmp_path / "table2.png")
     assert is_png(path)
     cb = next(r for r in data["rows"] if r["task"] == "cb")["cells"]["dtvg"]
     assert cb["ours"]["mean"] == pytest.approx(91.0) and cb["ours"]["std"] == pytest.approx(2**0.5)

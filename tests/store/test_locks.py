@@ -18,6 +18,7 @@ from dtvg_dist.store.bank import entry_path, load_entry
 from dtvg_dist.store.locks import RunLocked, entry_lock, lock_holder, run_lock
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # every test holds a lock in another process
 
 HOLD = """
 import sys, time
