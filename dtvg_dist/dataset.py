@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,7 @@ def _recipe_plan(name: str, overrides: list[str], want_tokenizer: bool) -> Plan:
 
     from dtvg_dist.data import DataSettings
     from dtvg_dist.orchestration.config import load_recipe, recipe_tasks
-    from dtvg_dist.orchestration.pipeline import check_tasks
+    from dtvg_dist.orchestration.pipeline import check_tasks, recipe_tokenizer
 
     cfg = load_recipe(name, overrides)
     check_tasks(cfg)  # registers the synthetic suite when the recipe uses it
@@ -138,45 +137,9 @@ def _recipe_plan(name: str, overrides: list[str], want_tokenizer: bool) -> Plan:
         seed=int(cfg.seed),
     )
     if want_tokenizer:
-        plan.tokenizer, plan.family, note = _recipe_tokenizer(cfg)
+        plan.tokenizer, plan.family, note = recipe_tokenizer(cfg)
         plan.notes.append(note)
     return plan
-
-
-def _recipe_tokenizer(cfg: Any) -> tuple[Any, str, str]:
-    """The recipe's tokenizer and model family, resolved as a run resolves
-    them (`backbone_settings`, `load_config`, `load_tokenizer`) without
-    loading weights."""
-    from dtvg_dist.model.backbone import (
-        family_of,
-        load_config,
-        load_tokenizer,
-        resolve_pretrained,
-        validate_settings,
-    )
-    from dtvg_dist.orchestration.pipeline import (
-        SYNTHETIC_PRETRAINED,
-        SYNTHETIC_TOKENIZER,
-        backbone_settings,
-    )
-
-    synthetic = cfg.backbone.name_or_path == SYNTHETIC_PRETRAINED or cfg.backbone.tokenizer == SYNTHETIC_TOKENIZER
-    folder = Path(tempfile.gettempdir()) / "dtvg-dataset-check"
-    settings = backbone_settings(cfg, folder, weights=False)
-    validate_settings(settings)
-    where = resolve_pretrained(settings)
-    hf_config, _ = load_config(settings)
-    family = family_of(hf_config)
-    tokenizer = load_tokenizer(settings)
-    if synthetic:
-        return tokenizer, family, "backbone: synthetic (built at run time); tokenizer: the synthetic suite's"
-    if settings.config is not None:
-        config_note = "backbone.config (random weights)"
-    else:
-        config_note = f"{settings.name_or_path} from {where['config']}"
-    tok_src = settings.tokenizer or settings.name_or_path
-    note = f"backbone config: {config_note} ({family}); tokenizer: {tok_src} from {where.get('tokenizer', '?')}"
-    return tokenizer, family, note
 
 
 def _plan(req: Request) -> Plan:

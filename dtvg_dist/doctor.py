@@ -110,13 +110,10 @@ class NodeChecks:
 
     def resolve_backbone(self) -> dict[str, Any]:
         """Config and tokenizer (no weights); the attention implementation that would run."""
-        from omegaconf import OmegaConf
+        from dtvg_dist.orchestration.pipeline import recipe_tokenizer
 
-        from dtvg_dist.dataset import _recipe_tokenizer
-
-        node = OmegaConf.to_container(self.cfg.backbone, resolve=True)
         try:
-            self.tokenizer, self.family, self.note = _recipe_tokenizer(node)  # type: ignore[arg-type]
+            self.tokenizer, self.family, self.note = recipe_tokenizer(self.cfg)
             self.attention = _attention(self.cfg, self.family)
         except (UserError, OSError, ValueError) as err:
             self.backbone_error = str(err).splitlines()[0]
@@ -133,15 +130,16 @@ class NodeChecks:
         from omegaconf import OmegaConf
 
         from dtvg_dist.data import DataSettings
+        from dtvg_dist.data.module import TaskData
         from dtvg_dist.data.preflight import check_task
+        from dtvg_dist.orchestration.config import recipe_tasks
         from dtvg_dist.orchestration.pipeline import check_tasks
-        from dtvg_dist.tasks import get_task
 
         cfg = self.cfg
         check_tasks(cfg)
         settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
-        for name in dict.fromkeys([*cfg.stage1.tasks, *cfg.source_tasks, cfg.target_task]):
-            report = check_task(get_task(name), settings, None, self.family, 64, int(cfg.seed))
+        for name in recipe_tasks(cfg):
+            report = check_task(TaskData(name, settings, None, self.family, int(cfg.seed)), 64)
             if not report.ok:
                 return self._fail("data", report.error,
                                   "python -m dtvg_dist.dataset check recipe=... on this node says more")

@@ -157,6 +157,38 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {recipe: out for recipe, (out, _) in procs.items()}
 
 
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M as a local float32 checkpoint folder (tests/real_model.py)."""
+    from real_model import INSTALL, gguf_folder, write_checkpoint
+
+    folder = gguf_folder()
+    if folder is None:
+        pytest.skip(f"SmolLM2-135M is not installed: {INSTALL}")
+    return write_checkpoint(folder, tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """output_dir of a finished `stage=all` DTVG run on SmolLM2 (two sources,
+    12 steps per stage, every step logged)."""
+    import subprocess
+    import sys
+
+    from cli_runs import REPO
+    from real_model import RECIPE_ARGS
+
+    out = tmp_path_factory.mktemp("run-smollm2")
+    cmd = [sys.executable, "-m", "dtvg_dist.train", *RECIPE_ARGS, f"backbone.name_or_path={smollm2}",
+           f"output_dir={out}", f"bank_dir={out / 'bank'}", "stage=all", "method=dtvg",
+           "stage1.max_steps=12", "optim.max_steps=12", "optim.warmup_steps=0",
+           "eval.every_steps=12", "logging.every_steps=1", "logging.progress_bar=false"]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return out
+
+
 # ---- tiers: `-m "not slow"` is the inner loop ----------------------------------
 # The rule (docs/development.md): a test that starts a subprocess or trains more
 # than a few steps carries `slow`. Tests marked `distributed` launch processes,
@@ -169,15 +201,22 @@ SUBPROCESS_FIXTURES = frozenset({
     "deepspeed_ops", "references",  # tests/distributed: launches
     "demo_run", "tables",  # tests/test_demo*.py: the demo command
     "fake",  # tests/grid/test_executors.py: the script the executors start
+    "smollm2", "smollm2_run",  # a real 135M model: converted once, trained in a subprocess
 })
 
 _unmarked_popens: list[str] | None = None  # set while an unmarked test runs
 _real_popen_init = subprocess.Popen.__init__
 
 
+# One-time probes of libraries at their first import, whichever test that is
+# (`platform.processor()` runs `uname -p` when DeepSpeed's CPU accelerator loads).
+_LIBRARY_PROBES = ("uname ",)
+
+
 def _watched_popen_init(self, args, *rest, **kwargs) -> None:
-    if _unmarked_popens is not None:
-        _unmarked_popens.append(args if isinstance(args, str) else " ".join(map(str, args)))
+    command = args if isinstance(args, str) else " ".join(map(str, args))
+    if _unmarked_popens is not None and not command.startswith(_LIBRARY_PROBES):
+        _unmarked_popens.append(command)
     _real_popen_init(self, args, *rest, **kwargs)
 
 

@@ -96,6 +96,39 @@ def backbone_settings(cfg: DictConfig, out: Path, weights: bool = True) -> Backb
     return settings
 
 
+
+def recipe_tokenizer(cfg: Any) -> tuple[Any, str, str]:
+    """The recipe's tokenizer and model family, resolved as a run resolves
+    them (`backbone_settings`, `load_config`, `load_tokenizer`) without
+    loading weights."""
+    import tempfile
+
+    from dtvg_dist.model.backbone import (
+        family_of,
+        load_config,
+        load_tokenizer,
+        resolve_pretrained,
+        validate_settings,
+    )
+    synthetic = (cfg.backbone.name_or_path == SYNTHETIC_PRETRAINED
+                 or cfg.backbone.tokenizer == SYNTHETIC_TOKENIZER)
+    folder = Path(tempfile.gettempdir()) / "dtvg-dataset-check"
+    settings = backbone_settings(cfg, folder, weights=False)
+    validate_settings(settings)
+    where = resolve_pretrained(settings)
+    hf_config, _ = load_config(settings)
+    family = family_of(hf_config)
+    tokenizer = load_tokenizer(settings)
+    if synthetic:
+        return tokenizer, family, "backbone: synthetic (built at run time); tokenizer: the synthetic suite's"
+    if settings.config is not None:
+        config_note = "backbone.config (random weights)"
+    else:
+        config_note = f"{settings.name_or_path} from {where['config']}"
+    tok_src = settings.tokenizer or settings.name_or_path
+    note = f"backbone config: {config_note} ({family}); tokenizer: {tok_src} from {where.get('tokenizer', '?')}"
+    return tokenizer, family, note
+
 def _synthetic_pretrained(settings: BackboneSettings) -> BackboneSettings:
     """`backbone.name_or_path: synthetic-pretrained` with `backbone.config`:
     build that architecture, teach it the synthetic rules (once, cached by

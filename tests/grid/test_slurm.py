@@ -126,6 +126,9 @@ def test_each_node_launches_with_its_machine_rank(monkeypatch) -> None:
     monkeypatch.setenv("SLURM_PROCID", "1")
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    # gpu07 resolves, as on a cluster with DNS (node_address keeps the name; the
+    # NodeAddr fallback runs against the real cluster in the two-node test)
+    monkeypatch.setattr("dtvg_dist.grid.slurm_job.socket.getaddrinfo", lambda host, port: [])
     node = this_node()
     assert (node.rank, node.count, node.main_host) == (1, 2, "gpu07")
     job = _job("t5/22", gpus=16)
@@ -143,11 +146,13 @@ def test_each_node_launches_with_its_machine_rank(monkeypatch) -> None:
     assert single == job.command
 
 
-def test_a_cpu_only_cluster_gets_processes_not_gpus() -> None:
+def test_a_cpu_only_cluster_gets_processes_not_gpus(monkeypatch) -> None:
     """--gpus-per-run 2 --slurm-gpus-per-node 1 where no node has a GPU:
     two nodes, no GPU asked for (sbatch would refuse it), and a launcher
     dying on one node ends the whole job (srun --kill-on-bad-exit)."""
     pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
+    # no scontrol here: the real cluster answers it in the slow SLURM tests
+    monkeypatch.setattr("dtvg_dist.grid.slurm.partition_time", lambda partition: 60)
     job = _job("pt/1", gpus=2)
     params = submitit_parameters(job, SlurmOptions(gpus_per_node=1, cpu_only=True), "x")
     assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
@@ -158,6 +163,7 @@ def test_a_cpu_only_cluster_gets_processes_not_gpus() -> None:
     assert "srun_args" not in submitit_parameters(_job("pt/1", gpus=1), SlurmOptions(), "x")
 
 
+@pytest.mark.slow  # runs a stand-in doctor process
 def test_preflight_runs_the_doctor_as_training_runs_and_fails_with_its_lines(
         monkeypatch, tmp_path) -> None:
     """--preflight: the doctor gets the same launch as the trainer (only the
