@@ -18,7 +18,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from trained_prompts import rebuilt_prompt, run_backbone
+from trained_prompts import rebuilt_prompt, run_backbone, run_config
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from dtvg_dist.export import main
@@ -308,3 +308,34 @@ def test_mpt_export_logits_match(lively, tmp_path, family):
             got = peft_model(input_ids=ids, attention_mask=mask, task_ids=task_ids).logits[:, R:]
             real = mask.bool()
             torch.testing.assert_close(got[real], want[real], atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_real_model_export_gives_our_logits(smollm2_run, smollm2, tmp_path):
+    """A DTVG run on SmolLM2-135M (tests/real_model.py): the exported adapter,
+    loaded by PEFT on the same base, gives our logits within 1e-4 (30 real
+    layers in fp32; measured below 1e-5) on right-padded real examples."""
+    from omegaconf import OmegaConf
+
+    from dtvg_dist.data import DataSettings
+    from dtvg_dist.data.encoding import collate_train, padding_id
+    from dtvg_dist.data.module import TaskData
+
+    out = tmp_path / "adapter"
+    _export(smollm2_run, out)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(smollm2)
+    backbone = run_backbone(smollm2_run)
+    ours = PromptedModel(backbone, rebuilt_prompt(smollm2_run)).eval()
+    peft_model = _peft(smollm2, out, "causal")
+    cfg = run_config(smollm2_run)
+    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
+    data = TaskData(cfg.target_task, settings, backbone.tokenizer, "causal", seed=cfg.seed)
+    batch = collate_train(list(data.splits()["validation"])[:6], padding_id(backbone.tokenizer))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert mask.sum(1).min() < mask.shape[1]  # right padding present
+    with torch.no_grad():
+        expected = ours(ids, mask).logits
+        got = peft_model(input_ids=ids, attention_mask=mask).logits
+    r = expected.shape[1] - ids.shape[1]
+    real = torch.cat([torch.ones(len(ids), r, dtype=torch.long), mask], 1).bool()  # prompt first in both
+    torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)

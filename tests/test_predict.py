@@ -89,7 +89,17 @@ def _predict(run_dir: Path, source: Path, out: Path, *extra: str) -> list[dict]:
 
 @pytest.mark.parametrize("recipe", ["tiny-t5", "tiny-llama"])
 def test_predictions_equal_the_evaluation_on_the_test_rows(tiny_runs, recipe, tmp_path):
-    run = tiny_runs[recipe]
+    _predictions_equal_the_evaluation(tiny_runs[recipe], tmp_path)
+
+
+@pytest.mark.slow
+def test_real_model_predictions_equal_the_evaluation(smollm2_run, tmp_path):
+    """The same on SmolLM2-135M (tests/real_model.py): a real tokenizer's ids
+    and the KV-cached generation of a real model through both paths."""
+    _predictions_equal_the_evaluation(smollm2_run, tmp_path)
+
+
+def _predictions_equal_the_evaluation(run: Path, tmp_path: Path) -> None:
     rows = _test_rows(run)
     got = _predict(run, _write_jsonl(tmp_path / "test.jsonl", rows), tmp_path / "out.jsonl")
     metrics, expected, _ = _evaluation(run, rows)
