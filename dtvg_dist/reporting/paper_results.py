@@ -520,3 +520,23 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
     )
 }
+
+
+# What a reader must know about a method's column, beside the numbers: a
+# mark on its header and a footnote (docs/methods.md has the sources).
+METHOD_NOTES: dict[str, tuple[str, str]] = {
+    "mpt": (" (λ, T unverified)",
+            "MPT: λ (Eq. 5) and T (Eq. 4) are 1.0 placeholders and each loss term is a mean over its "
+            "own count; the MPT paper's values and normaliser could not be read here (unverified), "
+            "and its students' start is this project's (P_init, u = v = 1)."),
+    "attempt": ("",
+                "ATTEMPT: 230,400 trained parameters at T5-base, what AkariAsai/ATTEMPT trains "
+                "(attempt/utils/utils.py: W_down, W_up, the target prompt); the paper's 232K adds the "
+                "layer norm's 1,536, which that code keeps frozen. Trained for the row's step budget "
+                "with the best validation checkpoint, where the release trains 20 epochs and keeps the "
+                "best epoch (configs/attempt/*.json)."),
+    "dept": ("",
+             "DePT: rates and shapes per target from ZhengxiangShi/DePT checkpoints/<task>/ "
+             "(output.log, adapter_config.json); targets the release has no run for use its MRPC "
+             "values (unverified for them); the row's step budget, not the release's per-task steps."),
+}
