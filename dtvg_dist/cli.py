@@ -58,3 +58,38 @@ def command(main: Callable[..., int | None]) -> Callable[..., int]:
         return code if code else int(result or 0)
 
     return wrapper
+
+
+def split_recipe_args(
+    args: list[str], options: tuple[str, ...], flags: tuple[str, ...] = (),
+    error: type[UserError] = UserError,
+) -> tuple[str, dict[str, str], set[str], list[str]]:
+    """`recipe=NAME [--option VALUE|--option=VALUE] [--flag] [key=value ...]`
+    -> (NAME, option values, flags given, overrides), the command line of the
+    recipe commands (plan, doctor). Exactly one recipe; unknown options and a
+    missing value raise `error` naming them."""
+    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
+    values: dict[str, str] = {}
+    given: set[str] = set()
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in flags:
+            given.add(a)
+        elif a.startswith("-"):
+            name, _, value = a.partition("=")
+            if name not in options:
+                raise error(f"unknown option {name!r}; see --help")
+            if not value:
+                i += 1
+                if i >= len(args):
+                    raise error(f"{name} needs a value")
+                value = args[i]
+            values[name] = value
+        elif not a.startswith("recipe="):
+            rest.append(a)
+        i += 1
+    if len(recipes) != 1:
+        raise error("give exactly one recipe=NAME (see --help for the list)")
+    return recipes[0], values, given, rest

@@ -49,34 +49,15 @@ DEFAULT_WATCHDOG_S = 120.0
 
 
 def _parse(args: list[str]) -> tuple[str, list[str], float, int]:
-    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
-    rest: list[str] = []
-    opts = {"--watchdog-s": str(DEFAULT_WATCHDOG_S), "--bandwidth-mb": "64"}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a.startswith("-"):
-            name, _, value = a.partition("=")
-            if name not in opts:
-                raise UsageError(f"unknown option {name!r}; see --help")
-            if not value:
-                i += 1
-                if i >= len(args):
-                    raise UsageError(f"{name} needs a value")
-                value = args[i]
-            opts[name] = value
-        elif not a.startswith("recipe="):
-            rest.append(a)
-        i += 1
-    if len(recipes) != 1:
-        raise UsageError("give exactly one recipe=NAME (see --help for the list)")
+    recipe, given, _, rest = cli.split_recipe_args(args, ("--watchdog-s", "--bandwidth-mb"))
+    opts = {"--watchdog-s": str(DEFAULT_WATCHDOG_S), "--bandwidth-mb": "64", **given}
     try:
         watchdog, mb = float(opts["--watchdog-s"]), int(opts["--bandwidth-mb"])
     except ValueError:
         raise UsageError(f"--watchdog-s and --bandwidth-mb take numbers (got {opts})") from None
     if watchdog <= 0 or mb <= 0:
         raise UsageError("--watchdog-s and --bandwidth-mb must be positive")
-    return recipes[0], rest, watchdog, mb
+    return recipe, rest, watchdog, mb
 
 
 def _folders(cfg: Any) -> dict[str, Path]:

@@ -599,32 +599,9 @@ def render(plan: Plan) -> str:
 
 
 def _parse(args: list[str]) -> tuple[str, int, float, int, bool, list[str]]:
-    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
-    values: dict[str, str] = {}
-    rest: list[str] = []
-    as_json = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--json":
-            as_json = True
-        elif a.startswith("--"):
-            name, _, value = a.partition("=")
-            if name not in ("--gpus", "--gpu-memory", "--nodes"):
-                raise PlanError(f"unknown option {name!r}; see --help")
-            if not value:
-                i += 1
-                if i >= len(args):
-                    raise PlanError(f"{name} needs a value")
-                value = args[i]
-            values[name] = value
-        elif a.startswith("-"):
-            raise PlanError(f"unknown option {a!r}; see --help")
-        elif not a.startswith("recipe="):
-            rest.append(a)
-        i += 1
-    if len(recipes) != 1:
-        raise PlanError("give exactly one recipe=NAME (see --help for the list)")
+    recipe, values, flags, rest = cli.split_recipe_args(
+        args, ("--gpus", "--gpu-memory", "--nodes"), flags=("--json",), error=PlanError)
+    as_json = "--json" in flags
     for required in ("--gpus", "--gpu-memory"):
         if required not in values:
             raise PlanError(f"{required} is required (e.g. --gpus 8 --gpu-memory 80)")
@@ -636,7 +613,7 @@ def _parse(args: list[str]) -> tuple[str, int, float, int, bool, list[str]]:
             raise PlanError(f"{name}={values[name]!r} is not a {'whole ' if kind is int else ''}number") from None
 
     nodes = number("--nodes", int) if "--nodes" in values else 1
-    return recipes[0], number("--gpus", int), number("--gpu-memory", float), nodes, as_json, rest
+    return recipe, number("--gpus", int), number("--gpu-memory", float), nodes, as_json, rest
 
 
 @cli.command
