@@ -286,20 +286,21 @@ def mask_broadcaster(accelerator: Accelerator) -> Callable[[torch.Tensor], torch
     return broadcast
 
 
-def all_reduce_sum(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
+def _all_reduce(accelerator: Accelerator, value: torch.Tensor, op: Any) -> torch.Tensor:
+    """`value` reduced over ranks by `op` (a copy; `value` itself is untouched)."""
     if accelerator.num_processes == 1:
         return value
     value = value.clone()
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+    torch.distributed.all_reduce(value, op=op)
     return value
+
+
+def all_reduce_sum(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
+    return _all_reduce(accelerator, value, torch.distributed.ReduceOp.SUM)
 
 
 def all_reduce_max(accelerator: Accelerator, value: torch.Tensor) -> torch.Tensor:
-    if accelerator.num_processes == 1:
-        return value
-    value = value.clone()
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return value
+    return _all_reduce(accelerator, value, torch.distributed.ReduceOp.MAX)
 
 
 def _all_gather_tensor(accelerator: Accelerator, value: torch.Tensor) -> list[torch.Tensor]:
