@@ -158,7 +158,10 @@ def test_spot_picks_the_planted_most_similar_source(t5_bank, tmp_path):
     bank = _copy_bank(t5_bank, tmp_path)
     target = load_entry(entry_path(bank, TARGET))
     planted = load_entry(entry_path(bank, "syn_topic"))
-    save_entry(bank, "syn_topic", target.tpv * 1.5, planted.p_init, backbone=planted.backbone,
+    # The target's own TPV: SPoT's cosine of mean-pooled prompts (P_init + TPV) is
+    # 1, its maximum, only for this one (a scaled TPV moves away from it along
+    # P_init's offset, and a source of the target's rule may then come closer).
+    save_entry(bank, "syn_topic", target.tpv.clone(), planted.p_init, backbone=planted.backbone,
                init_seed=planted.init_seed, steps=planted.steps, best_score=planted.best_score)
     out = tmp_path / "spot"
     assert train("recipe=tiny-t5", "stage=2", "method=spot", f"bank_dir={bank}",
