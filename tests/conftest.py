@@ -280,6 +280,16 @@ def clean_registry():
     registry.restore(saved)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def clean_registry_per_module():
+    """The same for a module's fixtures (an in-process pipeline built once per
+    module registers the synthetic tasks): restored when the module ends.
+    Autouse, so it is set up before the module's own fixtures."""
+    saved = registry.snapshot()
+    yield
+    registry.restore(saved)
+
+
 def _load_tokenizer(folder: Path):
     if not (folder / "tokenizer.json").is_file():
         pytest.skip(LLAMA3_SKIP)

@@ -15,7 +15,6 @@ from dtvg_dist.data.encoding import collate_generate, generation_padding_side, p
 from dtvg_dist.data.module import TaskData
 from dtvg_dist.model.backbone import BackboneSettings, load_backbone
 from dtvg_dist.model.prompt import PromptedModel, SoftPrompt, sample_p_init
-from dtvg_dist.tasks import registry
 from dtvg_dist.tasks.synthetic import register_synthetic_tasks
 
 pytestmark = pytest.mark.slow
@@ -24,14 +23,6 @@ R = 8
 
 @pytest.fixture(scope="module")
 def real(smollm2):
-    saved = registry.snapshot()  # the synthetic tasks registered here leave with this module
-    try:
-        yield _real(smollm2)
-    finally:
-        registry.restore(saved)
-
-
-def _real(smollm2):
     backbone = load_backbone(BackboneSettings(name_or_path=str(smollm2)), device="cpu")
     weight = backbone.model.get_input_embeddings().weight
     p_init, _ = sample_p_init(weight, R, seed=3)

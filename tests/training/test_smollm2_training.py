@@ -15,7 +15,6 @@ fp32's (measured: 10.22 against 10.27), and a training step still lowers the los
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from dtvg_dist.data.encoding import collate_train, padding_id
 from dtvg_dist.model.prompt import SoftPrompt
 from dtvg_dist.orchestration.config import load_recipe
 from dtvg_dist.orchestration.pipeline import Pipeline
-from dtvg_dist.tasks import registry
 from dtvg_dist.training.trainer import RunSpec, Trainer, adamw_settings, micro_batch_indices
 
 pytestmark = pytest.mark.slow
@@ -94,13 +92,9 @@ def _peft_steps(checkpoint: Path, pipeline: Pipeline, p_init: torch.Tensor) -> t
 
 
 @pytest.fixture(scope="module")
-def fp32(smollm2, tmp_path_factory) -> Iterator[tuple[Pipeline, torch.Tensor]]:
-    saved = registry.snapshot()  # the pipeline registers the synthetic tasks: not beyond this module
-    try:
-        pipeline = _pipeline(smollm2, tmp_path_factory.mktemp("parity"))
-        yield pipeline, pipeline.p_init([TARGET])
-    finally:
-        registry.restore(saved)
+def fp32(smollm2, tmp_path_factory) -> tuple[Pipeline, torch.Tensor]:
+    pipeline = _pipeline(smollm2, tmp_path_factory.mktemp("parity"))
+    return pipeline, pipeline.p_init([TARGET])
 
 
 def test_five_steps_of_pt_equal_peft_prompt_tuning(smollm2, fp32):
