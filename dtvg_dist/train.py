@@ -78,13 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
     from dtvg_dist.orchestration.pipeline import Pipeline, output_dir
     from dtvg_dist.reporting.report import summary_table
-    from dtvg_dist.training.distributed import shutdown
 
     pipeline = Pipeline(cfg)
     pipeline.run()
     if pipeline.acc.is_main_process and cfg.stage in ("2", "all"):
         print(summary_table(output_dir(cfg), cfg.target_task))
-    shutdown(pipeline.acc)
     return 0
 
 if __name__ == "__main__":

@@ -286,16 +286,6 @@ def mask_broadcaster(accelerator: Accelerator) -> Callable[[torch.Tensor], torch
     return broadcast
 
 
-def shutdown(accelerator: Accelerator) -> None:
-    """Tear the process group down once every rank is done, before the
-    interpreter exits: left to exit-time destructors, gloo's threads can abort
-    a finished rank (`terminate called without an active exception`, SIGABRT;
-    seen once at the end of a 2-process 8-bit DDP run on a loaded machine)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
-
-
 def _all_reduce(accelerator: Accelerator, value: torch.Tensor, op: Any) -> torch.Tensor:
     """`value` reduced over ranks by `op` (a copy; `value` itself is untouched)."""
     if accelerator.num_processes == 1:
