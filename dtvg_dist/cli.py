@@ -66,7 +66,7 @@ def split_recipe_args(
 ) -> tuple[str, dict[str, str], set[str], list[str]]:
     """`recipe=NAME [--option VALUE|--option=VALUE] [--flag] [key=value ...]`
     -> (NAME, option values, flags given, overrides), the command line of the
-    recipe commands (plan, doctor). Exactly one recipe; unknown options and a
+    recipe commands (train, plan, doctor). Exactly one recipe; unknown options and a
     missing value raise `error` naming them."""
     recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
     values: dict[str, str] = {}

@@ -62,17 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or "-h" in args or "--help" in args:
         print(USAGE + "\n" + _recipe_listing())
         return 0
-    print_only = "--print-config" in args
-    args = [a for a in args if a != "--print-config"]
-    recipes = [a.split("=", 1)[1] for a in args if a.startswith("recipe=")]
-    overrides = [a for a in args if not a.startswith("recipe=")]
-    unknown_flags = [a for a in overrides if a.startswith("-")]
-    if unknown_flags:
-        raise RecipeError(f"unknown option {unknown_flags[0]!r}; see --help")
-    if len(recipes) != 1:
-        raise RecipeError("give exactly one recipe=NAME (see --help for the list)")
-    cfg = load_recipe(recipes[0], overrides)
-    if print_only:
+    recipe, _, flags, overrides = cli.split_recipe_args(args, (), flags=("--print-config",), error=RecipeError)
+    cfg = load_recipe(recipe, overrides)
+    if "--print-config" in flags:
         print(OmegaConf.to_yaml(cfg))
         return 0
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from trained_prompts import rebuilt_prompt, run_backbone, run_config
+from trained_prompts import rebuilt_prompt, run_backbone, run_data
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from dtvg_dist.export import main
@@ -32,20 +32,27 @@ ATOL = 1e-5
 R = 5
 
 
-def _fake_run(tmp_path: Path, family: str, checkpoint: Path, seed: int = 1) -> tuple[Path, torch.Tensor]:
-    """A finished PT run folder on a saved checkpoint, with a random soft prompt."""
+def _run_files(tmp_path: Path, family: str, checkpoint: Path, method: str) -> RunFiles:
+    """The folder of a `method` run on a saved checkpoint: its resolved config
+    and results (best step 3); the caller writes the prompt."""
     recipe = "tiny-t5" if family == "seq2seq" else "tiny-llama"
     run = tmp_path / f"run-{family}"
     cfg = load_recipe(recipe, [
         f"backbone.name_or_path={checkpoint}", "backbone.config=null", "backbone.tokenizer=null",
-        f"output_dir={run}", "method=pt",
+        f"output_dir={run}", f"method={method}",
     ])
     files = RunFiles(run)
     files.write_config(resolved_yaml(cfg))
+    files.write_results({"task": "syn_target", "method": method, "best_step": 3})
+    return files
+
+
+def _fake_run(tmp_path: Path, family: str, checkpoint: Path, seed: int = 1) -> tuple[Path, torch.Tensor]:
+    """A finished PT run folder on a saved checkpoint, with a random soft prompt."""
+    files = _run_files(tmp_path, family, checkpoint, "pt")
     soft = torch.randn(R, 32, generator=torch.Generator().manual_seed(seed))
     files.write_prompt({"prompt": soft.clone(), "soft_prompt": soft}, {"task": "syn_target"})
-    files.write_results({"task": "syn_target", "method": "pt", "best_step": 3})
-    return run, soft
+    return files.dir, soft
 
 
 def _export(run: Path, out: Path, *extra: str) -> None:
@@ -257,21 +264,13 @@ def test_bad_run_folders_are_named(tiny_checkpoints, tmp_path, capsys):
 
 # ---- MPT (formerly tests/test_export_mpt.py) ----
 def _mpt_run(tmp_path: Path, family: str, checkpoint: Path) -> tuple[Path, MPTPrompt]:
-    recipe = "tiny-t5" if family == "seq2seq" else "tiny-llama"
-    run = tmp_path / f"run-{family}"
-    cfg = load_recipe(recipe, [
-        f"backbone.name_or_path={checkpoint}", "backbone.config=null", "backbone.tokenizer=null",
-        f"output_dir={run}", "method=mpt",
-    ])
-    files = RunFiles(run)
-    files.write_config(resolved_yaml(cfg))
+    files = _run_files(tmp_path, family, checkpoint, "mpt")
     g = torch.Generator().manual_seed(1)
     module = MPTPrompt(torch.randn(R, 32, generator=g), 1 + 0.5 * torch.randn(R, generator=g),
                        1 + 0.5 * torch.randn(32, generator=g))
     files.write_prompt({**module.trainable_state(), "soft_prompt": module().detach()},
                        {"task": "syn_target"})
-    files.write_results({"task": "syn_target", "method": "mpt", "best_step": 3})
-    return run, module
+    return files.dir, module
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "causal"])
@@ -283,9 +282,8 @@ def test_mpt_export_logits_match(lively, tmp_path, family):
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "MULTITASK_PROMPT_TUNING"
     assert config["num_tasks"] == 1 and config["num_ranks"] == 1 and config["num_virtual_tokens"] == R
-    cls = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
-    peft_model = PeftModel.from_pretrained(cls.from_pretrained(str(ckpt)), str(out)).eval()
-    ours = PromptedModel(load_backbone(BackboneSettings(name_or_path=str(ckpt))), module).eval()
+    peft_model = _peft(ckpt, out, family)
+    ours = _ours(ckpt, module)
     gen = torch.Generator().manual_seed(2)
     ids = torch.randint(5, 64, (3, 6), generator=gen)
     mask = torch.ones_like(ids)
@@ -315,11 +313,7 @@ def test_real_model_export_gives_our_logits(smollm2_run, smollm2, tmp_path):
     """A DTVG run on SmolLM2-135M (tests/real_model.py): the exported adapter,
     loaded by PEFT on the same base, gives our logits within 1e-4 (30 real
     layers in fp32; measured below 1e-5) on right-padded real examples."""
-    from omegaconf import OmegaConf
-
-    from dtvg_dist.data import DataSettings
     from dtvg_dist.data.encoding import collate_train, padding_id
-    from dtvg_dist.data.module import TaskData
 
     out = tmp_path / "adapter"
     _export(smollm2_run, out)
@@ -327,9 +321,7 @@ def test_real_model_export_gives_our_logits(smollm2_run, smollm2, tmp_path):
     backbone = run_backbone(smollm2_run)
     ours = PromptedModel(backbone, rebuilt_prompt(smollm2_run)).eval()
     peft_model = _peft(smollm2, out, "causal")
-    cfg = run_config(smollm2_run)
-    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
-    data = TaskData(cfg.target_task, settings, backbone.tokenizer, "causal", seed=cfg.seed)
+    data = run_data(smollm2_run, backbone)
     batch = collate_train(list(data.splits()["validation"])[:6], padding_id(backbone.tokenizer))
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert mask.sum(1).min() < mask.shape[1]  # right padding present

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,11 +19,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 from cli_runs import REPO, jsonl, results
-from omegaconf import OmegaConf
-from trained_prompts import rebuilt_prompt, run_backbone, run_config
+from trained_prompts import rebuilt_prompt, run_backbone, run_config, run_data
 
-from dtvg_dist.data import DataSettings
-from dtvg_dist.data.module import TaskData
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.predict import main
 from dtvg_dist.tasks import get_task
@@ -42,19 +38,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _run_data(run_dir: Path, backbone: Any = None) -> TaskData:
-    """The run's target data exactly as its training built it (same settings,
-    seed and, given the backbone, tokenizer)."""
-    cfg = run_config(run_dir)
-    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
-    if backbone is None:
-        return TaskData(TARGET, settings, seed=cfg.seed)
-    return TaskData(TARGET, settings, backbone.tokenizer, backbone.family, seed=cfg.seed)
-
-
 def _test_rows(run_dir: Path) -> list[dict]:
     """The run's test rows, exactly as its evaluation read them."""
-    return _run_data(run_dir).prepared().splits["test"]
+    return run_data(run_dir).prepared().splits["test"]
 
 
 def _evaluation(run_dir: Path, rows: list[dict], rank: bool = False) -> tuple[dict, list[str], object]:
@@ -67,7 +53,7 @@ def _evaluation(run_dir: Path, rows: list[dict], rank: bool = False) -> tuple[di
     backbone = run_backbone(run_dir)
     task = get_task(TARGET)
     model = PromptedModel(backbone, rebuilt_prompt(run_dir)).eval()
-    data = _run_data(run_dir, backbone)
+    data = run_data(run_dir, backbone)
     features = list(data.splits()["test"])[: len(rows)]
     assert [f["reference"] for f in features] == [task.reference(r) for r in rows]
     metrics, predictions = evaluate(

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from dtvg_dist.data import DataSettings
+from dtvg_dist.data.module import TaskData
 from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.orchestration.config import load_run_config
 from dtvg_dist.orchestration.pipeline import backbone_settings, check_tasks
@@ -49,3 +52,13 @@ def run_backbone(run_dir: Path) -> Any:
     from dtvg_dist.model.backbone import load_backbone
 
     return load_backbone(backbone_settings(run_config(run_dir), run_root(run_dir)), device="cpu")
+
+
+def run_data(run_dir: Path, backbone: Any = None) -> TaskData:
+    """The run's target data exactly as its training built it (same settings,
+    seed and, given the backbone, tokenizer)."""
+    cfg = run_config(run_dir)
+    settings = DataSettings.coerce(OmegaConf.to_container(cfg.data, resolve=True))
+    if backbone is None:
+        return TaskData(cfg.target_task, settings, seed=cfg.seed)
+    return TaskData(cfg.target_task, settings, backbone.tokenizer, backbone.family, seed=cfg.seed)

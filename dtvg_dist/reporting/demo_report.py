@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtvg_dist.reporting.paper_results import METHOD_NOTES, VARIANTS
+from dtvg_dist.reporting.paper_results import METHOD_NOTES, VARIANTS, method_mark
 from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, atomic_write_text, read_jsonl
 
@@ -266,11 +266,11 @@ def to_text(table: dict[str, Any]) -> str:
     lines.append(f"{'method':<26} {'test':>13} {'validation':>13}   test per seed")
     for row in table["rows"]:
         per = " ".join(f"{row['seeds'][str(s)]['test']:5.1f}" for s in seeds)
-        title = row["title"] + METHOD_NOTES.get(row["method"], ("", ""))[0]
+        title = row["title"] + method_mark(row["method"])
         lines.append(f"{title:<26} {_pm(row['test_mean'], row['test_std']):>13} "
                      f"{_pm(row['validation_mean'], row['validation_std']):>13}   {per}")
     for row in table["rows"]:  # what a reader must know beside the numbers (report.py does the same)
-        if METHOD_NOTES.get(row["method"], ("", ""))[0]:
+        if method_mark(row["method"]):
             lines.append(f"note on {METHOD_NOTES[row['method']][1]}")
     for row in table["rows"]:
         if row["method"] == "spot":

@@ -540,3 +540,8 @@ METHOD_NOTES: dict[str, tuple[str, str]] = {
              "(output.log, adapter_config.json); targets the release has no run for use its MRPC "
              "values (unverified for them); the row's step budget, not the release's per-task steps."),
 }
+
+
+def method_mark(method: str) -> str:
+    """The mark a method's row or column title carries (METHOD_NOTES), or ""."""
+    return METHOD_NOTES.get(method, ("", ""))[0]

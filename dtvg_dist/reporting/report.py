@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dtvg_dist.reporting.paper_results import METHOD_NOTES
+from dtvg_dist.reporting.paper_results import METHOD_NOTES, method_mark
 from dtvg_dist.store import run_files
 from dtvg_dist.store.run_files import GROUPING, RESULTS, read_jsonl
 
@@ -323,7 +323,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     # A column whose paper numbers another paper produced says so in its header.
     quoted = {v for v, text in data.get("paper_sources", {}).items() if text.startswith("quoted")}
     for v in variants:
-        mark = METHOD_NOTES.get(v, ("", ""))[0]
+        mark = method_mark(v)
         header += [f"{title[v]} ours{mark}", f"{title[v]} paper" + (" (quoted)" if v in quoted else "")]
         if v == main:
             header.append("Δ")
