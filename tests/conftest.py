@@ -171,7 +171,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """output_dir of a finished `stage=all` DTVG run on SmolLM2 (two sources,
-    12 steps per stage, every step logged)."""
+    8 steps per stage, every step logged; 2 threads: the suite runs it alone)."""
     import subprocess
     import sys
 
@@ -181,8 +181,8 @@ def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("run-smollm2")
     cmd = [sys.executable, "-m", "dtvg_dist.train", *RECIPE_ARGS, f"backbone.name_or_path={smollm2}",
            f"output_dir={out}", f"bank_dir={out / 'bank'}", "stage=all", "method=dtvg",
-           "stage1.max_steps=12", "optim.max_steps=12", "optim.warmup_steps=0",
-           "eval.every_steps=12", "logging.every_steps=1", "logging.progress_bar=false"]
+           "stage1.max_steps=8", "optim.max_steps=8", "optim.warmup_steps=0",
+           "eval.every_steps=8", "distributed.threads=2", "logging.every_steps=1", "logging.progress_bar=false"]
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-6000:]}"

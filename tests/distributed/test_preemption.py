@@ -46,9 +46,10 @@ def _stopped_workers(log: Path, step: int) -> list[str]:
 @pytest.mark.parametrize("config", ["cpu_ddp_2proc.yaml", "cpu_zero3_2proc.yaml"])
 def test_sigterm_checkpoints_and_resumes_exactly(references, config, tmp_path):
     ref = references["tiny-llama"]
-    whole = tmp_path / "whole"
-    log = tmp_path / "whole.txt"
-    check(run(launch_cmd(config, *_args(ref, whole)), log), log)
+    # The uninterrupted run side by side with the stopped one (own folder,
+    # own port): it is only read at the end.
+    whole, whole_log = tmp_path / "whole", tmp_path / "whole.txt"
+    whole_proc = start(launch_cmd(config, *_args(ref, whole)), whole_log)
 
     out, log = tmp_path / "run", tmp_path / "stopped.txt"
     if config == "cpu_ddp_2proc.yaml":
@@ -84,6 +85,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(references, config, tmp_path):
     log2 = tmp_path / "resume.txt"
     check(run(launch_cmd(config, *_args(ref, out)), log2), log2)  # the same command
     assert f"at step {step} (stopped there by {why})" in log2.read_text()
+    check(wait(whole_proc, whole_log, timeout=300), whole_log)
     _assert_equal_runs(whole, out)
 
 

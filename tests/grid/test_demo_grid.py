@@ -58,9 +58,11 @@ def _table(stdout: str) -> list[str]:
 
 
 def test_local_with_two_at_once_equals_serial(tmp_path) -> None:
-    serial = _finish(_reproduce(tmp_path, tmp_path / "serial", "--executor", "serial"))
-    local = _finish(_reproduce(tmp_path, tmp_path / "local", "--executor", "local",
-                               "--max-parallel", "2"))
+    # Both grids at once (independent runs dirs): the serial one fills the
+    # gaps of the local one's waits.
+    serial_proc = _reproduce(tmp_path, tmp_path / "serial", "--executor", "serial")
+    local_proc = _reproduce(tmp_path, tmp_path / "local", "--executor", "local", "--max-parallel", "2")
+    serial, local = _finish(serial_proc), _finish(local_proc)
     assert "# start: pt/1 on 1 thread(s)" in local  # local ran it (pt and dtvg side by side)
     assert _table(serial) == _table(local)
     a, b = tmp_path / "serial/demo", tmp_path / "local/demo"

@@ -444,6 +444,10 @@ def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) 
 
 # ------------------------------------------------------------ on two nodes
 TWO_NODES = ["--gpus-per-run", "2", "--slurm-gpus-per-node", "1"]
+# Stage 1 and DTVG only: PT under both launches is a matrix cell
+# (tests/distributed/test_matrix.py); what two nodes add is the same here.
+TWO_NODE_GRID = ["demo", "--seeds", "1", "--variants", "dtvg", *TINY]
+TWO_NODE_RUNS = ("stage1/1", "dtvg/1")
 RECORDS_FILE = "submitted.json"
 AUDIT = Path(__file__).resolve().parent / "write_audit"  # its sitecustomize logs every write
 
@@ -499,11 +503,12 @@ def two_nodes(slurm_cluster, tmp_path_factory):
         env = _env(slurm_cluster, DTVG_WRITE_AUDIT=str(audit),
                    PYTHONPATH=f"{AUDIT}{os.pathsep}{REPO}",
                    DTVG_DATA_CACHE=str(root / "runs" / ".cache" / "tokenized"))  # built here
-        procs[mode] = (root, audit, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm",
-                                                "--slurm-wait", *TWO_NODES, *launcher], root, env))
+        procs[mode] = (root, audit, _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor",
+                                                "slurm", "--slurm-wait", *TWO_NODES, *launcher],
+                                               root, env))
     try:
         shown = _while_running({mode: (root / "runs", proc) for mode, (root, _, proc)
-                                in procs.items()}, slurm_cluster, RUNS)
+                                in procs.items()}, slurm_cluster, TWO_NODE_RUNS)
         for mode, (root, audit, proc) in procs.items():
             out[mode] = (root / "runs", _finish(proc, slurm_cluster, timeout=900), shown[mode],
                          audit)
@@ -529,14 +534,14 @@ def test_a_run_on_two_nodes_equals_one_process(two_nodes, serial_demo) -> None:
     as one process has them."""
     for mode, (runs, out, shown, _) in two_nodes.items():
         assert "a run's GPUs are CPU processes over gloo" in out
-        for name in RUNS:
+        for name in TWO_NODE_RUNS:
             assert "NumNodes=2 " in shown[name] and "NodeList=n[1-2]" in shown[name], shown[name]
             logs = [runs / "demo" / name / "run.log", runs / "demo" / name / "run.node1.log"]
             for rank, log in enumerate(logs):
                 text = log.read_text()
                 assert f"node {rank}/2 (n{rank + 1})" in text and f"--machine_rank {rank} " in text
                 assert "--num_machines 2 " in text and "--num_processes 2 " in text
-        for name in STAGE2:
+        for name in TWO_NODE_RUNS[1:]:
             ours = json.loads((runs / "demo" / name / "results.json").read_text())
             one = json.loads((serial_demo / "demo" / name / "results.json").read_text())
             assert ours["world_size"] == 2 and one["world_size"] == 1
@@ -574,8 +579,8 @@ def _rerun_dtvg_on_two_nodes(two_nodes, tmp_path: Path, env: dict[str, str]):
     runs = tmp_path / "runs"
     shutil.copytree(two_nodes["ddp"][0] / "demo", runs / "demo", symlinks=True)
     shutil.rmtree(runs / "demo" / "dtvg")
-    return runs, _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait",
-                             *TWO_NODES], tmp_path, env)
+    return runs, _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
+                             "--slurm-wait", *TWO_NODES], tmp_path, env)
 
 
 @pytest.mark.slow
@@ -625,8 +630,8 @@ def test_one_node_dying_ends_the_job_then_a_rerun_resumes(slurm_cluster, two_nod
     assert time.time() - killed < 60
     proc.wait(timeout=120)
     assert proc.returncode != 0
-    again = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait",
-                        *TWO_NODES], tmp_path, _env(slurm_cluster))
+    again = _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
+                        "--slurm-wait", *TWO_NODES], tmp_path, _env(slurm_cluster))
     _finish(again, slurm_cluster)
     run = runs / "demo" / "dtvg" / "1"
     assert re.search(r"resumed from \S+ at step 2", (run / "run.log").read_text())
