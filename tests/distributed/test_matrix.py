@@ -8,8 +8,9 @@ checkpointing (non-reentrant, the transformers default) under both launches
 equals one process without it.
 
 Cheap by construction: the 28 one-process references run in two driver
-processes (one per core), and each launch runs all its cells one after
-another in ONE `accelerate launch` (tests/distributed/matrix_driver.py).
+processes, and each launch runs all its cells one after another in ONE
+`accelerate launch` (tests/distributed/matrix_driver.py); the four drivers
+run at once.
 Stage 2 trains against the bank of the session's references (conftest.py);
 each MPT cell gets its own copy of it, so its shared-prompt entry is
 trained by that run, not read from another's.
@@ -169,15 +170,15 @@ def matrix(references, tmp_path_factory) -> Matrix:
             args.append(f"data.cache_dir={root / 'fresh-cache'}")
         key = f"one-{i % 2}" if cell.launch == "one" else cell.launch
         plans[key].append({"name": cell.name, "args": args})
+    # All four drivers at once (6 processes on the 2 cores): no cell reads
+    # another's output, and each launch waits on collectives and on its
+    # rank 0 often enough that the others fill the gaps.
     procs: list[tuple[subprocess.Popen, Path]] = []
-    for key in ("one-0", "one-1"):
-        cmd, m.log[key] = _driver(plans[key], root, key, None)
+    for key, config in (("one-0", None), ("one-1", None), *LAUNCHES.items()):
+        cmd, m.log[key] = _driver(plans[key], root, key, config)
         procs.append((start(cmd, m.log[key]), m.log[key]))
     for proc, log in procs:
         wait(proc, log, timeout=900)
-    for key, config in LAUNCHES.items():
-        cmd, m.log[key] = _driver(plans[key], root, key, config)
-        wait(start(cmd, m.log[key]), m.log[key], timeout=900)
     return m
 
 

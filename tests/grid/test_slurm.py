@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -583,20 +584,70 @@ def _rerun_dtvg_on_two_nodes(two_nodes, tmp_path: Path, env: dict[str, str]):
                              "--slurm-wait", *TWO_NODES], tmp_path, env)
 
 
+def _requeued_on_usr1(cluster, two_nodes, root: Path) -> dict:
+    """`scancel --signal=USR1` at the start of step 3 of the DTVG run on two
+    nodes; returns what test_two_node_run_requeued_on_usr1_resumes_exactly reads."""
+    marker = root / "paused"
+    env = _env(cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
+               DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="120")
+    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, root, env)
+    try:
+        _wait_for(marker.is_file, 300, "the run to reach step 3", proc)
+        job_id = _records(runs)["dtvg/1"]["job_id"]
+        subprocess.run(["scancel", "--signal=USR1", job_id], env=cluster.env(), check=True)
+        out = _finish(proc, cluster)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return {"runs": runs, "job_id": job_id, "out": out, "shown": _scontrol(job_id, cluster)}
+
+
+def _one_node_dies(cluster, two_nodes, root: Path) -> dict:
+    """Rank 1 (node n2) killed by SIGKILL at step 3 while rank 0 waits for it
+    in a collective, then the same command again; returns what
+    test_one_node_dying_ends_the_job_then_a_rerun_resumes reads."""
+    marker = root / "paused"
+    env = _env(cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
+               DTVG_FAULT_RANK="1", DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="300")
+    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, root, env)
+    try:
+        _wait_for(marker.is_file, 300, "rank 1 to reach step 3", proc)
+        pid = int(re.search(r"pid (\d+)", marker.read_text()).group(1))
+        job_id = _records(runs)["dtvg/1"]["job_id"]
+        os.kill(pid, signal.SIGKILL)
+        killed = time.time()
+        _wait_for(lambda: "JobState=RUNNING" not in _scontrol(job_id, cluster), 90, "the job to end")
+        ended_after = time.time() - killed
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    again = _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
+                        "--slurm-wait", *TWO_NODES], root, _env(cluster))
+    _finish(again, cluster)
+    return {"runs": runs, "ended_after": ended_after, "first_exit": proc.returncode}
+
+
+@pytest.fixture(scope="module")
+def two_node_faults(slurm_cluster, two_nodes, tmp_path_factory) -> dict[str, dict]:
+    """Both fault scenarios on two nodes side by side (each its own copy of
+    the DDP grid and its own SLURM job; the cluster holds both): most of
+    either is waiting on the scheduler or on a paused rank."""
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("usr1", "dies")}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        usr1 = pool.submit(_requeued_on_usr1, slurm_cluster, two_nodes, roots["usr1"])
+        dies = pool.submit(_one_node_dies, slurm_cluster, two_nodes, roots["dies"])
+        return {"usr1": usr1.result(), "dies": dies.result()}
+
+
 @pytest.mark.slow
-def test_two_node_run_requeued_on_usr1_resumes_exactly(slurm_cluster, two_nodes, tmp_path) -> None:
+def test_two_node_run_requeued_on_usr1_resumes_exactly(slurm_cluster, two_nodes,
+                                                       two_node_faults) -> None:
     """`scancel --signal=USR1` at the start of step 3: both ranks stop, rank
     0 checkpoints, the trainer exits 75, the job is requeued, resumes on both
     nodes and ends bit for bit where the uninterrupted two-node run ends."""
-    marker = tmp_path / "paused"
-    env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
-               DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="120")
-    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, tmp_path, env)
-    _wait_for(marker.is_file, 300, "the run to reach step 3", proc)
-    job_id = _records(runs)["dtvg/1"]["job_id"]
-    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm_cluster.env(), check=True)
-    out = _finish(proc, slurm_cluster)
-    run = runs / "demo" / "dtvg" / "1"
+    fault = two_node_faults["usr1"]
+    run = fault["runs"] / "demo" / "dtvg" / "1"
     log, log1 = (run / "run.log").read_text(), (run / "run.node1.log").read_text()
     assert f"stopped by SIGUSR1 after step {PAUSE_STEP}" in log
     assert "exitcode  : 75" in log  # the trainer's exit, as torchrun reports it
@@ -604,35 +655,20 @@ def test_two_node_run_requeued_on_usr1_resumes_exactly(slurm_cluster, two_nodes,
         assert re.search(rf"node {rank}/2 \(n{rank + 1}\), restart 1 \(resume\) start: .*"
                          rf"--machine_rank {rank} .* resume=true", text), text[-3000:]
     assert f"at step {PAUSE_STEP} (stopped there by SIGUSR1)" in log
-    assert "Restarts=1" in _scontrol(job_id, slurm_cluster)
-    assert f"# {job_id} dtvg/1: COMPLETED" in out
+    assert "Restarts=1" in fault["shown"]
+    assert f"# {fault['job_id']} dtvg/1: COMPLETED" in fault["out"]
     _same_run(two_nodes["ddp"][0] / "demo" / "dtvg" / "1", run)
 
 
 @pytest.mark.slow
-def test_one_node_dying_ends_the_job_then_a_rerun_resumes(slurm_cluster, two_nodes,
-                                                          tmp_path) -> None:
+def test_one_node_dying_ends_the_job_then_a_rerun_resumes(two_nodes, two_node_faults) -> None:
     """Rank 1 (node n2) killed at step 3 while rank 0 waits for it in a
     collective: the job leaves the running state within 60 s (no hang), and
     the same command again resumes from the last checkpoint to the
     uninterrupted run's result."""
-    marker = tmp_path / "paused"
-    env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
-               DTVG_FAULT_RANK="1", DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="300")
-    runs, proc = _rerun_dtvg_on_two_nodes(two_nodes, tmp_path, env)
-    _wait_for(marker.is_file, 300, "rank 1 to reach step 3", proc)
-    pid = int(re.search(r"pid (\d+)", marker.read_text()).group(1))
-    job_id = _records(runs)["dtvg/1"]["job_id"]
-    os.kill(pid, signal.SIGKILL)
-    killed = time.time()
-    _wait_for(lambda: "JobState=RUNNING" not in _scontrol(job_id, slurm_cluster), 90,
-              "the job to end")
-    assert time.time() - killed < 60
-    proc.wait(timeout=120)
-    assert proc.returncode != 0
-    again = _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
-                        "--slurm-wait", *TWO_NODES], tmp_path, _env(slurm_cluster))
-    _finish(again, slurm_cluster)
-    run = runs / "demo" / "dtvg" / "1"
+    fault = two_node_faults["dies"]
+    assert fault["ended_after"] < 60
+    assert fault["first_exit"] != 0
+    run = fault["runs"] / "demo" / "dtvg" / "1"
     assert re.search(r"resumed from \S+ at step 2", (run / "run.log").read_text())
     _same_run(two_nodes["ddp"][0] / "demo" / "dtvg" / "1", run)
