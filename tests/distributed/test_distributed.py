@@ -10,6 +10,7 @@ losses, prompt tensors and grouping.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -183,23 +184,6 @@ def args_8bit(checkpoint: Path, bank: Path, out: Path) -> list[str]:
             "optim.batch_size=48", "optim.warmup_steps=0"]
 
 
-@pytest.fixture(scope="module")
-def run_8bit(llama_checkpoint, bank_8bit, tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("run8")
-    out, log = root / "run", root / "log.txt"
-    check(run(single_cmd(*args_8bit(llama_checkpoint, bank_8bit, out)), log), log)
-    return out, log
-
-
-def test_8bit_stage2_trains(run_8bit):
-    out, log = run_8bit
-    text = log.read_text()
-    assert "8bit=True" in text and "MatMul8bitLt" in text  # bitsandbytes really ran
-    trained = losses(out)
-    assert trained[-1] < trained[0] - 5e-3, trained
-    assert results(out)["world_size"] == 1
-
-
 # The other prompt methods on the 8-bit backbone, at the sizes their
 # distributed tests use (tests/distributed/test_matrix.py).
 METHOD_ARGS_8BIT = {
@@ -211,10 +195,43 @@ METHOD_ARGS_8BIT = {
 }
 
 
+@pytest.fixture(scope="module")
+def runs_8bit(llama_checkpoint, bank_8bit, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """One-process 8-bit runs, DTVG (the recipe's method) and each of
+    METHOD_ARGS_8BIT, side by side (one thread each, own folders; MPT writes
+    its shared entry into a bank of its own)."""
+    root = tmp_path_factory.mktemp("run8")
+    procs = {}
+    for name in ("dtvg", *sorted(METHOD_ARGS_8BIT)):
+        bank = bank_8bit
+        if name == "mpt":
+            bank = root / "bank-mpt"
+            shutil.copytree(bank_8bit, bank)
+        out, log = root / name, root / f"{name}.txt"
+        procs[name] = (out, log, start(single_cmd(*args_8bit(llama_checkpoint, bank, out),
+                                                  *METHOD_ARGS_8BIT.get(name, [])), log))
+    for _, log, proc in procs.values():
+        check(wait(proc, log, timeout=600), log)
+    return {name: (out, log) for name, (out, log, _) in procs.items()}
+
+
+@pytest.fixture(scope="module")
+def run_8bit(runs_8bit) -> tuple[Path, Path]:
+    return runs_8bit["dtvg"]
+
+
+def test_8bit_stage2_trains(run_8bit):
+    out, log = run_8bit
+    text = log.read_text()
+    assert "8bit=True" in text and "MatMul8bitLt" in text  # bitsandbytes really ran
+    trained = losses(out)
+    assert trained[-1] < trained[0] - 5e-3, trained
+    assert results(out)["world_size"] == 1
+
+
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS_8BIT))
-def test_8bit_other_methods_train(method, llama_checkpoint, bank_8bit, tmp_path):
-    out, log = tmp_path / "run", tmp_path / "log.txt"
-    check(run(single_cmd(*args_8bit(llama_checkpoint, bank_8bit, out), *METHOD_ARGS_8BIT[method]), log), log)
+def test_8bit_other_methods_train(method, runs_8bit):
+    out, log = runs_8bit[method]
     assert "MatMul8bitLt" in log.read_text()  # bitsandbytes really ran under this method
     trained = losses(out)
     assert trained[-1] < trained[0] - 5e-3, trained
