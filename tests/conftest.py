@@ -202,6 +202,7 @@ SUBPROCESS_FIXTURES = frozenset({
     "demo_run", "tables",  # tests/test_demo*.py: the demo command
     "fake",  # tests/grid/test_executors.py: the script the executors start
     "smollm2", "smollm2_run",  # a real 135M model: converted once, trained in a subprocess
+    "page_runs",  # tests/test_docs.py: the runnable commands of the docs
 })
 
 _unmarked_popens: list[str] | None = None  # set while an unmarked test runs

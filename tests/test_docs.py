@@ -1,6 +1,7 @@
 """The docs cannot drift from the code: every command in a ```bash runnable
 fence of README.md or docs/*.md runs here, in a fresh folder per page, top to
-bottom (a page may train a run and then predict from it), and every
+bottom (a page may train a run and then predict from it; the commands that
+only print run last, in-process), the pages side by side, and every
 `python -m dtvg_dist.X` anywhere in the docs names a command that exists."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -104,34 +106,69 @@ def test_the_runnable_pages_are_found() -> None:
     assert {p.name for p in RUNNABLE_PAGES} >= {"README.md", "outputs.md", "reproducing.md"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=lambda p: p.name)
-def test_runnable_commands_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture) -> None:
-    bin_dir = tmp_path / "bin"  # `python` in the docs is this interpreter
+def _python_wrappers(bin_dir: Path) -> None:
+    """`python` and `python3` in the docs are this interpreter: a wrapper, not
+    a symlink (a venv's interpreter started through a link outside the venv
+    misses its pyvenv.cfg and so the venv's packages)."""
     bin_dir.mkdir()
     for name in ("python", "python3"):
-        # A wrapper, not a symlink: a venv's interpreter started through a link
-        # outside the venv misses its pyvenv.cfg and so the venv's packages.
         wrapper = bin_dir / name
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
         wrapper.chmod(0o755)
+
+
+def _run_page(page: Path, root: Path) -> tuple[Path, list[tuple[str, subprocess.CompletedProcess]]]:
+    """The page's commands that do more than print, in order, in a fresh
+    folder; stops at the first that fails. Returns (folder, [(command, result)])."""
+    _python_wrappers(root / "bin")
     env = {
         **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    work = tmp_path / "work"
+    work = root / "work"
     work.mkdir()
+    done = []
     for command in runnable_commands(page):
-        assert COMMAND.search(command) or shlex.split(command)[0] in {"printf", "cat", "ls"}, command
-        words = print_only(command)
-        if words is not None:
-            monkeypatch.chdir(work)
-            code = run_in_process(words[0], words[1:])
-            out, err = capsys.readouterr()
-            assert code == 0, f"{page.name}: {command}\nexit {code}\n{out[-2000:]}\n{err[-4000:]}"
+        if print_only(command) is not None:
             continue
-        proc = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+        done.append((command, proc))
+        if proc.returncode != 0:
+            break
+    return work, done
+
+
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list]]:
+    """Every runnable page at once, one thread each: their runs are one-thread
+    processes in their own folders, so the pages run side by side."""
+    with ThreadPoolExecutor(max_workers=len(RUNNABLE_PAGES)) as pool:
+        futures = {page.name: pool.submit(_run_page, page, tmp_path_factory.mktemp(page.stem))
+                   for page in RUNNABLE_PAGES}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=lambda p: p.name)
+def test_runnable_commands_run(page: Path, page_runs, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture) -> None:
+    """The commands that run something, in page order (page_runs), then the
+    ones that only print, in this process, in the same folder."""
+    work, done = page_runs[page.name]
+    commands = runnable_commands(page)
+    for command in commands:
+        assert COMMAND.search(command) or shlex.split(command)[0] in {"printf", "cat", "ls"}, command
+    for command, proc in done:
         assert proc.returncode == 0, f"{page.name}: {command}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert [c for c, _ in done] == [c for c in commands if print_only(c) is None]  # none left out
+    monkeypatch.chdir(work)
+    for command in commands:
+        words = print_only(command)
+        if words is None:
+            continue
+        code = run_in_process(words[0], words[1:])
+        out, err = capsys.readouterr()
+        assert code == 0, f"{page.name}: {command}\nexit {code}\n{out[-2000:]}\n{err[-4000:]}"
