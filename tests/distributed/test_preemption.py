@@ -50,42 +50,45 @@ def test_sigterm_checkpoints_and_resumes_exactly(references, config, tmp_path):
     # own port): it is only read at the end.
     whole, whole_log = tmp_path / "whole", tmp_path / "whole.txt"
     whole_proc = start(launch_cmd(config, *_args(ref, whole)), whole_log)
+    try:
+        out, log = tmp_path / "run", tmp_path / "stopped.txt"
+        if config == "cpu_ddp_2proc.yaml":
+            # The launcher gets SIGTERM (what `kill` or a scheduler sends it) while
+            # both ranks are paused at the start of step 4; torchrun forwards it.
+            go = tmp_path / "go"
+            proc = start(launch_cmd(config, *_args(ref, out)), log, DTVG_FAULT_STEP="4",
+                         DTVG_FAULT_KIND="wait", DTVG_FAULT_FILE=str(go))
+            deadline = time.monotonic() + 300
+            while not (out / "checkpoint" / "state.json").is_file():  # step 3's checkpoint
+                assert proc.poll() is None and time.monotonic() < deadline, tail(log)
+                time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGTERM)
+            while "death signal" not in log.read_text():
+                assert time.monotonic() < deadline, tail(log)
+                time.sleep(0.1)
+            time.sleep(1.0)
+            go.touch()
+            step, why = 4, "SIGTERM"
+        else:
+            # Only rank 1 gets SIGTERM, at the start of step 2: rank 0 learns of it
+            # in that step's all-reduce and both stop after step 2.
+            proc = start(launch_cmd(config, *_args(ref, out)), log, DTVG_FAULT_STEP="2",
+                         DTVG_FAULT_RANK="1", DTVG_FAULT_KIND="sigterm")
+            step, why = 2, "a signal to another rank"
+        code = wait(proc, log, timeout=300)
+        assert code != 0  # torchrun reports a worker that exits 75 as failed
+        _stopped_workers(log, step)
+        ckpt = load_checkpoint(out / "checkpoint")
+        assert ckpt.state.step == step and ckpt.stopped_by == why
+        assert not (out / "results.json").exists()
 
-    out, log = tmp_path / "run", tmp_path / "stopped.txt"
-    if config == "cpu_ddp_2proc.yaml":
-        # The launcher gets SIGTERM (what `kill` or a scheduler sends it) while
-        # both ranks are paused at the start of step 4; torchrun forwards it.
-        go = tmp_path / "go"
-        proc = start(launch_cmd(config, *_args(ref, out)), log, DTVG_FAULT_STEP="4",
-                     DTVG_FAULT_KIND="wait", DTVG_FAULT_FILE=str(go))
-        deadline = time.monotonic() + 300
-        while not (out / "checkpoint" / "state.json").is_file():  # step 3's checkpoint
-            assert proc.poll() is None and time.monotonic() < deadline, tail(log)
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGTERM)
-        while "death signal" not in log.read_text():
-            assert time.monotonic() < deadline, tail(log)
-            time.sleep(0.1)
-        time.sleep(1.0)
-        go.touch()
-        step, why = 4, "SIGTERM"
-    else:
-        # Only rank 1 gets SIGTERM, at the start of step 2: rank 0 learns of it
-        # in that step's all-reduce and both stop after step 2.
-        proc = start(launch_cmd(config, *_args(ref, out)), log, DTVG_FAULT_STEP="2",
-                     DTVG_FAULT_RANK="1", DTVG_FAULT_KIND="sigterm")
-        step, why = 2, "a signal to another rank"
-    code = wait(proc, log, timeout=300)
-    assert code != 0  # torchrun reports a worker that exits 75 as failed
-    _stopped_workers(log, step)
-    ckpt = load_checkpoint(out / "checkpoint")
-    assert ckpt.state.step == step and ckpt.stopped_by == why
-    assert not (out / "results.json").exists()
-
-    log2 = tmp_path / "resume.txt"
-    check(run(launch_cmd(config, *_args(ref, out)), log2), log2)  # the same command
-    assert f"at step {step} (stopped there by {why})" in log2.read_text()
-    check(wait(whole_proc, whole_log, timeout=300), whole_log)
+        log2 = tmp_path / "resume.txt"
+        check(run(launch_cmd(config, *_args(ref, out)), log2), log2)  # the same command
+        assert f"at step {step} (stopped there by {why})" in log2.read_text()
+        check(wait(whole_proc, whole_log, timeout=300), whole_log)
+    finally:  # a failed check above must not leave it running
+        if whole_proc.poll() is None:
+            whole_proc.kill()
     _assert_equal_runs(whole, out)
 
 

@@ -641,8 +641,7 @@ def two_node_faults(slurm_cluster, two_nodes, tmp_path_factory) -> dict[str, dic
 
 
 @pytest.mark.slow
-def test_two_node_run_requeued_on_usr1_resumes_exactly(slurm_cluster, two_nodes,
-                                                       two_node_faults) -> None:
+def test_two_node_run_requeued_on_usr1_resumes_exactly(two_nodes, two_node_faults) -> None:
     """`scancel --signal=USR1` at the start of step 3: both ranks stop, rank
     0 checkpoints, the trainer exits 75, the job is requeued, resumes on both
     nodes and ends bit for bit where the uninterrupted two-node run ends."""
