@@ -54,20 +54,19 @@ def test_wheel_installed_in_a_fresh_venv_runs_from_any_folder(tmp_path):
     assert Path(where).is_relative_to(venv), where
     site = Path(where).parent
 
-    help_text = _run([py, "-m", "dtvg_dist.train", "--help"], work, env).stdout
-    assert f"recipes (packaged in {site / 'recipes'})" in help_text and "llama3-8b-cb" in help_text
-
-    # train tiny-t5, both stages, a tiny budget
-    out = _run([py, "-m", "dtvg_dist.train", "recipe=tiny-t5", f"output_dir={work / 'run'}",
-                f"bank_dir={work / 'bank'}", *TINY], work, env)
-    assert (work / "run" / "results.json").is_file(), out.stdout[-2000:]
-
-    # plan: a launch line whose --config_file exists here, inside the installed package
-    line = next(ln.strip() for ln in _run([py, "-m", "dtvg_dist.plan", "recipe=tiny-llama", "--gpus", "2",
-                                           "--gpu-memory", "8"], work, env).stdout.splitlines()
-                if ln.strip().startswith("accelerate launch"))
-    config = Path(line.split()[3])
-    assert config.is_file() and config.is_relative_to(site), line
+    # train tiny-t5, both stages, a tiny budget: one thread, in the background
+    # while the short commands below take the other core
+    train = subprocess.Popen([py, "-m", "dtvg_dist.train", "recipe=tiny-t5", f"output_dir={work / 'run'}",
+                              f"bank_dir={work / 'bank'}", *TINY], cwd=work, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _check_the_short_commands(py, work, env, site)
+        out, _ = train.communicate(timeout=600)
+    finally:
+        if train.poll() is None:
+            train.kill()
+    assert train.returncode == 0, f"train: exit {train.returncode}\n{out[-4000:]}"
+    assert (work / "run" / "results.json").is_file(), out[-2000:]
 
     # 2 processes with the packaged ZeRO-3 CPU config: its DeepSpeed JSON is
     # written relative to a checkout's root, which this folder is not
@@ -78,6 +77,19 @@ def test_wheel_installed_in_a_fresh_venv_runs_from_any_folder(tmp_path):
                *TINY], work, env)
     assert "2 process(es)" in z3.stdout + z3.stderr and "zero stage 3" in z3.stdout + z3.stderr
     assert (work / "z3bank" / "syn_same.safetensors").is_file()
+
+
+def _check_the_short_commands(py: str, work: Path, env: dict[str, str], site: Path) -> None:
+    """train --help, plan and reproduce --dry-run from the installed package."""
+    help_text = _run([py, "-m", "dtvg_dist.train", "--help"], work, env).stdout
+    assert f"recipes (packaged in {site / 'recipes'})" in help_text and "llama3-8b-cb" in help_text
+
+    # plan: a launch line whose --config_file exists here, inside the installed package
+    line = next(ln.strip() for ln in _run([py, "-m", "dtvg_dist.plan", "recipe=tiny-llama", "--gpus", "2",
+                                           "--gpu-memory", "8"], work, env).stdout.splitlines()
+                if ln.strip().startswith("accelerate launch"))
+    config = Path(line.split()[3])
+    assert config.is_file() and config.is_relative_to(site), line
 
     # reproduce --dry-run: the planner's line, the grid's folders under --runs-dir
     dry = _run([py, "-m", "dtvg_dist.reproduce", "table5", "--recipes", "llama3-8b-cb", "--seeds", "42",

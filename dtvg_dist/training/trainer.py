@@ -58,6 +58,7 @@ from dtvg_dist.training.distributed import (
     optimizer_for_save,
     release,
     run_facts,
+    unwrapped,
     zero_stage,
 )
 from dtvg_dist.training.early_stopping import (
@@ -350,7 +351,7 @@ class Trainer:
         start = time.perf_counter()
         metrics, _ = evaluate(
             self.acc,
-            self.acc.unwrap_model(self.model),
+            unwrapped(self.acc, self.model),
             self.spec.task,
             features,
             self.backbone.tokenizer,
