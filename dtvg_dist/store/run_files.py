@@ -95,13 +95,27 @@ class RunFiles:
             atomic_write_text(self.dir / CONFIG, yaml_text)
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Rows reach the OS at once (a crashed process loses none of them)
+        and the disk at the next :meth:`sync`."""
         if not self.enabled or not rows:
             return
         with open(self.dir / name, "a") as handle:
             for row in rows:
                 handle.write(json.dumps(_clean(row)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+
+    def sync(self) -> None:
+        """Put the logs on disk; called with every checkpoint, so the rows a
+        checkpoint covers outlive a machine crash, and a resume keeps just
+        those (:meth:`truncate_after`). Once per checkpoint rather than once
+        per row: an append's fsync took 2-8 ms here while other runs wrote
+        (cProfile of a tiny-t5 run: 94 of them, 0.7 s)."""
+        if not self.enabled:
+            return
+        for name in (METRICS, GROUPING):
+            path = self.dir / name
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         self._append(METRICS, [row])

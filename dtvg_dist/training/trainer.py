@@ -511,6 +511,7 @@ class Trainer:
             trainable = full_trainable_state(self.acc, self.prompt)
         optimizer = optimizer_for_save(self.acc, self.optimizer, self.prompt)
         if self.acc.is_main_process:
+            self.files.sync()
             save_checkpoint(
                 self.spec.run_dir,
                 trainable=trainable,
@@ -598,6 +599,7 @@ class Trainer:
             **run_facts(self.acc, self.backbone.model, self.prompt),
             **self.spec.extra_results,
         }
+        self.files.sync()  # the finished run's logs, before the results that say it finished
         self.files.write_results(results)
         if self.acc.is_main_process:
             (self.spec.run_dir / STOPPED_FILE).unlink(missing_ok=True)
