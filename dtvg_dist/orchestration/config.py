@@ -267,7 +267,7 @@ def _load_recipe_file(
     path = recipe_path(name, relative_to)
     if str(path) in seen:
         raise RecipeError(f"recipe {path} is its own base (cycle {' -> '.join(seen)})")
-    node = OmegaConf.load(path)
+    node = _parsed(str(path), path.stat().st_mtime_ns)
     if not isinstance(node, DictConfig):
         raise RecipeError(f"recipe {path} must be a YAML mapping")
     layers: list[tuple[DictConfig, str]] = []
@@ -276,6 +276,25 @@ def _load_recipe_file(
         layers.extend(_load_recipe_file(str(base), (*seen, str(path)), path.parent))
     layers.append((node, str(path)))
     return layers
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(path: str, mtime_ns: int) -> Any:
+    """A recipe file as parsed YAML, once per version of the file (only ever
+    read: merging copies it)."""
+    return OmegaConf.load(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _merged(layers: tuple[tuple[str, int], ...]) -> DictConfig:
+    """The schema merged with a chain of recipe files (path, version), once
+    per chain: a grid or the planner loads the same recipes hundreds of times
+    and merging is most of the cost (each merge deep-copies the config).
+    Callers get a copy."""
+    cfg = _schema()
+    for path, mtime_ns in layers:
+        cfg = _merge(cfg, _parsed(path, mtime_ns), path)
+    return cfg
 
 
 @functools.lru_cache(maxsize=1)
@@ -301,13 +320,13 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
 
 def load_recipe(name: str, overrides: list[str] | None = None) -> DictConfig:
     """Schema <- base recipes <- the recipe <- command-line overrides, then checks."""
-    cfg = _schema()
-    for layer, source in _load_recipe_file(name):
-        cfg = _merge(cfg, layer, source)
+    chain = tuple((source, Path(source).stat().st_mtime_ns) for _, source in _load_recipe_file(name))
+    cfg = copy.deepcopy(_merged(chain))
     # The run is named after the leaf recipe, never after a base it inherits.
     path = Path(name)
     cfg.recipe = path.stem if path.suffix in (".yaml", ".yml") else path.name
-    cfg = _merge(cfg, parse_overrides(list(overrides or [])), "the command-line overrides")
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(list(overrides)), "the command-line overrides")
     validate(cfg)
     return cfg
 

@@ -3,6 +3,7 @@ leaves carry the hyperparameters of the paper's appendix C."""
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import pytest
@@ -283,3 +284,23 @@ def test_recipe_tasks_answers_for_every_stage():
     assert recipe_tasks(listed) == ["cola", "rte", "mnli"]
     with pytest.raises(RecipeError, match="stage='3' is not one of 1, pre, 2, all"):
         recipe_tasks(listed, "3")
+
+
+def test_a_recipe_loads_as_a_fresh_copy_and_an_edit_of_its_file_shows(tmp_path) -> None:
+    """Merged recipes are cached per version of their files: a caller's
+    change never reaches the next load, and an edited base (with a new
+    mtime) is read again."""
+    base = tmp_path / "base.yaml"
+    base.write_text("base: tiny-t5\noptim:\n  lr: 0.125\n")
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("base: base.yaml\nseed: 7\n")
+    first = load_recipe(str(leaf))
+    assert (first.optim.lr, first.seed, first.recipe) == (0.125, 7, "leaf")
+    first.optim.lr = 9.0
+    assert load_recipe(str(leaf)).optim.lr == 0.125
+    assert load_recipe(str(leaf), ["optim.lr=0.5"]).optim.lr == 0.5
+    assert load_recipe(str(leaf)).optim.lr == 0.125
+    stat = base.stat()
+    base.write_text("base: tiny-t5\noptim:\n  lr: 0.25\n")
+    os.utime(base, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later version, whatever the clock
+    assert load_recipe(str(leaf)).optim.lr == 0.25
