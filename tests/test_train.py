@@ -147,7 +147,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(t5_bank, tmp_path):
                    env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "nan"})
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "loss is nan at step 5" in proc.stderr
-    from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
+    from dtvg_dist.store.checkpoint import load_checkpoint
+    from dtvg_dist.store.checkpoint_slots import find_checkpoint
 
     ckpt = load_checkpoint(find_checkpoint(out))
     assert ckpt.state.step == 3

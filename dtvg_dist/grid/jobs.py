@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtvg_dist.errors import RecipeError
-from dtvg_dist.store.bank import entry_path
-from dtvg_dist.store.run_files import RESULTS
+from dtvg_dist.store.run_files import RESULTS, entry_path
 
 TRAIN_MODULE = ("-m", "dtvg_dist.train")
 LOG_NAME = "run.log"  # one per run, in its folder: the trainer's stdout and stderr

@@ -33,7 +33,7 @@ from submitit.core.job_environment import JobEnvironment
 from dtvg_dist.errors import EXIT_REQUEUE
 from dtvg_dist.grid.jobs import TRAIN_MODULE, Job, prepare
 from dtvg_dist.grid.status import claim
-from dtvg_dist.store.checkpoint import checkpoints, signal_stopped
+from dtvg_dist.store.checkpoint_slots import checkpoints, signal_stopped
 
 PREEMPT_SIGNAL = "USR1"  # what submitit watches for (SUBMITIT_PREEMPT_SIGNAL)
 DOCTOR_MODULE = "dtvg_dist.doctor"  # --preflight: exit 0 all pass, 2 with one stderr line per failure

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from dtvg_dist import __version__
 from dtvg_dist.errors import BankError  # noqa: F401 - raised here; its public name
+from dtvg_dist.store.run_files import entry_path
 
 FORMAT = "dtvg-bank/1"
 REQUIRED_META = (
@@ -76,10 +77,6 @@ class BankEntry:
     def prompt(self) -> torch.Tensor:
         """The stage-1 soft prompt P* = P_init + T."""
         return self.p_init + self.tpv
-
-
-def entry_path(bank_dir: str | os.PathLike, task: str) -> Path:
-    return Path(bank_dir) / f"{task}.safetensors"
 
 
 def save_entry(

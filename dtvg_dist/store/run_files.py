@@ -9,10 +9,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+# torch and safetensors are imported where tensors are read or written: the
+# SLURM job wrapper reads this module's layout on every node and needs neither
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -54,6 +56,11 @@ def seed_bank_dir(bank: Path | str, seed: int) -> Path:
     return Path(bank) / f"seed{seed}"
 
 
+def entry_path(bank_dir: str | os.PathLike, task: str) -> Path:
+    """A task's bank entry (dtvg_dist/store/bank.py writes and reads it)."""
+    return Path(bank_dir) / f"{task}.safetensors"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -61,12 +68,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 

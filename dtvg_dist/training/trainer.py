@@ -33,14 +33,11 @@ from dtvg_dist.errors import TrainingDiverged  # noqa: F401 - raised here; its p
 from dtvg_dist.model.methods import get_method
 from dtvg_dist.model.prompt import PromptedModel
 from dtvg_dist.store.bank import BankError, entry_digest
-from dtvg_dist.store.checkpoint import (
-    LoadedCheckpoint,
-    TrainingState,
+from dtvg_dist.store.checkpoint import LoadedCheckpoint, TrainingState, load_latest, save_checkpoint
+from dtvg_dist.store.checkpoint_slots import (
     find_checkpoint,
-    load_latest,
     mark_stopped,
     remove_checkpoints,
-    save_checkpoint,
     stopped_by_signal,
 )
 from dtvg_dist.store.run_files import METRICS, RunFiles, atomic_write_text, read_jsonl

@@ -112,7 +112,8 @@ def test_failing_rank_ends_job_and_resume_completes(references, tmp_path):
     """Rank 1 raises before step 4 (the checkpoint of step 3 is on disk): the
     whole job exits non-zero within 60 s of it, the checkpoint is intact, and
     a resumed ZeRO-3 run finishes with the uninterrupted run's losses."""
-    from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
+    from dtvg_dist.store.checkpoint import load_checkpoint
+    from dtvg_dist.store.checkpoint_slots import find_checkpoint
 
     ref = references["tiny-llama"]
     out = tmp_path / "run"

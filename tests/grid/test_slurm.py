@@ -216,6 +216,18 @@ def test_arrays_group_by_what_they_wait_for() -> None:
     assert [g.needs for g in groups] == [("stage1/1",)]
 
 
+
+@pytest.mark.slow
+def test_the_job_wrapper_starts_without_torch() -> None:
+    """What submitit unpickles on every node of every job (and again on each
+    requeue) imports neither torch nor transformers: the trainer it starts
+    does, once."""
+    code = ("import sys, dtvg_dist.grid.slurm_job; "
+            "print(sorted(m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
 # ---------------------------------------------------------- on the cluster
 def _plain_env(**extra: str) -> dict[str, str]:
     """This environment without any thread count pinned: each executor must

@@ -15,12 +15,8 @@ from dtvg_dist.model.prompt import (
     spot_pick_source,
     tpv_pick_source,
 )
-from dtvg_dist.store.checkpoint import (
-    TrainingState,
-    find_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from dtvg_dist.store.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from dtvg_dist.store.checkpoint_slots import find_checkpoint
 
 R = 4
 TEXTS = ["good movie", "the plot was not good and the actor was bad", "what a film"]

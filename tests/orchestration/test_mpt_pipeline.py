@@ -38,15 +38,29 @@ def teacher_bank(tmp_path_factory) -> Path:
     return out / "bank"
 
 
+def _source_args(root: Path, teacher_bank: Path) -> tuple[str, ...]:
+    """stage=pre into `root` (run/ and its own copy of the teachers' bank)."""
+    shutil.copytree(teacher_bank, root / "bank")
+    return (*COMMON, "stage=pre", f"bank_dir={root / 'bank'}", f"output_dir={root / 'run'}")
+
+
 @pytest.fixture(scope="module")
-def source_run(teacher_bank, tmp_path_factory) -> tuple[Path, Path]:
+def source_runs(teacher_bank, tmp_path_factory) -> dict[str, Path]:
+    """stage=pre uninterrupted and, side by side (independent folders), the
+    same run killed by SIGKILL at step 5: {"whole": root, "killed": root,
+    "killed_exit": code}; each root holds bank/ and run/."""
+    whole, broken = tmp_path_factory.mktemp("mpt-pre"), tmp_path_factory.mktemp("mpt-pre-killed")
+    whole_proc = start_cli(*_source_args(whole, teacher_bank), "logging.trackers=[tensorboard]")
+    killed = finish(start_cli(*_source_args(broken, teacher_bank),
+                              env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigkill"}))
+    check_ok(finish(whole_proc))
+    return {"whole": whole, "killed": broken, "killed_exit": killed.returncode}
+
+
+@pytest.fixture(scope="module")
+def source_run(source_runs) -> tuple[Path, Path]:
     """stage=pre uninterrupted: (bank with the shared entry, output dir)."""
-    root = tmp_path_factory.mktemp("mpt-pre")
-    bank = root / "bank"
-    shutil.copytree(teacher_bank, bank)
-    check_ok(run_cli(*COMMON, "stage=pre", f"bank_dir={bank}", f"output_dir={root / 'run'}",
-                     "logging.trackers=[tensorboard]"))
-    return bank, root / "run"
+    return source_runs["whole"] / "bank", source_runs["whole"] / "run"
 
 
 def _shared(bank: Path):
@@ -66,18 +80,16 @@ def test_source_training_writes_a_verified_shared_entry(source_run):
     assert list((out / "tiny-t5").rglob("events.out.tfevents.*")), "no TensorBoard events"
 
 
-def test_source_training_resume_after_sigkill_is_bit_exact(teacher_bank, source_run, tmp_path):
-    bank = tmp_path / "bank"
-    shutil.copytree(teacher_bank, bank)
-    args = (*COMMON, "stage=pre", f"bank_dir={bank}", f"output_dir={tmp_path / 'run'}")
-    killed = run_cli(*args, env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigkill"})
-    assert killed.returncode == -9
+def test_source_training_resume_after_sigkill_is_bit_exact(source_runs, source_run):
+    killed = source_runs["killed"]
+    bank = killed / "bank"
+    assert source_runs["killed_exit"] == -9
     assert not (bank / "mpt").exists()  # nothing half-written
-    check_ok(run_cli(*args, "resume=true"))
+    check_ok(run_cli(*COMMON, "stage=pre", f"bank_dir={bank}", f"output_dir={killed / 'run'}", "resume=true"))
     a, b = _shared(source_run[0]), _shared(bank)
     for key in ("shared", "u", "v"):
         assert torch.equal(getattr(a, key), getattr(b, key)), key
-    assert losses(source_run[1] / "mpt-source") == losses(tmp_path / "run" / "mpt-source")
+    assert losses(source_run[1] / "mpt-source") == losses(killed / "run" / "mpt-source")
 
 
 def test_target_reuses_the_entry_and_resumes_bit_exact(source_run, tmp_path):

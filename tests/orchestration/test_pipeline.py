@@ -15,7 +15,8 @@ from dtvg_dist.model.prompt import DTVGPrompt, SoftPrompt
 from dtvg_dist.orchestration.config import load_recipe
 from dtvg_dist.orchestration.pipeline import Pipeline
 from dtvg_dist.store.bank import BankError, save_entry
-from dtvg_dist.store.checkpoint import find_checkpoint, load_checkpoint
+from dtvg_dist.store.checkpoint import load_checkpoint
+from dtvg_dist.store.checkpoint_slots import find_checkpoint
 
 SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
 TARGET = "syn_target"

@@ -13,12 +13,14 @@ import torch
 from dtvg_dist.store.checkpoint import (
     CheckpointError,
     TrainingState,
-    checkpoints,
     load_checkpoint,
     load_latest,
+    save_checkpoint,
+)
+from dtvg_dist.store.checkpoint_slots import (
+    checkpoints,
     mark_stopped,
     remove_checkpoints,
-    save_checkpoint,
     signal_stopped,
     stopped_by_signal,
 )

@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import check_ok, jsonl, losses, prompt_tensors, results, run_cli
+from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 
 from dtvg_dist.errors import EXIT_REQUEUE, EXIT_USER_ERROR
 from dtvg_dist.store.bank import entry_path, load_entry, save_entry
@@ -47,19 +49,54 @@ def assert_same_run(whole: Path, other: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tiny_runs, tmp_path_factory):
-    """An uninterrupted 9-step stage-2 run and one stopped by SIGTERM at step
-    5 (checkpoints of steps 3 and 6 would be written; 5 is between them)."""
+    """An uninterrupted 9-step stage-2 run and, side by side (independent
+    folders), one stopped by SIGTERM at step 5 (checkpoints of steps 3 and 6
+    would be written; 5 is between them)."""
     root = tmp_path_factory.mktemp("preempt")
     bank = root / "bank"
     shutil.copytree(tiny_runs["tiny-t5"] / "bank", bank)
     common = ["recipe=tiny-t5", "stage=2", f"bank_dir={bank}", "source_tasks=[syn_same,syn_flip]",
               "optim.max_steps=9", "eval.every_steps=3"]
     whole = root / "whole"
-    check_ok(run_cli(*common, f"output_dir={whole}"))
+    whole_proc = start_cli(*common, f"output_dir={whole}")
     stopped = root / "stopped"
     proc = run_cli(*common, f"output_dir={stopped}",
                    env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigterm"})
+    check_ok(finish(whole_proc))
     return common, bank, whole, stopped, proc
+
+
+@pytest.fixture(scope="module")
+def reruns(runs, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The stopped run, copied and made ready for each test below, then each
+    copy's command, two at a time (one thread each, independent folders):
+    name -> (its folder, the finished command)."""
+    common, bank, _, stopped, _ = runs
+    root = tmp_path_factory.mktemp("reruns")
+    commands = {}
+    # the same command, without resume=true, picks the run up where it stopped
+    commands["resumed"] = [*common, f"output_dir={_copy(stopped, root / 'resumed')}"]
+    out = _copy(stopped, root / "truncated")
+    best = out / "checkpoint" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    commands["truncated"] = [*common, f"output_dir={out}", "resume=true"]
+    out = _copy(stopped, root / "both")
+    (out / "checkpoint" / "best.safetensors").write_bytes(b"\0" * 10)
+    optimizer = out / "checkpoint.prev" / "optimizer.safetensors"
+    data = bytearray(optimizer.read_bytes())
+    data[-1] ^= 0xFF  # same length, one flipped byte: only the checksum sees it
+    optimizer.write_bytes(bytes(data))
+    commands["both"] = [*common, f"output_dir={out}", "resume=true"]
+    out = _copy(stopped, root / "changed")
+    changed = _copy(bank, root / "bank")
+    entry = load_entry(entry_path(changed, "syn_same"))
+    save_entry(changed, "syn_same", entry.tpv + 0.01, entry.p_init, backbone=entry.backbone,
+               init_seed=entry.init_seed, steps=entry.steps, best_score=entry.best_score)
+    commands["changed"] = [*(a if not a.startswith("bank_dir=") else f"bank_dir={changed}" for a in common),
+                           f"output_dir={out}"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = {name: pool.submit(run_cli, *args) for name, args in commands.items()}
+        return {name: (root / name, future.result()) for name, future in done.items()}
 
 
 def _copy(run: Path, dst: Path) -> Path:
@@ -67,8 +104,8 @@ def _copy(run: Path, dst: Path) -> Path:
     return dst
 
 
-def test_sigterm_checkpoints_exits_75_and_rerun_resumes_exactly(runs, tmp_path):
-    common, _, whole, stopped, proc = runs
+def test_sigterm_checkpoints_exits_75_and_rerun_resumes_exactly(runs, reruns):
+    _, _, whole, stopped, proc = runs
     assert proc.returncode == EXIT_REQUEUE, proc.stderr[-3000:]
     assert "stopped by SIGTERM after step 5" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -78,18 +115,17 @@ def test_sigterm_checkpoints_exits_75_and_rerun_resumes_exactly(runs, tmp_path):
     assert set(newest.bank) == {"syn_target", "syn_same", "syn_flip"}
     assert load_checkpoint(stopped / "checkpoint.prev").state.step == 3  # the last two are kept
     # the same command, without resume=true, picks the run up where it stopped
-    out = _copy(stopped, tmp_path / "resumed")
-    again = check_ok(run_cli(*common, f"output_dir={out}"))
+    out, again = reruns["resumed"]
+    check_ok(again)
     assert "resumed from" in again.stderr and "at step 5 (stopped there by SIGTERM)" in again.stderr
     assert_same_run(whole, out)
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(runs, tmp_path):
-    common, _, whole, stopped, _ = runs
-    out = _copy(stopped, tmp_path / "truncated")
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(runs, reruns):
+    whole = runs[2]
+    out, proc = reruns["truncated"]
+    check_ok(proc)
     best = out / "checkpoint" / "best.safetensors"
-    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
-    proc = check_ok(run_cli(*common, f"output_dir={out}", "resume=true"))
     lines = [line for line in proc.stderr.splitlines() if "checkpoint unusable" in line]
     assert len(lines) == 1 and str(best) in lines[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -97,15 +133,8 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(runs, tmp_path):
     assert_same_run(whole, out)
 
 
-def test_no_usable_checkpoint_is_exit_2_saying_what_to_delete(runs, tmp_path):
-    common, _, _, stopped, _ = runs
-    out = _copy(stopped, tmp_path / "both")
-    (out / "checkpoint" / "best.safetensors").write_bytes(b"\0" * 10)
-    optimizer = out / "checkpoint.prev" / "optimizer.safetensors"
-    data = bytearray(optimizer.read_bytes())
-    data[-1] ^= 0xFF  # same length, one flipped byte: only the checksum sees it
-    optimizer.write_bytes(bytes(data))
-    proc = run_cli(*common, f"output_dir={out}", "resume=true")
+def test_no_usable_checkpoint_is_exit_2_saying_what_to_delete(reruns):
+    out, proc = reruns["both"]
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -114,15 +143,9 @@ def test_no_usable_checkpoint_is_exit_2_saying_what_to_delete(runs, tmp_path):
     assert "does not match the sha256" in error[0]
 
 
-def test_resume_refuses_a_changed_bank_entry(runs, tmp_path):
-    common, bank, _, stopped, _ = runs
-    out = _copy(stopped, tmp_path / "changed")
-    changed = _copy(bank, tmp_path / "bank")
-    entry = load_entry(entry_path(changed, "syn_same"))
-    save_entry(changed, "syn_same", entry.tpv + 0.01, entry.p_init, backbone=entry.backbone,
-               init_seed=entry.init_seed, steps=entry.steps, best_score=entry.best_score)
-    args = [a if not a.startswith("bank_dir=") else f"bank_dir={changed}" for a in common]
-    proc = run_cli(*args, f"output_dir={out}")
+def test_resume_refuses_a_changed_bank_entry(reruns):
+    out, proc = reruns["changed"]
+    changed = out.parent / "bank"
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert f"bank entry {entry_path(changed, 'syn_same')} changed since checkpoint" in proc.stderr
