@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 _CACHE = tempfile.mkdtemp(prefix="dtvg-test-cache-")
@@ -32,6 +33,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from background import BACKGROUND, Background  # noqa: E402
 from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir  # noqa: E402
 
 from dtvg_dist.tasks import registry  # noqa: E402
@@ -132,61 +134,111 @@ TINY_RUN_ARGS = (
 )
 
 
-@pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """recipe -> output_dir of a finished `stage=all` DTVG run of tiny-t5 and tiny-llama,
-    trained side by side once per session."""
-    import subprocess
-    import sys
-
+def _tiny_runs(root: Path, at_once: bool) -> dict[str, Path]:
+    """recipe -> output_dir of a finished `stage=all` DTVG run of tiny-t5 and
+    tiny-llama (one thread each; side by side when `at_once`)."""
     from cli_runs import REPO
 
-    procs = {}
+    def finish(recipe: str, proc: subprocess.Popen) -> None:
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{output[-6000:]}"
+
+    outs, procs = {}, {}
     for recipe in ("tiny-t5", "tiny-llama"):
-        out = tmp_path_factory.mktemp(f"run-{recipe}")
+        out = outs[recipe] = root / f"run-{recipe}"
         cmd = [
             sys.executable, "-m", "dtvg_dist.train", f"recipe={recipe}", f"output_dir={out}",
             f"bank_dir={out / 'bank'}", "logging.progress_bar=false", *TINY_RUN_ARGS,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[recipe] = (out, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                               stderr=subprocess.STDOUT, text=True))
-    for recipe, (_, proc) in procs.items():
-        output, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{output[-6000:]}"
-    return {recipe: out for recipe, (out, _) in procs.items()}
+        procs[recipe] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
+        if not at_once:
+            finish(recipe, procs.pop(recipe))
+    for recipe, proc in procs.items():
+        finish(recipe, proc)
+    return outs
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """recipe -> output_dir of a finished `stage=all` DTVG run of tiny-t5 and tiny-llama,
+    trained once per session (in the background from the start, tests/background.py)."""
+    return BACKGROUND.result("tiny_runs", lambda: _tiny_runs(tmp_path_factory.mktemp("tiny-runs"), True))
+
+
+def _smollm2_checkpoint(dest: Path) -> Path:
+    """SmolLM2-135M dequantized into `dest`, in a one-thread subprocess."""
+    code = ("import sys; from pathlib import Path; from real_model import gguf_folder, write_checkpoint; "
+            "write_checkpoint(gguf_folder(), Path(sys.argv[1]))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])])}
+    proc = subprocess.run([sys.executable, "-c", code, str(dest)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    return dest
 
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M as a local float32 checkpoint folder (tests/real_model.py)."""
-    from real_model import INSTALL, gguf_folder, write_checkpoint
+    from real_model import INSTALL, gguf_folder
 
-    folder = gguf_folder()
-    if folder is None:
+    if gguf_folder() is None:
         pytest.skip(f"SmolLM2-135M is not installed: {INSTALL}")
-    return write_checkpoint(folder, tmp_path_factory.mktemp("smollm2"))
+    return BACKGROUND.result("smollm2", lambda: _smollm2_checkpoint(tmp_path_factory.mktemp("smollm2")))
 
 
-@pytest.fixture(scope="session")
-def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _smollm2_run(checkpoint: Path, out: Path, threads: int) -> Path:
     """output_dir of a finished `stage=all` DTVG run on SmolLM2 (two sources,
-    8 steps per stage, every step logged; 2 threads: the suite runs it alone)."""
-    import subprocess
-    import sys
-
+    8 steps per stage, every step logged)."""
     from cli_runs import REPO
     from real_model import RECIPE_ARGS
 
-    out = tmp_path_factory.mktemp("run-smollm2")
-    cmd = [sys.executable, "-m", "dtvg_dist.train", *RECIPE_ARGS, f"backbone.name_or_path={smollm2}",
+    cmd = [sys.executable, "-m", "dtvg_dist.train", *RECIPE_ARGS, f"backbone.name_or_path={checkpoint}",
            f"output_dir={out}", f"bank_dir={out / 'bank'}", "stage=all", "method=dtvg",
            "stage1.max_steps=8", "optim.max_steps=8", "optim.warmup_steps=0",
-           "eval.every_steps=8", "distributed.threads=2", "logging.every_steps=1", "logging.progress_bar=false"]
+           "eval.every_steps=8", f"distributed.threads={threads}", "logging.every_steps=1",
+           "logging.progress_bar=false"]
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-6000:]}"
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SmolLM2 run (in the background from the start, one thread; else
+    here, two threads: nothing else runs beside it)."""
+    return BACKGROUND.result("smollm2_run", lambda: _smollm2_run(
+        smollm2, tmp_path_factory.mktemp("run-smollm2"), threads=2))
+
+
+_BACKGROUND_ROOT = Path(tempfile.mkdtemp(prefix="dtvg-test-background-"))
+atexit.register(shutil.rmtree, _BACKGROUND_ROOT, True)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the session fixtures' work that the selected tests need, in the
+    background, in the order tests are most likely to wait for it."""
+    from deepspeed_op import build_shm_op, shm_op_cached
+    from real_model import gguf_folder
+
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if any(item.get_closest_marker("slow") for item in session.items) and not shm_op_cached():
+        BACKGROUND.start("deepspeed_ops", build_shm_op)  # ZeRO-3 runs in and beyond tests/distributed
+    if "tiny_runs" in wanted:
+        BACKGROUND.start("tiny_runs", lambda: _tiny_runs(_BACKGROUND_ROOT / "tiny-runs", at_once=False))
+    if wanted & {"smollm2", "smollm2_run"} and gguf_folder() is not None:
+        checkpoint = _BACKGROUND_ROOT / "smollm2"
+        BACKGROUND.start("smollm2", lambda: _smollm2_checkpoint(checkpoint))
+        if "smollm2_run" in wanted:
+            BACKGROUND.start("smollm2_run", lambda: _smollm2_run(
+                checkpoint, _BACKGROUND_ROOT / "run-smollm2", threads=1))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    BACKGROUND.stop()
 
 
 # ---- tiers: `-m "not slow"` is the inner loop ----------------------------------
@@ -216,9 +268,12 @@ _LIBRARY_PROBES = ("uname ",)
 
 def _watched_popen_init(self, args, *rest, **kwargs) -> None:
     command = args if isinstance(args, str) else " ".join(map(str, args))
-    if _unmarked_popens is not None and not command.startswith(_LIBRARY_PROBES):
+    background = Background.in_background()
+    if _unmarked_popens is not None and not background and not command.startswith(_LIBRARY_PROBES):
         _unmarked_popens.append(command)
     _real_popen_init(self, args, *rest, **kwargs)
+    if background:
+        BACKGROUND.started(self)
 
 
 subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
