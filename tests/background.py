@@ -14,10 +14,14 @@ end kills any still running.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 THREAD_PREFIX = "dtvg-background"
@@ -30,6 +34,25 @@ class Background:
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: dict[str, Future] = {}
         self._procs: list[subprocess.Popen] = []
+        self._offers: dict[str, Callable[[], Any]] = {}
+        self._root: Path | None = None
+
+    def offer(self, name: str, work: Callable[[], Any]) -> None:
+        """A test module's fixture work, started at the end of collection if
+        a selected test uses the fixture `name` (in the order offered)."""
+        self._offers[name] = work
+
+    def start_offers(self, wanted: set[str]) -> None:
+        for name, work in self._offers.items():
+            if name in wanted:
+                self.start(name, work)
+
+    def folder(self, name: str) -> Path:
+        """A fresh folder for background work, removed when the session ends."""
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="dtvg-test-background-"))
+            atexit.register(shutil.rmtree, self._root, True)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._root))
 
     @staticmethod
     def in_background() -> bool:

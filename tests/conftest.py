@@ -214,10 +214,6 @@ def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         smollm2, tmp_path_factory.mktemp("run-smollm2"), threads=2))
 
 
-_BACKGROUND_ROOT = Path(tempfile.mkdtemp(prefix="dtvg-test-background-"))
-atexit.register(shutil.rmtree, _BACKGROUND_ROOT, True)
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the session fixtures' work that the selected tests need, in the
     background, in the order tests are most likely to wait for it."""
@@ -228,13 +224,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any(item.get_closest_marker("slow") for item in session.items) and not shm_op_cached():
         BACKGROUND.start("deepspeed_ops", build_shm_op)  # ZeRO-3 runs in and beyond tests/distributed
     if "tiny_runs" in wanted:
-        BACKGROUND.start("tiny_runs", lambda: _tiny_runs(_BACKGROUND_ROOT / "tiny-runs", at_once=False))
+        BACKGROUND.start("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"), at_once=False))
     if wanted & {"smollm2", "smollm2_run"} and gguf_folder() is not None:
-        checkpoint = _BACKGROUND_ROOT / "smollm2"
+        checkpoint = BACKGROUND.folder("smollm2")
         BACKGROUND.start("smollm2", lambda: _smollm2_checkpoint(checkpoint))
         if "smollm2_run" in wanted:
             BACKGROUND.start("smollm2_run", lambda: _smollm2_run(
-                checkpoint, _BACKGROUND_ROOT / "run-smollm2", threads=1))
+                checkpoint, BACKGROUND.folder("run-smollm2"), threads=1))
+    BACKGROUND.start_offers(wanted)  # the test modules' own (test_demo.py, test_demo_robust.py)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from background import BACKGROUND
 
 from dtvg_dist import demo
 from dtvg_dist.grid.build import demo_jobs
@@ -28,15 +29,23 @@ REDUCED = ["backbone.name_or_path=null", "backbone.tokenizer=synthetic", "optim.
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
+def _demo_run(out: Path) -> tuple[Path, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "dtvg_dist.demo", "--seeds", ",".join(map(str, SEEDS)), "--out", str(out),
          *REDUCED], cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc.stdout
+
+
+BACKGROUND.offer("demo_run", lambda: _demo_run(BACKGROUND.folder("demo") / "out"))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo's output folder and printout (one process; started in the
+    background at the end of collection, tests/background.py)."""
+    return BACKGROUND.result("demo_run", lambda: _demo_run(tmp_path_factory.mktemp("demo") / "out"))
 
 
 @pytest.mark.slow

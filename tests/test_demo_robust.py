@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from background import BACKGROUND
 
 from dtvg_dist import demo
 from dtvg_dist.reporting.demo_report import DEMO, SCENARIOS
@@ -48,16 +49,28 @@ def _run(folder: Path, cache: Path, extra_env: dict[str, str]) -> dict:
     return json.loads((folder / "demo" / "demo.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> dict[str, dict]:
-    """base and float64 at once, then noise (which reuses base's taught backbone)."""
-    root = tmp_path_factory.mktemp("perturbed")
+def _tables(root: Path, at_once: bool) -> dict[str, dict]:
+    """base, float64 and noise (which reuses base's taught backbone, so it
+    comes after base); base and float64 side by side when `at_once`."""
     cache = root / "cache"
+    if not at_once:
+        return {"base": _run(root / "base", cache, {}),
+                "float64": _run(root / "float64", cache, PERTURBATIONS["float64"]),
+                "noise": _run(root / "noise", cache, PERTURBATIONS["noise"])}
     with ThreadPoolExecutor(max_workers=2) as pool:
         wide = pool.submit(_run, root / "float64", cache, PERTURBATIONS["float64"])
         base = _run(root / "base", cache, {})
         noise = pool.submit(_run, root / "noise", cache, PERTURBATIONS["noise"])
         return {"base": base, "float64": wide.result(), "noise": noise.result()}
+
+
+# one process at a time in the background (tests/background.py), else two here
+BACKGROUND.offer("tables", lambda: _tables(BACKGROUND.folder("perturbed"), at_once=False))
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[str, dict]:
+    return BACKGROUND.result("tables", lambda: _tables(tmp_path_factory.mktemp("perturbed"), at_once=True))
 
 
 @pytest.mark.slow
