@@ -217,11 +217,11 @@ def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the session fixtures' work that the selected tests need, in the
     background, in the order tests are most likely to wait for it."""
-    from deepspeed_op import build_shm_op, shm_op_cached
+    from deepspeed_op import build_shm_op
     from real_model import gguf_folder
 
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    if any(item.get_closest_marker("slow") for item in session.items) and not shm_op_cached():
+    if any(item.get_closest_marker("slow") for item in session.items):
         BACKGROUND.start("deepspeed_ops", build_shm_op)  # ZeRO-3 runs in and beyond tests/distributed
     if "tiny_runs" in wanted:
         BACKGROUND.start("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"), at_once=False))
