@@ -261,21 +261,21 @@ def _merge(schema: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise RecipeError(f"bad value for {key!r} in {source}: {err.msg}") from None
 
 
-def _load_recipe_file(
+def _recipe_chain(
     name: str, seen: tuple[str, ...] = (), relative_to: Path | None = None
-) -> list[tuple[DictConfig, str]]:
+) -> list[tuple[str, int]]:
+    """The recipe's files, its furthest base first, each as (path, version:
+    its mtime in ns), which is what the parse and merge caches key on."""
     path = recipe_path(name, relative_to)
     if str(path) in seen:
         raise RecipeError(f"recipe {path} is its own base (cycle {' -> '.join(seen)})")
-    node = _parsed(str(path), path.stat().st_mtime_ns)
+    layer = (str(path), path.stat().st_mtime_ns)
+    node = _parsed(*layer)
     if not isinstance(node, DictConfig):
         raise RecipeError(f"recipe {path} must be a YAML mapping")
-    layers: list[tuple[DictConfig, str]] = []
     base = node.get("base")
-    if base:
-        layers.extend(_load_recipe_file(str(base), (*seen, str(path)), path.parent))
-    layers.append((node, str(path)))
-    return layers
+    chain = _recipe_chain(str(base), (*seen, str(path)), path.parent) if base else []
+    return [*chain, layer]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -320,8 +320,7 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
 
 def load_recipe(name: str, overrides: list[str] | None = None) -> DictConfig:
     """Schema <- base recipes <- the recipe <- command-line overrides, then checks."""
-    chain = tuple((source, Path(source).stat().st_mtime_ns) for _, source in _load_recipe_file(name))
-    cfg = copy.deepcopy(_merged(chain))
+    cfg = copy.deepcopy(_merged(tuple(_recipe_chain(name))))
     # The run is named after the leaf recipe, never after a base it inherits.
     path = Path(name)
     cfg.recipe = path.stem if path.suffix in (".yaml", ".yml") else path.name

@@ -37,8 +37,6 @@ from dtvg_dist.store.checkpoint_slots import CHECKPOINT_DIR, PREVIOUS, SLOTS, ch
 log = logging.getLogger("dtvg_dist.store.checkpoint")
 
 
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -268,8 +268,8 @@ def zero_init(accelerator: Accelerator, enabled: bool) -> Iterator[None]:
 def unwrapped(accelerator: Accelerator, model: nn.Module) -> nn.Module:
     """The module under the launch's wrapper. Outside DeepSpeed this skips
     accelerate's ``unwrap_model``, which imports DeepSpeed whenever it is
-    installed (and DeepSpeed imports mlflow): about 2 s of CPU in every run
-    that never uses it, measured with ``python -X importtime``."""
+    installed (and DeepSpeed imports mlflow): a tiny-t5 run took 1.22x as
+    long with that import (bench/startup_bench.py, bench/RESULTS.md)."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return accelerator.unwrap_model(model)
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
