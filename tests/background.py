@@ -38,8 +38,9 @@ class Background:
         self._root: Path | None = None
 
     def offer(self, name: str, work: Callable[[], Any]) -> None:
-        """A test module's fixture work, started at the end of collection if
-        a selected test uses the fixture `name` (in the order offered)."""
+        """The work of the session or module fixture `name`, started at the
+        end of collection if a selected test uses that fixture (in the order
+        offered: conftest.py's first, then the test modules')."""
         self._offers[name] = work
 
     def start_offers(self, wanted: set[str]) -> None:

@@ -34,6 +34,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from background import BACKGROUND, Background  # noqa: E402
+from deepspeed_op import build_shm_op  # noqa: E402
+from real_model import gguf_folder  # noqa: E402
 from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir  # noqa: E402
 
 from dtvg_dist.tasks import registry  # noqa: E402
@@ -182,7 +184,7 @@ def _smollm2_checkpoint(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M as a local float32 checkpoint folder (tests/real_model.py)."""
-    from real_model import INSTALL, gguf_folder
+    from real_model import INSTALL
 
     if gguf_folder() is None:
         pytest.skip(f"SmolLM2-135M is not installed: {INSTALL}")
@@ -214,24 +216,24 @@ def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         smollm2, tmp_path_factory.mktemp("run-smollm2"), threads=2))
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the session fixtures' work that the selected tests need, in the
-    background, in the order tests are most likely to wait for it."""
-    from deepspeed_op import build_shm_op
-    from real_model import gguf_folder
+# This file's session work for the background (tests/background.py), in the
+# order tests are most likely to wait for it; test modules offer their own.
+BACKGROUND.offer("deepspeed_ops", build_shm_op)
+BACKGROUND.offer("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"), at_once=False))
+if gguf_folder() is not None:
+    _SMOLLM2 = BACKGROUND.folder("smollm2")
+    BACKGROUND.offer("smollm2", lambda: _smollm2_checkpoint(_SMOLLM2))
+    BACKGROUND.offer("smollm2_run", lambda: _smollm2_run(_SMOLLM2, BACKGROUND.folder("run-smollm2"), threads=1))
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the offered work whose fixtures the selected tests use. DeepSpeed's
+    shm op counts as used by any slow test: ZeRO-3 runs start in and beyond
+    tests/distributed (the wheel, SLURM and doctor tests)."""
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if any(item.get_closest_marker("slow") for item in session.items):
-        BACKGROUND.start("deepspeed_ops", build_shm_op)  # ZeRO-3 runs in and beyond tests/distributed
-    if "tiny_runs" in wanted:
-        BACKGROUND.start("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"), at_once=False))
-    if wanted & {"smollm2", "smollm2_run"} and gguf_folder() is not None:
-        checkpoint = BACKGROUND.folder("smollm2")
-        BACKGROUND.start("smollm2", lambda: _smollm2_checkpoint(checkpoint))
-        if "smollm2_run" in wanted:
-            BACKGROUND.start("smollm2_run", lambda: _smollm2_run(
-                checkpoint, BACKGROUND.folder("run-smollm2"), threads=1))
-    BACKGROUND.start_offers(wanted)  # the test modules' own (test_demo.py, test_demo_robust.py)
+        wanted.add("deepspeed_ops")
+    BACKGROUND.start_offers(wanted)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
