@@ -9,6 +9,8 @@ rounds, against the same run with the cost it paid before:
   `training.distributed.unwrapped` no longer calls it outside DeepSpeed.
 - `+fsync`: an fsync after every appended log row, as `RunFiles` did; it now
   syncs the logs once per checkpoint.
+- `+sklearn`: scikit-learn's metrics imported, as `metrics.accuracy` did
+  (`accuracy_score`) in every evaluation; accuracy is now a numpy mean.
 
 Prints each variant's median wall and CPU seconds and its ratio to the plain
 run, measured in this one run (these machines are noisy).
@@ -45,6 +47,7 @@ PRELUDES = {
         "            os.fsync(handle.fileno())\n"
         "run_files.RunFiles._append = _synced\n"
     ),
+    "+sklearn": "import sklearn.metrics\n",
 }
 
 
