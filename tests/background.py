@@ -6,20 +6,23 @@ run the other core idles. The session fixtures started here read nothing a
 test writes, so their work starts in one background thread at the end of
 collection, one process at a time, beside whatever test runs; the fixture
 returning it waits for it while it runs, and does it itself, the fast way,
-when it has not started yet.
+when it has not started yet (taking it off the queue with the work offered
+as building on it, and nothing else).
 Processes the background thread starts are its own: conftest.py's watcher
-does not count them against the test running at the time, and the session's
-end kills any still running.
+does not count them against the test running at the time, gives them the
+environment the session started with (not a running test's monkeypatched
+one), and the session's end kills any still running.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,19 +37,32 @@ class Background:
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: dict[str, Future] = {}
         self._procs: list[subprocess.Popen] = []
-        self._offers: dict[str, Callable[[], Any]] = {}
+        self._offers: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {}
+        self._after: dict[str, tuple[str, ...]] = {}
         self._root: Path | None = None
+        self._environ: dict[str, str] | None = None
 
-    def offer(self, name: str, work: Callable[[], Any]) -> None:
+    def offer(self, name: str, work: Callable[[], Any], after: tuple[str, ...] = ()) -> None:
         """The work of the session or module fixture `name`, started at the
         end of collection if a selected test uses that fixture (in the order
-        offered: conftest.py's first, then the test modules')."""
-        self._offers[name] = work
+        offered: conftest.py's first, then the test modules'). `after`: the
+        offered work it builds on (offered before it; it reads their results
+        through `done`)."""
+        missing = [a for a in after if a not in self._offers]
+        if missing:
+            raise ValueError(f"{name}: offered before what it builds on: {', '.join(missing)}")
+        self._offers[name] = (work, after)
 
     def start_offers(self, wanted: set[str]) -> None:
-        for name, work in self._offers.items():
-            if name in wanted:
-                self.start(name, work)
+        self._environ = dict(os.environ)
+        for name, (work, after) in self._offers.items():
+            if name in wanted and all(a in self._jobs for a in after):
+                self.start(name, work, after)
+
+    def done(self, name: str) -> Any:
+        """The result of background work this work was offered `after` (it
+        ran first, on the same thread)."""
+        return self._jobs[name].result(timeout=0)
 
     def folder(self, name: str) -> Path:
         """A fresh folder for background work, removed when the session ends."""
@@ -59,26 +75,51 @@ class Background:
     def in_background() -> bool:
         return threading.current_thread().name.startswith(THREAD_PREFIX)
 
+    def environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment of a process the background thread starts: `env`
+        (None: this process's) with each variable that a running test has
+        changed since the background started (monkeypatch.setenv of RANK,
+        DTVG_FAULT_STEP, SLURM_JOB_ID, ...) put back as it was; what the work
+        set itself stays."""
+        now = dict(os.environ)
+        out = dict(now if env is None else env)
+        then = self._environ if self._environ is not None else now
+        for key in set(now) | set(then):
+            if now.get(key) != then.get(key) and out.get(key) == now.get(key):
+                if key in then:
+                    out[key] = then[key]
+                else:
+                    out.pop(key, None)
+        return out
+
     def started(self, proc: subprocess.Popen) -> None:
         """A process the background thread started (killed if the session ends first)."""
         self._procs.append(proc)
 
-    def start(self, name: str, work: Callable[[], Any]) -> None:
+    def start(self, name: str, work: Callable[[], Any], after: tuple[str, ...] = ()) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_PREFIX)
+        self._after[name] = after
         self._jobs[name] = self._pool.submit(work)
+
+    def _building_on(self, name: str) -> list[str]:
+        """`name` and the queued work that builds on it, directly or not."""
+        out = [name]
+        for other in self._jobs:  # in queue order: what builds on it comes after it
+            if any(a in out for a in self._after.get(other, ())):
+                out.append(other)
+        return out
 
     def result(self, name: str, work: Callable[[], Any]) -> Any:
         """What `name` gave (waiting for it while it runs), else `work()` here:
         when it was never queued, or is still queued (it is then taken off the
-        queue with every job after it, which may build on it)."""
+        queue with the work that builds on it; the rest stays queued)."""
         if name not in self._jobs:
             return work()
         future = self._jobs[name]
         if future.running() or future.done():
             return future.result()
-        names = list(self._jobs)
-        for queued in reversed(names[names.index(name):]):  # last first: none starts after one it needs
+        for queued in reversed(self._building_on(name)):  # last first: none starts after one it needs
             if self._jobs[queued].cancel():
                 del self._jobs[queued]
         return work() if name not in self._jobs else self._jobs[name].result()

@@ -223,7 +223,8 @@ BACKGROUND.offer("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"),
 if gguf_folder() is not None:
     _SMOLLM2 = BACKGROUND.folder("smollm2")
     BACKGROUND.offer("smollm2", lambda: _smollm2_checkpoint(_SMOLLM2))
-    BACKGROUND.offer("smollm2_run", lambda: _smollm2_run(_SMOLLM2, BACKGROUND.folder("run-smollm2"), threads=1))
+    BACKGROUND.offer("smollm2_run", lambda: _smollm2_run(BACKGROUND.done("smollm2"), BACKGROUND.folder("run-smollm2"),
+                                                         threads=1), after=("smollm2",))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -270,6 +271,8 @@ def _watched_popen_init(self, args, *rest, **kwargs) -> None:
     background = Background.in_background()
     if _unmarked_popens is not None and not background and not command.startswith(_LIBRARY_PROBES):
         _unmarked_popens.append(command)
+    if background:
+        kwargs["env"] = BACKGROUND.environment(kwargs.get("env"))
     _real_popen_init(self, args, *rest, **kwargs)
     if background:
         BACKGROUND.started(self)
