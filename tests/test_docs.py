@@ -12,10 +12,12 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from background import BACKGROUND
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -141,14 +143,24 @@ def _run_page(page: Path, root: Path) -> tuple[Path, list[tuple[str, subprocess.
     return work, done
 
 
+def _page_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, tuple[Path, list]]:
+    """Every runnable page (`folder(stem)` gives each a fresh folder); at once,
+    one thread each, when `at_once`: their runs are one-thread processes in
+    their own folders, so the pages run side by side."""
+    if not at_once:
+        return {page.name: _run_page(page, folder(page.stem)) for page in RUNNABLE_PAGES}
+    with ThreadPoolExecutor(max_workers=len(RUNNABLE_PAGES)) as pool:
+        futures = {page.name: pool.submit(_run_page, page, folder(page.stem)) for page in RUNNABLE_PAGES}
+        return {name: future.result() for name, future in futures.items()}
+
+
+# one page at a time in the background (tests/background.py), else all at once here
+BACKGROUND.offer("page_runs", lambda: _page_runs(BACKGROUND.folder, at_once=False))
+
+
 @pytest.fixture(scope="module")
 def page_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list]]:
-    """Every runnable page at once, one thread each: their runs are one-thread
-    processes in their own folders, so the pages run side by side."""
-    with ThreadPoolExecutor(max_workers=len(RUNNABLE_PAGES)) as pool:
-        futures = {page.name: pool.submit(_run_page, page, tmp_path_factory.mktemp(page.stem))
-                   for page in RUNNABLE_PAGES}
-        return {name: future.result() for name, future in futures.items()}
+    return BACKGROUND.result("page_runs", lambda: _page_runs(tmp_path_factory.mktemp, at_once=True))
 
 
 @pytest.mark.slow

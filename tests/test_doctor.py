@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,12 @@ def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_processes_pass_and_a_folder_not_shared_is_named(tmp_path):
-    ok = _launch(tmp_path, f"output_dir={tmp_path / 'out'}", f"bank_dir={tmp_path / 'bank'}")
+    # Both launches side by side (own folders, own ports).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        own = pool.submit(_launch, tmp_path, "output_dir=" + str(tmp_path / "own") + "/${oc.env:RANK}",
+                          f"bank_dir={tmp_path / 'bank-own'}")
+        ok = _launch(tmp_path, f"output_dir={tmp_path / 'out'}", f"bank_dir={tmp_path / 'bank'}")
+        bad = own.result()
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
     assert "bus bandwidth" in ok.stdout and "planner: ddp sends" in ok.stdout
     table = [line.split() for line in ok.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
@@ -95,8 +101,6 @@ def test_two_gloo_processes_pass_and_a_folder_not_shared_is_named(tmp_path):
     assert not list((tmp_path / "out").glob(".doctor-*"))  # the tokens are removed
     # Each rank resolves output_dir to its own folder: what a node without the
     # shared filesystem sees. Rank 1 is named; every rank exits 2.
-    bad = _launch(tmp_path, "output_dir=" + str(tmp_path / "own") + "/${oc.env:RANK}",
-                  f"bank_dir={tmp_path / 'bank'}")
     assert bad.returncode != 0
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
     assert any("output_dir shared: rank 1 on" in e and "is not the folder rank 0" in e for e in errors), bad.stderr[-3000:]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND
 from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 
 from dtvg_dist.store.bank import entry_path, load_bank, load_entry, save_entry
@@ -19,16 +21,26 @@ SOURCES = ["syn_same", "syn_same_b", "syn_flip", "syn_topic"]
 TARGET = "syn_target"
 
 
+def _full_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """stage=all (stage 1 for five tasks, then DTVG) of each tiny recipe, as a user
+    runs it (a subprocess, one core each); side by side when `at_once`."""
+    procs, done = {}, {}
+    for recipe in ("tiny-t5", "tiny-llama"):
+        out = folder(recipe)
+        procs[recipe] = (out, start_cli(f"recipe={recipe}", f"output_dir={out}", f"bank_dir={out / 'bank'}",
+                                        env={"OMP_NUM_THREADS": "1"}))
+        if not at_once:
+            done[recipe] = (out, check_ok(finish(procs.pop(recipe)[1])))
+    return {**done, **{recipe: (out, check_ok(finish(proc))) for recipe, (out, proc) in procs.items()}}
+
+
+# one run at a time in the background (tests/background.py), else both at once here
+BACKGROUND.offer("full_runs", lambda: _full_runs(BACKGROUND.folder, at_once=False))
+
+
 @pytest.fixture(scope="session")
 def full_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """stage=all (stage 1 for five tasks, then DTVG) of each tiny recipe, as a user
-    runs it (a subprocess), both side by side once per session."""
-    procs = {}
-    for recipe in ("tiny-t5", "tiny-llama"):
-        out = tmp_path_factory.mktemp(recipe)
-        procs[recipe] = (out, start_cli(f"recipe={recipe}", f"output_dir={out}", f"bank_dir={out / 'bank'}",
-                                        env={"OMP_NUM_THREADS": "1"}))  # one core each
-    return {recipe: (out, check_ok(finish(proc))) for recipe, (out, proc) in procs.items()}
+    return BACKGROUND.result("full_runs", lambda: _full_runs(tmp_path_factory.mktemp, at_once=True))
 
 
 @pytest.fixture(params=["tiny-t5", "tiny-llama"])

@@ -339,6 +339,9 @@ class SlurmExecutor(Executor):
         parser.add_argument("--slurm-wait", action="store_true",
                             help="slurm: wait for the submitted jobs, then report as the other "
                             "executors do")
+        parser.add_argument("--slurm-poll-s", type=float, default=3.0, metavar="S",
+                            help="slurm --slurm-wait: seconds between two looks at the queue "
+                            "(squeue) (default 3)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Executor:
@@ -346,7 +349,8 @@ class SlurmExecutor(Executor):
         return cls(partition=args.slurm_partition, account=args.slurm_account,
                    time=args.slurm_time, gpus_per_node=args.slurm_gpus_per_node,
                    cpus_per_task=args.slurm_cpus_per_task, extra=args.slurm_extra,
-                   folder=folder, wait=args.slurm_wait, preflight=args.preflight)
+                   folder=folder, wait=args.slurm_wait, poll_s=args.slurm_poll_s,
+                   preflight=args.preflight)
 
     def __init__(self, partition: str | None = None, account: str | None = None,
                  time: str | None = None, gpus_per_node: int | None = None,
@@ -359,6 +363,8 @@ class SlurmExecutor(Executor):
                                     gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task,
                                     extra=parse_extra(extra), preflight=preflight)
         self.folder = Path(folder) if folder is not None else DEFAULT_FOLDER
+        if not poll_s > 0:
+            raise ValueError(f"--slurm-poll-s must be above 0 (got {poll_s})")
         self.wait = wait
         self.poll_s = poll_s
 

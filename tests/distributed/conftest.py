@@ -32,9 +32,8 @@ class Reference:
     out: Path
 
 
-@pytest.fixture(scope="session")
-def references(tmp_path_factory: pytest.TempPathFactory, deepspeed_ops) -> dict[str, Reference]:
-    root = tmp_path_factory.mktemp("references")
+def _references(root: Path, at_once: bool) -> dict[str, Reference]:
+    """The two stage=all runs (side by side when `at_once`)."""
     refs, procs = {}, []
     for recipe in ("tiny-llama", "tiny-t5"):
         ref = Reference(recipe, root / recipe / "bank", root / recipe / "run")
@@ -43,7 +42,18 @@ def references(tmp_path_factory: pytest.TempPathFactory, deepspeed_ops) -> dict[
             f"recipe={recipe}", "stage=all", f"output_dir={ref.out}", f"bank_dir={ref.bank}"
         )
         procs.append((start(cmd, log), log))
+        if not at_once:
+            check(wait(*procs.pop()), log)
         refs[recipe] = ref
     for proc, log in procs:
         check(wait(proc, log, timeout=600), log)
     return refs
+
+
+# in the background from the session's start (tests/background.py)
+BACKGROUND.offer("references", lambda: _references(BACKGROUND.folder("references"), at_once=False))
+
+
+@pytest.fixture(scope="session")
+def references(tmp_path_factory: pytest.TempPathFactory, deepspeed_ops) -> dict[str, Reference]:
+    return BACKGROUND.result("references", lambda: _references(tmp_path_factory.mktemp("references"), True))

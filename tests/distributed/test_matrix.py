@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND
 from dist_runs import (
     COMMON,
     CONFIGS,
@@ -154,12 +155,11 @@ def _driver(plan: list[dict], root: Path, name: str, config: str | None) -> tupl
     ], root / f"{name}.log"
 
 
-@pytest.fixture(scope="session")
-def matrix(references, tmp_path_factory) -> Matrix:
-    """All cells: the references in two processes side by side, then each
-    launch in one `accelerate launch`. A failing launch is not raised here:
-    its cells fail, each with its part of the log."""
-    root = tmp_path_factory.mktemp("matrix")
+def _matrix(root: Path, references, at_once: bool) -> Matrix:
+    """All cells: the references in two processes, then each launch in one
+    `accelerate launch`; the four drivers at once when `at_once`, else one
+    after another. A failing launch is not raised here: its cells fail, each
+    with its part of the log."""
     m = Matrix({}, {}, {})
     plans: dict[str, list[dict]] = {"one-0": [], "one-1": [], **{k: [] for k in LAUNCHES}}
     for i, cell in enumerate(REFERENCES + CELLS):
@@ -170,16 +170,30 @@ def matrix(references, tmp_path_factory) -> Matrix:
             args.append(f"data.cache_dir={root / 'fresh-cache'}")
         key = f"one-{i % 2}" if cell.launch == "one" else cell.launch
         plans[key].append({"name": cell.name, "args": args})
-    # All four drivers at once (6 processes on the 2 cores): no cell reads
-    # another's output, and each launch waits on collectives and on its
-    # rank 0 often enough that the others fill the gaps.
+    # At once: 6 processes on the 2 cores. No cell reads another's output,
+    # and each launch waits on collectives and on its rank 0 often enough
+    # that the others fill the gaps.
     procs: list[tuple[subprocess.Popen, Path]] = []
     for key, config in (("one-0", None), ("one-1", None), *LAUNCHES.items()):
         cmd, m.log[key] = _driver(plans[key], root, key, config)
         procs.append((start(cmd, m.log[key]), m.log[key]))
+        if not at_once:
+            wait(*procs.pop(), timeout=900)
     for proc, log in procs:
         wait(proc, log, timeout=900)
     return m
+
+
+# in the background after the references (tests/background.py): the drivers
+# one after another there, beside the tests
+BACKGROUND.offer("matrix", lambda: _matrix(BACKGROUND.folder("matrix"), BACKGROUND.done("references"),
+                                           at_once=False), after=("deepspeed_ops", "references"))
+
+
+@pytest.fixture(scope="session")
+def matrix(references, tmp_path_factory) -> Matrix:
+    return BACKGROUND.result("matrix", lambda: _matrix(tmp_path_factory.mktemp("matrix"), references,
+                                                       at_once=True))
 
 
 def _segment(log: Path, name: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND
 from safetensors.torch import load_file
 
 from dtvg_dist.store.run_files import read_jsonl
@@ -57,12 +58,45 @@ def _table(stdout: str) -> list[str]:
     return lines[first:last]
 
 
-def test_local_with_two_at_once_equals_serial(tmp_path) -> None:
-    # Both grids at once (independent runs dirs): the serial one fills the
-    # gaps of the local one's waits.
-    serial_proc = _reproduce(tmp_path, tmp_path / "serial", "--executor", "serial")
-    local_proc = _reproduce(tmp_path, tmp_path / "local", "--executor", "local", "--max-parallel", "2")
-    serial, local = _finish(serial_proc), _finish(local_proc)
+def _serial_and_local(root: Path, at_once: bool) -> tuple[Path, str, str]:
+    """The grid under the serial and the local executor (own runs dirs in
+    `root`); both at once when `at_once`: the serial one fills the gaps of the
+    local one's waits. Returns (root, both printouts)."""
+    serial_proc = _reproduce(root, root / "serial", "--executor", "serial")
+    serial = None if at_once else _finish(serial_proc)
+    local_proc = _reproduce(root, root / "local", "--executor", "local", "--max-parallel", "2")
+    return root, serial or _finish(serial_proc), _finish(local_proc)
+
+
+def _overlapping(root: Path) -> tuple[Path, str, str]:
+    """Two `reproduce` commands on one runs dir, the second started while the
+    first's stage-1 run is starting. Returns (runs dir, both printouts)."""
+    runs = root / "runs"
+    first = _reproduce(root, runs)
+    time.sleep(2.0)
+    second = _reproduce(root, runs)
+    return runs, _finish(first), _finish(second)
+
+
+# in the background (tests/background.py): one grid at a time, the two
+# overlapping commands together
+BACKGROUND.offer("serial_and_local", lambda: _serial_and_local(BACKGROUND.folder("grids"), at_once=False))
+BACKGROUND.offer("overlapping", lambda: _overlapping(BACKGROUND.folder("overlapping")))
+
+
+@pytest.fixture(scope="module")
+def serial_and_local(tmp_path_factory) -> tuple[Path, str, str]:
+    return BACKGROUND.result("serial_and_local",
+                             lambda: _serial_and_local(tmp_path_factory.mktemp("grids"), at_once=True))
+
+
+@pytest.fixture(scope="module")
+def overlapping(tmp_path_factory) -> tuple[Path, str, str]:
+    return BACKGROUND.result("overlapping", lambda: _overlapping(tmp_path_factory.mktemp("overlapping")))
+
+
+def test_local_with_two_at_once_equals_serial(serial_and_local) -> None:
+    tmp_path, serial, local = serial_and_local
     assert "# start: pt/1 on 1 thread(s)" in local  # local ran it (pt and dtvg side by side)
     assert _table(serial) == _table(local)
     a, b = tmp_path / "serial/demo", tmp_path / "local/demo"
@@ -80,12 +114,8 @@ def test_local_with_two_at_once_equals_serial(tmp_path) -> None:
         assert (b / run / "run.log").is_file()  # one log per run
 
 
-def test_two_overlapping_reproduce_commands_train_every_tpv_once(tmp_path) -> None:
-    runs = tmp_path / "runs"
-    first = _reproduce(tmp_path, runs)
-    time.sleep(2.0)  # the second starts while the first's stage-1 run is starting
-    second = _reproduce(tmp_path, runs)
-    out_first, out_second = _finish(first), _finish(second)
+def test_two_overlapping_reproduce_commands_train_every_tpv_once(overlapping) -> None:
+    runs, out_first, out_second = overlapping
     assert _table(out_first) == _table(out_second)
     assert "running elsewhere" in out_second + out_first
     logs = "".join(p.read_text() for p in (runs / "demo").rglob("run.log"))

@@ -52,6 +52,9 @@ GRID = ["demo", "--seeds", "1", "--variants", "pt,dtvg", *TINY]
 RUNS = ("stage1/1", "pt/1", "dtvg/1")
 STAGE2 = ("pt/1", "dtvg/1")
 PAUSE_STEP = 3  # the preempted run is signalled at the start of this step
+# --slurm-wait looking at the queue every half second (default 3 s): the
+# tests wait for short jobs, and each look is one squeue
+WAIT = ["--slurm-wait", "--slurm-poll-s", "0.5"]
 
 
 # ------------------------------------------------------- without a cluster
@@ -99,6 +102,19 @@ def test_options_become_submitit_parameters() -> None:
                  "#SBATCH --gpus-per-node=1", "#SBATCH --signal=USR1@120", "#SBATCH --qos=high",
                  "#SBATCH --requeue", "#SBATCH --reservation=r1"):
         assert line in text.splitlines(), (line, text)
+
+
+def test_the_queue_is_looked_at_as_often_as_asked() -> None:
+    import argparse
+
+    from dtvg_dist.grid.slurm import SlurmExecutor
+
+    parser = argparse.ArgumentParser()
+    SlurmExecutor.add_arguments(parser)
+    assert SlurmExecutor.from_args(parser.parse_args([])).poll_s == 3.0
+    assert SlurmExecutor.from_args(parser.parse_args(["--slurm-poll-s", "0.5"])).poll_s == 0.5
+    with pytest.raises(ValueError, match="--slurm-poll-s must be above 0 \\(got 0.0\\)"):
+        SlurmExecutor.from_args(parser.parse_args(["--slurm-poll-s", "0"]))
 
 
 def test_a_short_time_limit_signals_before_it() -> None:
@@ -295,7 +311,7 @@ def demos(slurm_cluster, tmp_path_factory):
                        local_root, _plain_env())
     root = tmp_path_factory.mktemp("slurm")
     runs = root / "runs"
-    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], root,
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", *WAIT], root,
                       _env(slurm_cluster))
     try:
         records = _wait_for(lambda: (runs / ".slurm" / "submitted.json").is_file()
@@ -421,7 +437,7 @@ def test_preempted_run_is_requeued_and_resumes_exactly(slurm_cluster, serial_dem
     marker = tmp_path / "paused"
     env = _env(slurm_cluster, DTVG_FAULT_STEP=str(PAUSE_STEP), DTVG_FAULT_KIND="pause",
                DTVG_FAULT_FILE=str(marker), DTVG_FAULT_PAUSE_S="120")
-    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"],
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", *WAIT],
                       tmp_path, env)
     _wait_for(marker.is_file, 300, "the run to reach step 3", proc)
     job_id = _records(runs)["dtvg/1"]["job_id"]
@@ -440,7 +456,7 @@ def test_preempted_run_is_requeued_and_resumes_exactly(slurm_cluster, serial_dem
 
 @pytest.mark.slow
 def test_a_failed_stage1_cancels_the_runs_that_need_it(slurm_cluster, tmp_path) -> None:
-    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", "--slurm-wait"], tmp_path,
+    proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", *WAIT], tmp_path,
                       _env(slurm_cluster, DTVG_FAULT_STEP="1", DTVG_FAULT_KIND="raise"))
     proc.wait(timeout=600)
     out = proc.output.read_text()  # type: ignore[attr-defined]
@@ -517,7 +533,7 @@ def two_nodes(slurm_cluster, tmp_path_factory):
                    PYTHONPATH=f"{AUDIT}{os.pathsep}{REPO}",
                    DTVG_DATA_CACHE=str(root / "runs" / ".cache" / "tokenized"))  # built here
         procs[mode] = (root, audit, _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor",
-                                                "slurm", "--slurm-wait", *TWO_NODES, *launcher],
+                                                "slurm", *WAIT, *TWO_NODES, *launcher],
                                                root, env))
     try:
         shown = _while_running({mode: (root / "runs", proc) for mode, (root, _, proc)
@@ -593,7 +609,7 @@ def _rerun_dtvg_on_two_nodes(two_nodes, tmp_path: Path, env: dict[str, str]):
     shutil.copytree(two_nodes["ddp"][0] / "demo", runs / "demo", symlinks=True)
     shutil.rmtree(runs / "demo" / "dtvg")
     return runs, _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
-                             "--slurm-wait", *TWO_NODES], tmp_path, env)
+                             *WAIT, *TWO_NODES], tmp_path, env)
 
 
 def _requeued_on_usr1(cluster, two_nodes, root: Path) -> dict:
@@ -635,7 +651,7 @@ def _one_node_dies(cluster, two_nodes, root: Path) -> dict:
         if proc.poll() is None:
             proc.kill()
     again = _reproduce([*TWO_NODE_GRID, "--runs-dir", "runs", "--executor", "slurm",
-                        "--slurm-wait", *TWO_NODES], root, _env(cluster))
+                        *WAIT, *TWO_NODES], root, _env(cluster))
     _finish(again, cluster)
     return {"runs": runs, "ended_after": ended_after, "first_exit": proc.returncode}
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND
 from cli_runs import REPO, jsonl, prompt_tensors, results
 from omegaconf import OmegaConf
 from trained_prompts import run_config
@@ -28,24 +30,39 @@ RUNS = {  # name -> (recipe, method overrides)
 GROUPS = {"t5-attempt": ("prompt", "attention"), "llama-dept": ("prompt", "embedding_update")}
 
 
-@pytest.fixture(scope="module")
-def method_runs(tmp_path_factory) -> dict[str, Path]:
-    """name -> output_dir of a finished stage=all run (4 stage-2 steps), side by side."""
-    procs = {}
+def _method_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, Path]:
+    """name -> output_dir of a finished stage=all run (4 stage-2 steps); side
+    by side when `at_once`."""
+    procs, outs = {}, {}
     for name, (recipe, extra) in RUNS.items():
-        out = tmp_path_factory.mktemp(name)
+        out = outs[name] = folder(name)
         cmd = [sys.executable, "-m", "dtvg_dist.train", f"recipe={recipe}", f"output_dir={out}",
                f"bank_dir={out / 'bank'}", "logging.progress_bar=false",
                "source_tasks=[syn_same,syn_flip]", "stage1.max_steps=2", "optim.max_steps=4",
                "eval.every_steps=2", "logging.every_steps=2", "logging.trackers=[tensorboard]",
                *extra]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[name] = (out, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, text=True))
-    for name, (_, proc) in procs.items():
-        output, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{output[-6000:]}"
-    return {name: out for name, (out, _) in procs.items()}
+        procs[name] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+        if not at_once:
+            _finished(name, procs.pop(name))
+    for name, proc in procs.items():
+        _finished(name, proc)
+    return outs
+
+
+def _finished(name: str, proc: subprocess.Popen) -> None:
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{output[-6000:]}"
+
+
+# one run at a time in the background (tests/background.py), else both at once here
+BACKGROUND.offer("method_runs", lambda: _method_runs(BACKGROUND.folder, at_once=False))
+
+
+@pytest.fixture(scope="module")
+def method_runs(tmp_path_factory) -> dict[str, Path]:
+    return BACKGROUND.result("method_runs", lambda: _method_runs(tmp_path_factory.mktemp, at_once=True))
 
 
 @pytest.mark.parametrize("name", list(RUNS))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND
 from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 from omegaconf import OmegaConf
 from trained_prompts import run_config
@@ -30,9 +32,7 @@ COMMON = ("recipe=tiny-t5", SOURCES, "method=mpt", "mpt.source_max_steps=6", "mp
           "mpt.temperature=2.0", "eval.every_steps=3", "optim.max_steps=6", "logging.progress_bar=false")
 
 
-@pytest.fixture(scope="module")
-def teacher_bank(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("mpt-teachers")
+def _teacher_bank(out: Path) -> Path:
     check_ok(run_cli("recipe=tiny-t5", SOURCES, "stage=1", "stage1.max_steps=3",
                      f"output_dir={out}", f"bank_dir={out / 'bank'}"))
     return out / "bank"
@@ -44,17 +44,35 @@ def _source_args(root: Path, teacher_bank: Path) -> tuple[str, ...]:
     return (*COMMON, "stage=pre", f"bank_dir={root / 'bank'}", f"output_dir={root / 'run'}")
 
 
-@pytest.fixture(scope="module")
-def source_runs(teacher_bank, tmp_path_factory) -> dict[str, Path]:
-    """stage=pre uninterrupted and, side by side (independent folders), the
-    same run killed by SIGKILL at step 5: {"whole": root, "killed": root,
-    "killed_exit": code}; each root holds bank/ and run/."""
-    whole, broken = tmp_path_factory.mktemp("mpt-pre"), tmp_path_factory.mktemp("mpt-pre-killed")
+def _source_runs(teacher_bank: Path, folder: Callable[[str], Path], at_once: bool) -> dict[str, Path]:
+    """stage=pre uninterrupted and the same run killed by SIGKILL at step 5
+    (side by side when `at_once`: independent folders): {"whole": root,
+    "killed": root, "killed_exit": code}; each root holds bank/ and run/."""
+    whole, broken = folder("mpt-pre"), folder("mpt-pre-killed")
     whole_proc = start_cli(*_source_args(whole, teacher_bank), "logging.trackers=[tensorboard]")
+    whole_done = None if at_once else check_ok(finish(whole_proc))
     killed = finish(start_cli(*_source_args(broken, teacher_bank),
                               env={"DTVG_FAULT_STEP": "5", "DTVG_FAULT_KIND": "sigkill"}))
-    check_ok(finish(whole_proc))
+    if whole_done is None:
+        check_ok(finish(whole_proc))
     return {"whole": whole, "killed": broken, "killed_exit": killed.returncode}
+
+
+# in the background (tests/background.py): the teachers, then one run at a time
+BACKGROUND.offer("teacher_bank", lambda: _teacher_bank(BACKGROUND.folder("mpt-teachers")))
+BACKGROUND.offer("source_runs", lambda: _source_runs(BACKGROUND.done("teacher_bank"), BACKGROUND.folder,
+                                                     at_once=False), after=("teacher_bank",))
+
+
+@pytest.fixture(scope="module")
+def teacher_bank(tmp_path_factory) -> Path:
+    return BACKGROUND.result("teacher_bank", lambda: _teacher_bank(tmp_path_factory.mktemp("mpt-teachers")))
+
+
+@pytest.fixture(scope="module")
+def source_runs(teacher_bank, tmp_path_factory) -> dict[str, Path]:
+    return BACKGROUND.result("source_runs", lambda: _source_runs(teacher_bank, tmp_path_factory.mktemp,
+                                                                 at_once=True))
 
 
 @pytest.fixture(scope="module")
