@@ -6,8 +6,8 @@ run the other core idles. The session fixtures started here read nothing a
 test writes, so their work starts in one background thread at the end of
 collection, one process at a time, beside whatever test runs; the fixture
 returning it waits for it while it runs, and does it itself, the fast way,
-when it has not started yet (taking it off the queue with the work offered
-as building on it, and nothing else).
+when it has not started yet (taking it off the queue; work offered as
+building on it stays queued and reads what the fixture made).
 Processes the background thread starts are its own: conftest.py's watcher
 does not count them against the test running at the time, gives them the
 environment the session started with (not a running test's monkeypatched
@@ -38,7 +38,7 @@ class Background:
         self._jobs: dict[str, Future] = {}
         self._procs: list[subprocess.Popen] = []
         self._offers: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {}
-        self._after: dict[str, tuple[str, ...]] = {}
+        self._taken: dict[str, Future] = {}  # work a fixture took over: what it made
         self._root: Path | None = None
         self._environ: dict[str, str] | None = None
 
@@ -60,8 +60,11 @@ class Background:
                 self.start(name, work, after)
 
     def done(self, name: str) -> Any:
-        """The result of background work this work was offered `after` (it
-        ran first, on the same thread)."""
+        """The result of the work this work was offered `after`: it ran
+        first on this thread, or a fixture took it over (then this waits for
+        the fixture)."""
+        if name in self._taken:
+            return self._taken[name].result(timeout=1800)
         return self._jobs[name].result(timeout=0)
 
     def folder(self, name: str) -> Path:
@@ -97,35 +100,35 @@ class Background:
         self._procs.append(proc)
 
     def start(self, name: str, work: Callable[[], Any], after: tuple[str, ...] = ()) -> None:
+        """Queue `work` (`after`: queued before it, or taken over by a fixture)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_PREFIX)
-        self._after[name] = after
         self._jobs[name] = self._pool.submit(work)
-
-    def _building_on(self, name: str) -> list[str]:
-        """`name` and the queued work that builds on it, directly or not."""
-        out = [name]
-        for other in self._jobs:  # in queue order: what builds on it comes after it
-            if any(a in out for a in self._after.get(other, ())):
-                out.append(other)
-        return out
 
     def result(self, name: str, work: Callable[[], Any]) -> Any:
         """What `name` gave (waiting for it while it runs), else `work()` here:
         when it was never queued, or is still queued (it is then taken off the
-        queue with the work that builds on it; the rest stays queued)."""
-        if name not in self._jobs:
+        queue; what builds on it stays queued and gets this call's result)."""
+        future = self._jobs.get(name)
+        if future is None:
             return work()
-        future = self._jobs[name]
-        if future.running() or future.done():
+        if not future.cancel():  # running or done
             return future.result()
-        for queued in reversed(self._building_on(name)):  # last first: none starts after one it needs
-            if self._jobs[queued].cancel():
-                del self._jobs[queued]
-        return work() if name not in self._jobs else self._jobs[name].result()
+        del self._jobs[name]
+        made = self._taken[name] = Future()
+        try:
+            value = work()
+        except BaseException as err:
+            made.set_exception(err)
+            raise
+        made.set_result(value)
+        return value
 
     def stop(self) -> None:
         """The session is over: drop what has not started, kill what runs."""
+        for made in self._taken.values():
+            if not made.done():  # a fixture that never finished: nothing may wait for it
+                made.set_exception(RuntimeError("the session ended first"))
         for future in self._jobs.values():
             future.cancel()
         for proc in self._procs:

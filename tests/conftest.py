@@ -255,6 +255,10 @@ SUBPROCESS_FIXTURES = frozenset({
     "fake",  # tests/grid/test_executors.py: the script the executors start
     "smollm2", "smollm2_run",  # a real 135M model: converted once, trained in a subprocess
     "page_runs",  # tests/test_docs.py: the runnable commands of the docs
+    "matrix", "killed_and_resumed",  # tests/distributed/test_matrix.py
+    "wheel_in_a_venv",  # tests/test_install.py: pip, a venv and the wheel's runs
+    "serial_and_local", "overlapping",  # tests/grid/test_demo_grid.py: reproduce demo
+    "teacher_bank", "source_runs",  # tests/orchestration/test_mpt_pipeline.py
 })
 
 _unmarked_popens: list[str] | None = None  # set while an unmarked test runs

@@ -13,54 +13,53 @@ import pytest
 from background import BACKGROUND, THREAD_PREFIX, Background
 
 
-def test_queued_work_is_taken_over_with_what_builds_on_it_and_running_work_is_awaited() -> None:
+def test_queued_work_is_taken_over_alone_and_running_work_is_awaited() -> None:
     background = Background()
     release = threading.Event()
     ran: list[str] = []
 
-    def job(name: str, wait: bool = False):
+    def job(name: str, wait: bool = False, base: str | None = None):
         def work() -> str:
             if wait:
                 assert release.wait(30)
-            ran.append(f"{name} in {'background' if Background.in_background() else 'foreground'}")
-            return name
+            got = name if base is None else f"{name} on {background.done(base)}"
+            ran.append(f"{got} in {'background' if Background.in_background() else 'foreground'}")
+            return got
         return work
 
     background.start("a", job("a", wait=True))
     background.start("b", job("b"))
-    background.start("c", job("c"), after=("b",))
+    background.start("c", job("c", base="b"), after=("b",))
     background.start("d", job("d"))
-    background.start("e", job("e"), after=("c",))
-    # "b" is queued behind the running "a": done here, and "c" and "e" (which
-    # build on it) too; "d" builds on nothing taken and stays queued
+    # "b" is queued behind the running "a": done here; "c", which builds on
+    # it, stays queued and gets what was made here
     assert background.result("b", job("b here")) == "b here"
-    assert background.result("c", job("c here")) == "c here"
-    assert background.result("e", job("e here")) == "e here"
     release.set()
     assert background.result("a", job("a here")) == "a"  # it ran: awaited, not redone
+    background._jobs["d"].result(timeout=30)  # the queue ran on ("c", then "d")
+    assert background.result("c", job("c here")) == "c on b here"
     assert background.result("d", job("d here")) == "d"
     background.stop()
-    assert ran == ["b here in foreground", "c here in foreground", "e here in foreground",
-                   "a in background", "d in background"]
+    assert ran == ["b here in foreground", "a in background", "c on b here in background", "d in background"]
 
 
-def test_work_reads_what_it_builds_on_and_must_be_offered_after_it() -> None:
+def test_work_building_on_a_failed_take_over_fails_with_its_error() -> None:
     background = Background()
-    background.offer("base", lambda: 20)
-    background.offer("top", lambda: background.done("base") + 1, after=("base",))
-    with pytest.raises(ValueError, match="orphan: offered before what it builds on: nothing"):
-        background.offer("orphan", lambda: 0, after=("nothing",))
-    background.start_offers({"base", "top"})
-    assert background._jobs["top"].result(timeout=30) == 21  # ran there, after base
-    assert background.result("top", lambda: 0) == 21
+    release = threading.Event()
+    background.start("a", lambda: release.wait(30))
+    background.start("b", lambda: 1)
+    background.start("c", lambda: background.done("b") + 1, after=("b",))
+
+    def broken() -> int:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        background.result("b", broken)
+    release.set()
+    assert "disk full" in str(background._jobs["c"].exception(timeout=30))  # it ran there, after "a"
+    with pytest.raises(OSError, match="disk full"):
+        background.result("c", lambda: 0)
     background.stop()
-    # work whose base was not wanted is not started (its fixture does it)
-    other = Background()
-    other.offer("base", lambda: 20)
-    other.offer("top", lambda: other.done("base") + 1, after=("base",))
-    other.start_offers({"top"})
-    assert other.result("top", lambda: "here") == "here"
-    other.stop()
 
 
 def test_work_never_queued_is_done_here() -> None:

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,20 +313,50 @@ def test_one_process_trains_every_tensor(matrix, method):
         assert losses(out)[-1] != losses(out)[0]
 
 
+KILLED = (("tiny-t5", "attempt"), ("tiny-llama", "dept"))
+
+
+def _killed_and_resumed(root: Path, references, at_once: bool) -> dict[tuple[str, str], tuple[Path, int, Path]]:
+    """Each KILLED one-process cell killed by SIGKILL at step 3, then the
+    same command with resume=true; the cases side by side when `at_once`.
+    Returns {case: (output_dir, the first exit code, the resume's log)}."""
+    def case(backbone: str, method: str) -> tuple[Path, int, Path]:
+        folder = root / f"{backbone}-{method}"
+        out, log, log2 = folder / "run", folder / "log.txt", folder / "resume.txt"
+        folder.mkdir(parents=True)
+        cmd = [sys.executable, "-m", "dtvg_dist.train", *cell_args(
+            Cell(method, backbone, "generate", "one"), references[backbone], out, references[backbone].bank)]
+        code = run(cmd, log, DTVG_FAULT_STEP="3", DTVG_FAULT_KIND="sigkill")
+        assert code == -9 and not (out / "results.json").exists(), tail(log)
+        check(run([*cmd, "resume=true"], log2), log2)
+        return out, code, log2
+
+    if not at_once:
+        return {killed: case(*killed) for killed in KILLED}
+    with ThreadPoolExecutor(max_workers=len(KILLED)) as pool:
+        futures = {killed: pool.submit(case, *killed) for killed in KILLED}
+        return {killed: future.result() for killed, future in futures.items()}
+
+
+# in the background after the references, one case at a time (tests/background.py)
+BACKGROUND.offer("killed_and_resumed", lambda: _killed_and_resumed(
+    BACKGROUND.folder("killed"), BACKGROUND.done("references"), at_once=False), after=("references",))
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(references, tmp_path_factory):
+    return BACKGROUND.result("killed_and_resumed", lambda: _killed_and_resumed(
+        tmp_path_factory.mktemp("killed"), references, at_once=True))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("backbone", "method"), [("tiny-t5", "attempt"), ("tiny-llama", "dept")])
-def test_resume_after_sigkill_is_bit_exact(matrix, references, backbone, method, tmp_path):
+@pytest.mark.parametrize(("backbone", "method"), KILLED)
+def test_resume_after_sigkill_is_bit_exact(matrix, killed_and_resumed, backbone, method):
     """A one-process cell killed by SIGKILL at step 3 (checkpoint of step 2 on
     disk) resumes to its uninterrupted run bit for bit."""
-    ref_cell = Cell(method, backbone, "generate", "one")
-    ref = _finished(matrix, ref_cell)
-    out, log = tmp_path / "run", tmp_path / "log.txt"
-    cmd = [sys.executable, "-m", "dtvg_dist.train",
-           *cell_args(ref_cell, references[backbone], out, references[backbone].bank)]
-    assert run(cmd, log, DTVG_FAULT_STEP="3", DTVG_FAULT_KIND="sigkill") == -9, tail(log)
-    assert not (out / "results.json").exists()
-    log2 = tmp_path / "resume.txt"
-    check(run([*cmd, "resume=true"], log2), log2)
+    ref = _finished(matrix, Cell(method, backbone, "generate", "one"))
+    out, code, log2 = killed_and_resumed[(backbone, method)]
+    assert code == -9
     assert "resumed from" in log2.read_text()
     assert losses(out) == losses(ref)
     a, b = prompt(ref), prompt(out)
