@@ -112,10 +112,12 @@ class Background:
         future = self._jobs.get(name)
         if future is None:
             return work()
+        # set before the cancel: what builds on it may start the moment it is off the queue
+        made = self._taken[name] = Future()
         if not future.cancel():  # running or done
+            del self._taken[name]
             return future.result()
         del self._jobs[name]
-        made = self._taken[name] = Future()
         try:
             value = work()
         except BaseException as err:
