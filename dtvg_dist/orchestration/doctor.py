@@ -184,6 +184,9 @@ def rank_facts(env: RankEnv, device: torch.device, backend: str) -> dict[str, An
         "accelerate": accelerate.__version__,
     }
     try:
+        from dtvg_dist.training.distributed import import_deepspeed_without_mlflow
+
+        import_deepspeed_without_mlflow([])
         import deepspeed
 
         facts["deepspeed"] = deepspeed.__version__

@@ -27,6 +27,7 @@ import gc
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,6 +85,26 @@ def _deepspeed_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def import_deepspeed_without_mlflow(trackers: list[str]) -> None:
+    """Import DeepSpeed with mlflow hidden, unless mlflow is one of the run's
+    trackers or is already imported.
+
+    DeepSpeed's autotuner imports mlflow at import time when it can (its only
+    use: logging autotuning trials, which this trainer never runs), and mlflow
+    is most of what ``import deepspeed`` costs every rank of every ZeRO-3
+    launch (bench/startup_bench.py measures it). A ``None`` in ``sys.modules``
+    makes that ``import mlflow`` raise ImportError, which DeepSpeed catches;
+    the entry is removed right after, so mlflow imports normally later.
+    """
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules or "mlflow" in trackers:
+        return
+    sys.modules["mlflow"] = None  # type: ignore[assignment]
+    try:
+        import deepspeed  # noqa: F401
+    finally:
+        del sys.modules["mlflow"]
+
+
 def resolve_deepspeed_config_file(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
     """The packaged launch configs name their DeepSpeed JSON as
     ``launch_configs/ds_*.json``; `accelerate launch` passes that string on
@@ -128,6 +149,7 @@ def build_accelerator(
     use_deepspeed = _deepspeed_requested()
     if use_deepspeed:
         resolve_deepspeed_config_file()
+        import_deepspeed_without_mlflow(list(trackers))
     handlers = []
     # A process group is wanted when launched with several processes, and by
     # DeepSpeed even for one (on CPU its default backend, oneCCL, is absent).
