@@ -1,4 +1,5 @@
-"""Running the training CLI in a subprocess, as a user would."""
+"""Running the training CLI in a process of its own, as a user would (warm:
+tests/warm_python.py, unless a test asks for a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import warm_python
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The training command in a subprocess, started (several can run side by side)."""
+def start_cli(*args: str, env: dict[str, str] | None = None,
+              warm: bool = True) -> subprocess.Popen | warm_python.WarmProcess:
+    """The training command in a process of its own, started (several can run
+    side by side); `warm=False`: a fresh interpreter, as `python -m` starts it."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dtvg_dist.train", *args, "logging.progress_bar=false"],
-        cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    cmd = [sys.executable, "-m", "dtvg_dist.train", *args, "logging.progress_bar=false"]
+    start = warm_python.popen if warm else subprocess.Popen
+    return start(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 600) -> subprocess.CompletedProcess:
+def finish(proc: subprocess.Popen | warm_python.WarmProcess, timeout: int = 600) -> subprocess.CompletedProcess:
     stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 

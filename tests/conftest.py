@@ -33,6 +33,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+import warm_python  # noqa: E402
 from background import BACKGROUND, Background  # noqa: E402
 from deepspeed_op import build_shm_op  # noqa: E402
 from real_model import gguf_folder  # noqa: E402
@@ -153,8 +154,8 @@ def _tiny_runs(root: Path, at_once: bool) -> dict[str, Path]:
             f"bank_dir={out / 'bank'}", "logging.progress_bar=false", *TINY_RUN_ARGS,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[recipe] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True)
+        procs[recipe] = warm_python.popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)
         if not at_once:
             finish(recipe, procs.pop(recipe))
     for recipe, proc in procs.items():
@@ -202,8 +203,7 @@ def _smollm2_run(checkpoint: Path, out: Path, threads: int) -> Path:
            "stage1.max_steps=8", "optim.max_steps=8", "optim.warmup_steps=0",
            "eval.every_steps=8", f"distributed.threads={threads}", "logging.every_steps=1",
            "logging.progress_bar=false"]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=900)
+    proc = warm_python.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-6000:]}"
     return out
 
@@ -239,6 +239,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     BACKGROUND.stop()
+    warm_python.close_all()
 
 
 # ---- tiers: `-m "not slow"` is the inner loop ----------------------------------
@@ -270,16 +271,32 @@ _real_popen_init = subprocess.Popen.__init__
 _LIBRARY_PROBES = ("uname ",)
 
 
+class _ProcessWatch(warm_python.Watch):
+    """Every process a test starts (subprocess.Popen or tests/warm_python.py):
+    counted against an unmarked test; from the background thread, given the
+    session's environment and killed if the session ends first."""
+
+    def before(self, cmd, env):
+        command = cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
+        background = Background.in_background()
+        if _unmarked_popens is not None and not background and not command.startswith(_LIBRARY_PROBES):
+            _unmarked_popens.append(command)
+        return BACKGROUND.environment(env) if background else env
+
+    def after(self, proc) -> None:
+        if Background.in_background():
+            BACKGROUND.started(proc)
+
+
+warm_python.WATCH = _WATCH = _ProcessWatch()
+
+
 def _watched_popen_init(self, args, *rest, **kwargs) -> None:
-    command = args if isinstance(args, str) else " ".join(map(str, args))
-    background = Background.in_background()
-    if _unmarked_popens is not None and not background and not command.startswith(_LIBRARY_PROBES):
-        _unmarked_popens.append(command)
-    if background:
-        kwargs["env"] = BACKGROUND.environment(kwargs.get("env"))
+    env = _WATCH.before(args, kwargs.get("env"))
+    if Background.in_background():
+        kwargs["env"] = env
     _real_popen_init(self, args, *rest, **kwargs)
-    if background:
-        BACKGROUND.started(self)
+    _WATCH.after(self)
 
 
 subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 from background import BACKGROUND
 from cli_runs import check_ok, finish, jsonl, losses, prompt_tensors, results, run_cli, start_cli
 
@@ -23,12 +24,12 @@ TARGET = "syn_target"
 
 def _full_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """stage=all (stage 1 for five tasks, then DTVG) of each tiny recipe, as a user
-    runs it (a subprocess, one core each); side by side when `at_once`."""
+    runs it (a fresh interpreter, one core each); side by side when `at_once`."""
     procs, done = {}, {}
     for recipe in ("tiny-t5", "tiny-llama"):
         out = folder(recipe)
         procs[recipe] = (out, start_cli(f"recipe={recipe}", f"output_dir={out}", f"bank_dir={out / 'bank'}",
-                                        env={"OMP_NUM_THREADS": "1"}))
+                                        env={"OMP_NUM_THREADS": "1"}, warm=False))
         if not at_once:
             done[recipe] = (out, check_ok(finish(procs.pop(recipe)[1])))
     return {**done, **{recipe: (out, check_ok(finish(proc))) for recipe, (out, proc) in procs.items()}}
@@ -117,6 +118,25 @@ def test_real_model_pt_and_dtvg_losses_fall(smollm2_run):
         assert len(trace) == 8, name
         assert sum(trace[-3:]) / 3 < 0.5 * sum(trace[:3]) / 3, (name, trace)
     assert results(smollm2_run)["method"] == "dtvg"
+
+
+def test_a_warm_start_trains_as_a_fresh_interpreter(full_runs, tmp_path):
+    """tests/warm_python.py forks the training command from a server that has
+    imported torch, transformers and datasets; the other CLI tests rely on it
+    giving what a fresh interpreter gives: the same run, bit for bit, with the
+    same thread count (OMP_NUM_THREADS=1 applied in the child)."""
+    cold_out, cold = full_runs["tiny-t5"]
+    out = tmp_path / "warm"
+    warm = start_cli("recipe=tiny-t5", f"output_dir={out}", f"bank_dir={out / 'bank'}",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert isinstance(warm, warm_python.WarmProcess)
+    check_ok(finish(warm))
+    assert losses(out) == losses(cold_out)
+    assert jsonl(out / "grouping.jsonl") == jsonl(cold_out / "grouping.jsonl")
+    a, b = prompt_tensors(out), prompt_tensors(cold_out)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("test", "best_validation", "threads", "omp_num_threads_env", "steps", "trainable_parameters"):
+        assert results(out)[key] == results(cold_out)[key], key
 
 
 def test_stage2_from_bank_never_resamples_p_init(t5_bank, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 from background import BACKGROUND
 from cli_runs import REPO, jsonl, prompt_tensors, results
 from omegaconf import OmegaConf
@@ -42,8 +43,8 @@ def _method_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, Path
                "eval.every_steps=2", "logging.every_steps=2", "logging.trackers=[tensorboard]",
                *extra]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[name] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+        procs[name] = warm_python.popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
         if not at_once:
             _finished(name, procs.pop(name))
     for name, proc in procs.items():

@@ -1,0 +1,393 @@
+"""`python -m MODULE ARGS` started warm: forked from a server that has
+already imported torch, transformers and datasets.
+
+A trainer the tests start as a fresh interpreter spends about 3.5 s of one
+core importing those before it trains a step (`python -X importtime -m
+dtvg_dist.train recipe=tiny-t5`), and the suite starts about a hundred of
+them. A child forked from a server that imported them once is still a
+process of its own: its own pid, signals, exit code and open files, the
+working folder and environment asked for, the module run through `runpy`
+as `-m` runs it, the library's own modules imported fresh (the server
+imports none of dtvg_dist). It only skips the third-party imports.
+
+It is used only where it cannot differ from a fresh interpreter: the
+environment variables that libraries read once, at import (``HF_*``,
+``TRANSFORMERS_*``, ``PYTHON*``, ...), must equal the server's, else the
+command starts cold. OMP_NUM_THREADS, read by the OpenMP runtime when it
+loads, is applied in the child with ``torch.set_num_threads``. What a fresh
+interpreter adds (start-up, the imports themselves, the entry point's
+``__main__``) is covered by the tests that keep real subprocesses: the docs'
+pages, the wheel in a venv, every launcher, executor and SLURM job.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+# Imported once by the server, in this order (what a tiny trainer imports
+# from third parties, model classes included).
+PRELOAD = (
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.t5.modeling_t5",
+    "transformers.models.llama.modeling_llama",
+    "datasets",
+    "accelerate",
+    "safetensors.torch",
+    "omegaconf",
+    "accelerate.commands.launch",
+)
+OPTIONAL_PRELOAD = ("bitsandbytes",)  # the 8-bit runs' (an extra: skipped where absent)
+# Only these modules start warm: the training command, and accelerate's
+# launcher (its workers are fresh interpreters: it starts them itself).
+WARM_MODULES = frozenset({"dtvg_dist.train", "accelerate.commands.launch"})
+# Environment variables read at import by Python or the preloaded libraries:
+# a command whose values differ from the server's starts cold.
+_IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS_", "DATASETS_", "TORCH", "PYTORCH", "CUDA",
+                         "PYTHON", "XDG_", "MKL_", "KMP_", "OPENBLAS", "TOKENIZERS_", "DS_", "ACCELERATE_",
+                         "LD_", "TMPDIR")
+_MAX_MESSAGE = 1 << 20
+
+
+def _import_time_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_PREFIXES)}
+
+
+# ---- the server (its own process: python tests/warm_python.py) ---------------
+
+def _run_child(request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: become the asked-for command, then exit with its code."""
+    code = 1
+    try:
+        if request["new_session"]:
+            os.setsid()
+        for target, fd in zip((0, 1, 2), fds, strict=True):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.chdir(request["cwd"])
+        sys.path[0] = os.getcwd()  # what `python -m` puts first (the server had its own folder)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        threads = request["env"].get("OMP_NUM_THREADS", "")
+        import torch
+
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
+        sys.argv = [request["module"], *request["args"]]
+        import runpy
+
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None:
+                code = 0
+            elif isinstance(stop.code, int):
+                code = stop.code
+            else:
+                print(stop.code, file=sys.stderr)
+                code = 1
+    except BaseException:  # noqa: BLE001 - the child reports like an interpreter would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve(sock: socket.socket) -> None:
+    """Preload, say ready, then fork a child per request and report each
+    child's pid and, when it ends, its wait status."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for name in OPTIONAL_PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    # fork copies only the calling thread: no other Python thread may run (the
+    # libraries' native helper threads, as under a forking DataLoader, are fine)
+    sock.send(json.dumps({"ready": os.getpid(), "threads": threading.active_count()}).encode())
+    children: set[int] = set()
+    while True:
+        readable, _, _ = select.select([sock], [], [], 0.02)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.discard(pid)
+            sock.send(json.dumps({"ended": pid, "status": status}).encode())
+        if not readable:
+            continue
+        message, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 3)
+        if not message:  # the client is gone: so are its children
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _run_child(request, fds)
+        for fd in fds:
+            os.close(fd)
+        children.add(pid)
+        sock.send(json.dumps({"started": request["id"], "pid": pid}).encode())
+
+
+# ---- the client (in the pytest process) ------------------------------------------
+
+class WarmProcess:
+    """The part of `subprocess.Popen` the tests use, for a warm child."""
+
+    def __init__(self, server: WarmServer, args: list[str], pid: int,
+                 stdout: IO | None, stderr: IO | None) -> None:
+        self.args, self.pid, self.stdout, self.stderr = args, pid, stdout, stderr
+        self.stdin = None
+        self.returncode: int | None = None
+        self._server = server
+        self._ended = threading.Event()
+
+    def _end(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode  # type: ignore[return-value]
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:  # noqa: A002
+        results: dict[str, Any] = {}
+        readers = [threading.Thread(target=lambda n=name, f=f: results.__setitem__(n, f.read()), daemon=True)
+                   for name, f in (("out", self.stdout), ("err", self.stderr)) if f is not None]
+        for reader in readers:
+            reader.start()
+        self.wait(timeout)
+        for reader in readers:
+            reader.join(timeout)
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        return results.get("out"), results.get("err")
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __enter__(self) -> WarmProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        self.wait()
+
+
+class WarmServer:
+    """One server process, started on first use; thread-safe."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+        self._children: dict[int, WarmProcess] = {}
+        self._early: dict[int, int] = {}  # pid -> status of children that ended before registering
+        self._started: dict[int, threading.Event] = {}
+        self._pids: dict[int, int] = {}
+        self._next_id = 0
+        self._failed: str | None = None
+
+    def _ensure(self) -> socket.socket:
+        if self._sock is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._proc = subprocess.Popen([sys.executable, __file__, str(theirs.fileno())], env=self._env,
+                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            theirs.close()
+            ready = json.loads(ours.recv(_MAX_MESSAGE) or b"{}")
+            if "ready" not in ready or ready.get("threads") != 1:
+                self._failed = f"the warm server did not start: {ready}"
+                raise RuntimeError(self._failed)
+            self._sock = ours
+            threading.Thread(target=self._listen, name="warm-python", daemon=True).start()
+        return self._sock
+
+    def _listen(self) -> None:
+        assert self._sock is not None
+        while True:
+            message = self._sock.recv(_MAX_MESSAGE)
+            if not message:
+                for proc in list(self._children.values()):
+                    proc._end(9 << 8 if proc.returncode is None else proc.returncode)
+                return
+            event = json.loads(message)
+            with self._lock:
+                if "started" in event:
+                    self._pids[event["started"]] = event["pid"]
+                    self._started.pop(event["started"]).set()
+                elif event["ended"] in self._children:
+                    self._children.pop(event["ended"])._end(event["status"])
+                else:
+                    self._early[event["ended"]] = event["status"]
+
+    def popen(self, cmd: Sequence[str], *, cwd: str | os.PathLike, env: Mapping[str, str],
+              stdout: Any = None, stderr: Any = None, text: bool = False,
+              start_new_session: bool = False) -> WarmProcess:
+        """Start `cmd` (``[sys.executable, "-m", MODULE, *ARGS]``) warm; stdout
+        and stderr as Popen takes them (PIPE, STDOUT, DEVNULL, None or a file)."""
+        ours: list[IO | None] = [None, None]
+        fds, close_after = [os.open(os.devnull, os.O_RDONLY)], []
+        close_after.append(fds[0])
+        for i, spec in enumerate((stdout, stderr)):
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                ours[i] = open(r, encoding="utf-8", errors="replace") if text else open(r, "rb")  # noqa: SIM115
+                fds.append(w)
+                close_after.append(w)
+            elif spec == subprocess.STDOUT and i == 1:
+                fds.append(fds[1])
+            elif spec == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                fds.append(fd)
+                close_after.append(fd)
+            elif spec is None:
+                fds.append(i + 1)
+            else:
+                fds.append(spec if isinstance(spec, int) else spec.fileno())
+        with self._lock:
+            sock = self._ensure()
+            request_id = self._next_id
+            self._next_id += 1
+            event = self._started[request_id] = threading.Event()
+            request = {"id": request_id, "module": cmd[2], "args": [str(a) for a in cmd[3:]],
+                       "cwd": os.fspath(cwd), "env": dict(env), "new_session": start_new_session}
+            socket.send_fds(sock, [json.dumps(request).encode()], fds)
+        for fd in close_after:
+            os.close(fd)
+        if not event.wait(60):
+            raise RuntimeError(f"the warm server did not start {cmd[2]}")
+        with self._lock:
+            pid = self._pids.pop(request_id)
+            proc = WarmProcess(self, [str(a) for a in cmd], pid, ours[0], ours[1])
+            if pid in self._early:
+                proc._end(self._early.pop(pid))
+            else:
+                self._children[pid] = proc
+        return proc
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the listener; the server sees the end
+            self._sock.close()
+        if self._proc is not None:
+            self._proc.wait(timeout=30)
+
+
+# ---- one server per environment, and the entry point -------------------------------
+
+class Watch:
+    """What the caller's process watcher does around a start (conftest.py sets
+    it): `before` may change the environment, `after` sees the process."""
+
+    def before(self, cmd: Sequence[str], env: dict[str, str]) -> dict[str, str]:
+        return env
+
+    def after(self, proc: Any) -> None:
+        pass
+
+
+WATCH = Watch()
+MAX_SERVERS = 4  # environments seen in a session: the tests', the background's, tests/distributed's
+_servers: dict[tuple[tuple[str, str], ...], WarmServer] = {}
+_servers_lock = threading.Lock()
+
+
+def _server_for(env: Mapping[str, str]) -> WarmServer | None:
+    key = tuple(sorted(_import_time_env(env).items()))
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is None and len(_servers) < MAX_SERVERS:
+            server = _servers[key] = WarmServer(env)
+    return server if server is not None and server._failed is None else None
+
+
+def popen(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+          stdout: Any = None, stderr: Any = None, text: bool = False,
+          start_new_session: bool = False) -> subprocess.Popen | WarmProcess:
+    """`subprocess.Popen(cmd, ...)`, warm where `cmd` is ``[sys.executable, "-m",
+    MODULE, ...]`` with MODULE in WARM_MODULES (a server per environment of
+    import-time variables, at most MAX_SERVERS), cold otherwise."""
+    env = dict(os.environ if env is None else env)
+    cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+    cmd = [os.fspath(c) for c in cmd]
+    if len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m" and cmd[2] in WARM_MODULES:
+        warm_env = WATCH.before(cmd, env)
+        server = _server_for(warm_env)
+        if server is not None:
+            try:
+                proc = server.popen(cmd, cwd=cwd, env=warm_env, stdout=stdout, stderr=stderr, text=text,
+                                    start_new_session=start_new_session)
+            except RuntimeError:  # the server could not start: cold, as asked
+                pass
+            else:
+                WATCH.after(proc)
+                return proc
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text,
+                            start_new_session=start_new_session)
+
+
+def run(cmd: Sequence[str], *, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, ...)` through `popen`."""
+    proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def close_all() -> None:
+    """Stop every server (their running children are killed)."""
+    with _servers_lock:
+        for server in _servers.values():
+            server.close()
+        _servers.clear()
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[1])))
