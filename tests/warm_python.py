@@ -1,10 +1,10 @@
 """`python -m MODULE ARGS` started warm: forked from a server that has
 already imported torch, transformers and datasets.
 
-A trainer the tests start as a fresh interpreter spends about 3.5 s of one
-core importing those before it trains a step (`python -X importtime -m
-dtvg_dist.train recipe=tiny-t5`), and the suite starts about a hundred of
-them. A child forked from a server that imported them once is still a
+A trainer the tests start as a fresh interpreter spends seconds of one core
+importing those before it trains a step (`python -X importtime -m
+dtvg_dist.train recipe=tiny-t5`), and the suite starts dozens of them (the
+suite went from 876 s to 734 s locally, docs/development.md). A child forked from a server that imported them once is still a
 process of its own: its own pid, signals, exit code and open files, the
 working folder and environment asked for, the module run through `runpy`
 as `-m` runs it, the library's own modules imported fresh (the server
@@ -12,12 +12,13 @@ imports none of dtvg_dist). It only skips the third-party imports.
 
 It is used only where it cannot differ from a fresh interpreter: the
 environment variables that libraries read once, at import (``HF_*``,
-``TRANSFORMERS_*``, ``PYTHON*``, ...), must equal the server's, else the
-command starts cold. OMP_NUM_THREADS, read by the OpenMP runtime when it
+``TRANSFORMERS_*``, ``PYTHON*``, ...), must equal the server's: each such
+environment gets a server of its own (at most MAX_SERVERS, then cold). OMP_NUM_THREADS, read by the OpenMP runtime when it
 loads, is applied in the child with ``torch.set_num_threads``. What a fresh
 interpreter adds (start-up, the imports themselves, the entry point's
 ``__main__``) is covered by the tests that keep real subprocesses: the docs'
-pages, the wheel in a venv, every launcher, executor and SLURM job.
+pages, the wheel in a venv, test_train's full runs, every launch's
+workers, the executors and the SLURM jobs.
 """
 
 from __future__ import annotations
