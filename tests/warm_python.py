@@ -55,7 +55,7 @@ OPTIONAL_PRELOAD = ("bitsandbytes",)  # the 8-bit runs' (an extra: skipped where
 # launcher (its workers are fresh interpreters: it starts them itself).
 WARM_MODULES = frozenset({"dtvg_dist.train", "accelerate.commands.launch"})
 # Environment variables read at import by Python or the preloaded libraries:
-# a command whose values differ from the server's starts cold.
+# each set of their values gets a server of its own (_server_for).
 _IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS_", "DATASETS_", "TORCH", "PYTORCH", "CUDA",
                          "PYTHON", "XDG_", "MKL_", "KMP_", "OPENBLAS", "TOKENIZERS_", "DS_", "ACCELERATE_",
                          "LD_", "TMPDIR")
@@ -162,12 +162,10 @@ def serve(sock: socket.socket) -> None:
 class WarmProcess:
     """The part of `subprocess.Popen` the tests use, for a warm child."""
 
-    def __init__(self, server: WarmServer, args: list[str], pid: int,
-                 stdout: IO | None, stderr: IO | None) -> None:
+    def __init__(self, args: list[str], pid: int, stdout: IO | None, stderr: IO | None) -> None:
         self.args, self.pid, self.stdout, self.stderr = args, pid, stdout, stderr
         self.stdin = None
         self.returncode: int | None = None
-        self._server = server
         self._ended = threading.Event()
 
     def _end(self, status: int) -> None:
@@ -251,9 +249,9 @@ class WarmServer:
         assert self._sock is not None
         while True:
             message = self._sock.recv(_MAX_MESSAGE)
-            if not message:
+            if not message:  # the server is gone, and it killed its children first
                 for proc in list(self._children.values()):
-                    proc._end(9 << 8 if proc.returncode is None else proc.returncode)
+                    proc._end(signal.SIGKILL)  # the wait status of a SIGKILLed process
                 return
             event = json.loads(message)
             with self._lock:
@@ -303,7 +301,7 @@ class WarmServer:
             raise RuntimeError(f"the warm server did not start {cmd[2]}")
         with self._lock:
             pid = self._pids.pop(request_id)
-            proc = WarmProcess(self, [str(a) for a in cmd], pid, ours[0], ours[1])
+            proc = WarmProcess([str(a) for a in cmd], pid, ours[0], ours[1])
             if pid in self._early:
                 proc._end(self._early.pop(pid))
             else:
