@@ -35,7 +35,6 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 import warm_python  # noqa: E402
 from background import BACKGROUND, Background  # noqa: E402
-from deepspeed_op import build_shm_op  # noqa: E402
 from real_model import gguf_folder  # noqa: E402
 from tokenizer_fixtures import LLAMA3_SKIP, T5_DIR, llama3_dir  # noqa: E402
 
@@ -218,7 +217,6 @@ def smollm2_run(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 # This file's session work for the background (tests/background.py), in the
 # order tests are most likely to wait for it; test modules offer their own.
-BACKGROUND.offer("deepspeed_ops", build_shm_op)
 BACKGROUND.offer("tiny_runs", lambda: _tiny_runs(BACKGROUND.folder("tiny-runs"), at_once=False))
 if gguf_folder() is not None:
     _SMOLLM2 = BACKGROUND.folder("smollm2")
@@ -228,12 +226,8 @@ if gguf_folder() is not None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the offered work whose fixtures the selected tests use. DeepSpeed's
-    shm op counts as used by any slow test: ZeRO-3 runs start in and beyond
-    tests/distributed (the wheel, SLURM and doctor tests)."""
+    """Start the offered work whose fixtures the selected tests use."""
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    if any(item.get_closest_marker("slow") for item in session.items):
-        wanted.add("deepspeed_ops")
     BACKGROUND.start_offers(wanted)
 
 
@@ -251,7 +245,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # warns in a full run: the fast tier cannot grow slow unnoticed.
 SUBPROCESS_FIXTURES = frozenset({
     "tiny_runs", "full_runs", "t5_bank", "method_runs",  # trainings in subprocesses
-    "deepspeed_ops", "references",  # tests/distributed: launches
+    "references",  # tests/distributed: launches
     "demo_run", "tables",  # tests/test_demo*.py: the demo command
     "fake",  # tests/grid/test_executors.py: the script the executors start
     "smollm2", "smollm2_run",  # a real 135M model: converted once, trained in a subprocess

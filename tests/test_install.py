@@ -49,9 +49,6 @@ def _install_and_use(tmp_path: Path) -> dict:
     # The dependencies are this environment's (torch, DeepSpeed, ...): a .pth
     # line puts its site-packages on the venv's path, after the venv's own,
     # and runs no .pth inside it (an editable install's finder stays out).
-    # The same torch and DeepSpeed also mean the same build of DeepSpeed's shm
-    # op: a venv over another interpreter's packages rebuilt it (other include
-    # paths), and the next ZeRO-3 test of this environment rebuilt it back.
     purelib = _run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
                    dict(os.environ)).stdout.strip()
     ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))

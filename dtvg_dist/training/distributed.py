@@ -105,6 +105,35 @@ def import_deepspeed_without_mlflow(trackers: list[str]) -> None:
         del sys.modules["mlflow"]
 
 
+# DeepSpeed's name for its shared-memory collective op on CPU
+# (deepspeed/ops/op_builder/cpu/comm.py, ShareMemCommBuilder.NAME).
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_deepspeed_cpu_inference_op() -> bool:
+    """On a CPU-only machine, keep DeepSpeed from compiling an op training never uses.
+
+    When its process group starts, DeepSpeed's comm backend on CPU compiles
+    ``deepspeed_shm_comm`` with g++ (deepspeed/comm/torch.py ``build_shm_op``:
+    35-50 s and about 1.5 GB on 2 cores, on every fresh environment, behind a
+    lock file that a killed build leaves behind for the next run to wait on
+    for ever). The op serves only ``inference_all_reduce`` (DeepSpeed's
+    tensor-parallel inference layers, deepspeed/module_inject/layers.py);
+    ZeRO-3 training reduces through torch.distributed (gloo). Marking it
+    incompatible in ``deepspeed.ops.__compatible_ops__`` (one dict per process;
+    deepspeed/ops/__init__.py keeps edits to it) takes DeepSpeed's own
+    fallback: ``build_shm_op`` returns None. GPUs are left alone. Returns
+    whether the op was marked.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return False
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+    return True
+
+
 def resolve_deepspeed_config_file(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
     """The packaged launch configs name their DeepSpeed JSON as
     ``launch_configs/ds_*.json``; `accelerate launch` passes that string on
@@ -150,6 +179,7 @@ def build_accelerator(
     if use_deepspeed:
         resolve_deepspeed_config_file()
         import_deepspeed_without_mlflow(list(trackers))
+        skip_deepspeed_cpu_inference_op()
     handlers = []
     # A process group is wanted when launched with several processes, and by
     # DeepSpeed even for one (on CPU its default backend, oneCCL, is absent).

@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 from background import BACKGROUND
-from deepspeed_op import build_shm_op
 from dist_runs import check, single_cmd, start, wait
-
-
-@pytest.fixture(scope="session")
-def deepspeed_ops() -> None:
-    """DeepSpeed's shm op built (tests/deepspeed_op.py), in the background
-    from the session's start (tests/background.py)."""
-    BACKGROUND.result("deepspeed_ops", build_shm_op)
 
 
 @dataclass
@@ -55,5 +47,5 @@ BACKGROUND.offer("references", lambda: _references(BACKGROUND.folder("references
 
 
 @pytest.fixture(scope="session")
-def references(tmp_path_factory: pytest.TempPathFactory, deepspeed_ops) -> dict[str, Reference]:
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Reference]:
     return BACKGROUND.result("references", lambda: _references(tmp_path_factory.mktemp("references"), True))

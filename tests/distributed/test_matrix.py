@@ -188,7 +188,7 @@ def _matrix(root: Path, references, at_once: bool) -> Matrix:
 # in the background after the references (tests/background.py): the drivers
 # one after another there, beside the tests
 BACKGROUND.offer("matrix", lambda: _matrix(BACKGROUND.folder("matrix"), BACKGROUND.done("references"),
-                                           at_once=False), after=("deepspeed_ops", "references"))
+                                           at_once=False), after=("references",))
 
 
 @pytest.fixture(scope="session")
@@ -287,6 +287,21 @@ def test_checkpointing_was_on(matrix):
             assert f"gradient_checkpointing: {str(cell.checkpointing).lower()}" in cfg, cell.name
             log = _segment(matrix.log[cell.launch], cell.name)
             assert f"grad_ckpt={cell.checkpointing}" in log, cell.name
+
+
+@pytest.mark.slow
+def test_zero3_on_cpu_compiles_no_deepspeed_op(matrix):
+    """Every rank of the ZeRO-3 launch started DeepSpeed's process group
+    without compiling or loading its CPU inference op
+    (training.distributed.skip_deepspeed_cpu_inference_op): DeepSpeed prints
+    this line on every rank that loads it, cached or built (comm/torch.py).
+    That the launch ran ZeRO-3 is test_cell_matches_one_process's check."""
+    cells = [c for c in CELLS if c.launch == "zero3"]
+    for cell in cells:
+        _finished(matrix, cell)
+    text = matrix.log["zero3"].read_text(errors="replace")
+    assert all(f"=== matrix run {cell.name} ===" in text for cell in cells)
+    assert "deepspeed_shm_comm_op built successfully" not in text
 
 
 @pytest.mark.slow
