@@ -7,8 +7,12 @@ test writes, so their work starts in one background thread at the end of
 collection, one process at a time, beside whatever test runs; the fixture
 returning it waits for it while it runs, and does it itself, the fast way,
 when it has not started yet (taking it off the queue; work offered as
-building on it stays queued and reads what the fixture made).
-Processes the background thread starts are its own: conftest.py's watcher
+building on it stays queued and reads what the fixture made). While a
+fixture waits for running work, the core it leaves idle takes the next
+queued piece whose work it builds on is done (one such helper at a time):
+the waiting test goes on when its work is done, the helper finishes its
+piece beside the tests.
+Processes the background threads start are theirs: conftest.py's watcher
 does not count them against the test running at the time, gives them the
 environment the session started with (not a running test's monkeypatched
 one), and the session's end kills any still running.
@@ -23,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +35,15 @@ THREAD_PREFIX = "dtvg-background"
 
 
 class Background:
-    """Named pieces of work run one after another in one thread."""
+    """Named pieces of work run one after another in one thread (and one
+    more beside it while a fixture waits for running work)."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
+        self._cv = threading.Condition()
+        self._queue: list[tuple[str, Callable[[], Any], tuple[str, ...], Future]] = []
+        self._worker: threading.Thread | None = None
+        self._helper: threading.Thread | None = None
+        self._stopped = False
         self._jobs: dict[str, Future] = {}
         self._procs: list[subprocess.Popen] = []
         self._offers: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {}
@@ -47,7 +56,8 @@ class Background:
         end of collection if a selected test uses that fixture (in the order
         offered: conftest.py's first, then the test modules'). `after`: the
         offered work it builds on (offered before it; it reads their results
-        through `done`)."""
+        through `done`). A name `FIXTURE:PART` is one of several independent
+        pieces of that fixture's work."""
         missing = [a for a in after if a not in self._offers]
         if missing:
             raise ValueError(f"{name}: offered before what it builds on: {', '.join(missing)}")
@@ -56,13 +66,12 @@ class Background:
     def start_offers(self, wanted: set[str]) -> None:
         self._environ = dict(os.environ)
         for name, (work, after) in self._offers.items():
-            if name in wanted and all(a in self._jobs for a in after):
+            if name.split(":", 1)[0] in wanted and all(a in self._jobs for a in after):
                 self.start(name, work, after)
 
     def done(self, name: str) -> Any:
         """The result of the work this work was offered `after`: it ran
-        first on this thread, or a fixture took it over (then this waits for
-        the fixture)."""
+        first, or a fixture took it over (then this waits for the fixture)."""
         if name in self._taken:
             return self._taken[name].result(timeout=1800)
         return self._jobs[name].result(timeout=0)
@@ -101,43 +110,108 @@ class Background:
 
     def start(self, name: str, work: Callable[[], Any], after: tuple[str, ...] = ()) -> None:
         """Queue `work` (`after`: queued before it, or taken over by a fixture)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_PREFIX)
-        self._jobs[name] = self._pool.submit(work)
+        with self._cv:
+            self._jobs[name] = future = Future()
+            self._queue.append((name, work, after, future))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name=THREAD_PREFIX, daemon=True)
+                self._worker.start()
+            self._cv.notify_all()
+
+    def _built_on_done(self, after: tuple[str, ...]) -> bool:
+        return all((self._taken.get(a) or self._jobs[a]).done() for a in after)
+
+    def _next(self) -> tuple[Callable[[], Any], Future] | None:
+        """(Under the lock) the first queued piece whose `after` work is done, off the queue."""
+        for i, (_, work, after, future) in enumerate(self._queue):
+            if self._built_on_done(after):
+                del self._queue[i]
+                return work, future
+        return None
+
+    def _run(self, work: Callable[[], Any], future: Future) -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as err:  # noqa: BLE001 - the fixture that reads it raises it
+                future.set_exception(err)
+        with self._cv:
+            self._cv.notify_all()  # what builds on it may run now
+
+    def _serve(self) -> None:
+        while True:
+            with self._cv:
+                piece = self._next()
+                while piece is None and not self._stopped:
+                    self._cv.wait()
+                    piece = self._next()
+                if self._stopped:
+                    return
+            self._run(*piece)
+
+    def _help(self) -> None:
+        """Start the next runnable queued piece on a helper thread, unless one runs."""
+        with self._cv:
+            if self._stopped or (self._helper is not None and self._helper.is_alive()):
+                return
+            piece = self._next()
+            if piece is None:
+                return
+            self._helper = threading.Thread(target=self._run, args=piece, name=f"{THREAD_PREFIX}-helper",
+                                            daemon=True)
+            self._helper.start()
 
     def result(self, name: str, work: Callable[[], Any]) -> Any:
-        """What `name` gave (waiting for it while it runs), else `work()` here:
-        when it was never queued, or is still queued (it is then taken off the
-        queue; what builds on it stays queued and gets this call's result)."""
+        """What `name` gave (waiting for it while it runs, a helper taking the
+        next queued piece meanwhile), else `work()` here: when it was never
+        queued, or is still queued (it is then taken off the queue; what
+        builds on it stays queued and gets this call's result)."""
         future = self._jobs.get(name)
         if future is None:
             return work()
-        # set before the cancel: what builds on it may start the moment it is off the queue
-        made = self._taken[name] = Future()
-        if not future.cancel():  # running or done
-            del self._taken[name]
+        with self._cv:
+            # set before the cancel: what builds on it may start the moment it is off the queue
+            made = self._taken[name] = Future()
+            taken = future.cancel()
+            if taken:
+                self._queue = [piece for piece in self._queue if piece[0] != name]
+                del self._jobs[name]
+            else:  # running or done
+                del self._taken[name]
+        if not taken:
+            while not future.done():
+                self._help()
+                wait([future], timeout=1.0)
             return future.result()
-        del self._jobs[name]
         try:
             value = work()
         except BaseException as err:
             made.set_exception(err)
             raise
-        made.set_result(value)
-        return value
+        else:
+            made.set_result(value)
+            return value
+        finally:
+            with self._cv:
+                self._cv.notify_all()  # what builds on it may run now
 
     def stop(self) -> None:
         """The session is over: drop what has not started, kill what runs."""
         for made in self._taken.values():
             if not made.done():  # a fixture that never finished: nothing may wait for it
                 made.set_exception(RuntimeError("the session ended first"))
-        for future in self._jobs.values():
-            future.cancel()
+        with self._cv:
+            self._stopped = True
+            for _, _, _, future in self._queue:
+                future.cancel()
+            self._queue.clear()
+            self._cv.notify_all()
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for thread in (self._worker, self._helper):
+            if thread is not None:
+                thread.join()
 
 
 BACKGROUND = Background()

@@ -1,6 +1,7 @@
 """tests/background.py: session work queued in one background thread; a
-fixture waits for work that runs and takes over work that has not started,
-with the work that builds on it; other queued work stays queued."""
+fixture waits for work that runs (a helper runs the next queued piece
+meanwhile) and takes over work that has not started, with the work that
+builds on it; other queued work stays queued."""
 
 from __future__ import annotations
 
@@ -36,11 +37,42 @@ def test_queued_work_is_taken_over_alone_and_running_work_is_awaited() -> None:
     assert background.result("b", job("b here")) == "b here"
     release.set()
     assert background.result("a", job("a here")) == "a"  # it ran: awaited, not redone
-    background._jobs["d"].result(timeout=30)  # the queue ran on ("c", then "d")
+    background._jobs["d"].result(timeout=30)  # the queue ran on (c and d, beside or after a)
     assert background.result("c", job("c here")) == "c on b here"
     assert background.result("d", job("d here")) == "d"
     background.stop()
-    assert ran == ["b here in foreground", "a in background", "c on b here in background", "d in background"]
+    assert ran[0] == "b here in foreground"
+    assert sorted(ran[1:]) == ["a in background", "c on b here in background", "d in background"]
+
+
+def test_while_a_fixture_waits_for_running_work_the_next_piece_runs_beside_it() -> None:
+    """"a" runs until "c" has run; "c" builds on "b", queued behind "a". Run
+    one piece at a time, "a" would never end; while its fixture waits, a
+    helper takes "b", then "c" (only once "b" is done), and "a" ends."""
+    background = Background()
+    a_runs, c_ran = threading.Event(), threading.Event()
+    threads: dict[str, str] = {}
+
+    def a() -> str:
+        threads["a"] = threading.current_thread().name
+        a_runs.set()
+        assert c_ran.wait(30), "nothing ran beside the waiting fixture"
+        return "a"
+
+    def c() -> str:
+        threads["c"] = threading.current_thread().name
+        got = f"c on {background.done('b')}"
+        c_ran.set()
+        return got
+
+    background.start("a", a)
+    background.start("b", lambda: "b")
+    background.start("c", c, after=("b",))
+    assert a_runs.wait(30)
+    assert background.result("a", lambda: "a here") == "a"
+    assert background.result("c", lambda: "c here") == "c on b"
+    background.stop()
+    assert threads["a"] == THREAD_PREFIX and threads["c"] == f"{THREAD_PREFIX}-helper"
 
 
 def test_work_building_on_a_failed_take_over_fails_with_its_error() -> None:

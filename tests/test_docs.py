@@ -12,7 +12,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -143,24 +142,24 @@ def _run_page(page: Path, root: Path) -> tuple[Path, list[tuple[str, subprocess.
     return work, done
 
 
-def _page_runs(folder: Callable[[str], Path], at_once: bool) -> dict[str, tuple[Path, list]]:
-    """Every runnable page (`folder(stem)` gives each a fresh folder); at once,
-    one thread each, when `at_once`: their runs are one-thread processes in
-    their own folders, so the pages run side by side."""
-    if not at_once:
-        return {page.name: _run_page(page, folder(page.stem)) for page in RUNNABLE_PAGES}
-    with ThreadPoolExecutor(max_workers=len(RUNNABLE_PAGES)) as pool:
-        futures = {page.name: pool.submit(_run_page, page, folder(page.stem)) for page in RUNNABLE_PAGES}
-        return {name: future.result() for name, future in futures.items()}
-
-
-# one page at a time in the background (tests/background.py), else all at once here
-BACKGROUND.offer("page_runs", lambda: _page_runs(BACKGROUND.folder, at_once=False))
+# one piece of background work per page (tests/background.py): a page not
+# started when the fixture needs it runs here, beside the others
+for _page in RUNNABLE_PAGES:
+    BACKGROUND.offer(f"page_runs:{_page.name}", lambda page=_page: _run_page(page, BACKGROUND.folder(page.stem)))
 
 
 @pytest.fixture(scope="module")
 def page_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list]]:
-    return BACKGROUND.result("page_runs", lambda: _page_runs(tmp_path_factory.mktemp, at_once=True))
+    """Every runnable page's run (`_run_page`); the pages are independent,
+    so those still to run go side by side, one thread each (their commands
+    are one-thread processes in their own folders)."""
+    def one(page: Path) -> tuple[Path, list]:
+        return BACKGROUND.result(f"page_runs:{page.name}",
+                                 lambda: _run_page(page, tmp_path_factory.mktemp(page.stem)))
+
+    with ThreadPoolExecutor(max_workers=len(RUNNABLE_PAGES)) as pool:
+        futures = {page.name: pool.submit(one, page) for page in RUNNABLE_PAGES}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.mark.slow
