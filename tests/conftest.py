@@ -296,6 +296,13 @@ def _watched_popen_init(self, args, *rest, **kwargs) -> None:
 subprocess.Popen.__init__ = _watched_popen_init  # type: ignore[method-assign]
 
 
+def _fills_both_cores(item: pytest.Item) -> bool:
+    """A test whose own work runs several processes at once: the SLURM
+    cluster's grids and the multi-process launches."""
+    return item.get_closest_marker("distributed") is not None or "slurm_cluster" in getattr(
+        item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and (
@@ -303,6 +310,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             or SUBPROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         ):
             item.add_marker(pytest.mark.slow)
+    # Last, in the order pytest-randomly gave them (a stable sort on top of its
+    # shuffle, which it provides for): the tests that fill both cores
+    # themselves. The background's work (tests/background.py) runs out before
+    # the tests do; what runs after it then keeps both cores busy, where a
+    # one-thread test would leave one idle.
+    items.sort(key=_fills_both_cores)
 
 
 @pytest.hookimpl(hookwrapper=True)

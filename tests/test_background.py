@@ -16,12 +16,13 @@ from background import BACKGROUND, THREAD_PREFIX, Background
 
 def test_queued_work_is_taken_over_alone_and_running_work_is_awaited() -> None:
     background = Background()
-    release = threading.Event()
+    release, a_runs = threading.Event(), threading.Event()
     ran: list[str] = []
 
     def job(name: str, wait: bool = False, base: str | None = None):
         def work() -> str:
             if wait:
+                a_runs.set()
                 assert release.wait(30)
             got = name if base is None else f"{name} on {background.done(base)}"
             ran.append(f"{got} in {'background' if Background.in_background() else 'foreground'}")
@@ -32,6 +33,7 @@ def test_queued_work_is_taken_over_alone_and_running_work_is_awaited() -> None:
     background.start("b", job("b"))
     background.start("c", job("c", base="b"), after=("b",))
     background.start("d", job("d"))
+    assert a_runs.wait(30)
     # "b" is queued behind the running "a": done here; "c", which builds on
     # it, stays queued and gets what was made here
     assert background.result("b", job("b here")) == "b here"

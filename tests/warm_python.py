@@ -3,12 +3,21 @@ already imported torch, transformers and datasets.
 
 A trainer the tests start as a fresh interpreter spends seconds of one core
 importing those before it trains a step (`python -X importtime -m
-dtvg_dist.train recipe=tiny-t5`), and the suite starts dozens of them (the
-suite went from 876 s to 734 s locally, docs/development.md). A child forked from a server that imported them once is still a
-process of its own: its own pid, signals, exit code and open files, the
-working folder and environment asked for, the module run through `runpy`
-as `-m` runs it, the library's own modules imported fresh (the server
-imports none of dtvg_dist). It only skips the third-party imports.
+dtvg_dist.train recipe=tiny-t5`), and the suite starts dozens of them
+(docs/development.md has the suite's figures). A child forked from a
+server that imported them once is still a process of its own: its own pid,
+session when asked, signals, exit code and open files, the working folder
+and environment asked for, the module run through `runpy` as `-m` runs it,
+the library's own modules imported fresh (the server imports none of
+dtvg_dist). It only skips the third-party imports.
+
+A warm `accelerate launch` gets a connection of its own to the server:
+torchrun's workers that run the training command are forked by the server
+as the launcher asks, with the worker's environment, in a session of their
+own (torchrun stops them with killpg), stdio unbuffered as `python -u`;
+the launcher sees them through a Popen-like handle (tests/distributed/
+test_warm_launch.py: not its children, and the run equal to a cold
+launch's bit for bit).
 
 It is used only where it cannot differ from a fresh interpreter: the
 environment variables that libraries read once, at import (``HF_*``,
@@ -17,8 +26,9 @@ environment gets a server of its own (at most MAX_SERVERS, then cold). OMP_NUM_T
 loads, is applied in the child with ``torch.set_num_threads``. What a fresh
 interpreter adds (start-up, the imports themselves, the entry point's
 ``__main__``) is covered by the tests that keep real subprocesses: the docs'
-pages, the wheel in a venv, test_train's full runs, every launch's
-workers, the executors and the SLURM jobs.
+pages, the wheel in a venv, test_train's full runs, the matrix's launches
+(a driver script), the executors and the SLURM jobs (their launchers and
+workers).
 """
 
 from __future__ import annotations
@@ -52,23 +62,71 @@ PRELOAD = (
 )
 OPTIONAL_PRELOAD = ("bitsandbytes",)  # the 8-bit runs' (an extra: skipped where absent)
 # Only these modules start warm: the training command, and accelerate's
-# launcher (its workers are fresh interpreters: it starts them itself).
-WARM_MODULES = frozenset({"dtvg_dist.train", "accelerate.commands.launch"})
+# launcher, whose workers that run the training command start warm too (a
+# warm launcher asks the server for them: _warm_workers).
+TRAIN = "dtvg_dist.train"
+LAUNCHER = "accelerate.commands.launch"
+WARM_MODULES = frozenset({TRAIN, LAUNCHER})
 # Environment variables read at import by Python or the preloaded libraries:
 # each set of their values gets a server of its own (_server_for).
 _IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS_", "DATASETS_", "TORCH", "PYTORCH", "CUDA",
                          "PYTHON", "XDG_", "MKL_", "KMP_", "OPENBLAS", "TOKENIZERS_", "DS_", "ACCELERATE_",
                          "LD_", "TMPDIR")
+# What a launcher adds to its workers' environment under those prefixes and
+# the preloaded libraries read only when called, never at import (accelerate
+# reads its ACCELERATE_* in AcceleratorState and the launch utilities, torch
+# its TORCHELASTIC_* in torch.distributed.elastic and TORCH_NCCL_* in the
+# NCCL process group, at run time): a worker
+# whose import-time environment differs from its server's in these alone
+# starts warm; any other difference starts it cold.
+_RUN_TIME_PREFIXES = ("ACCELERATE_", "TORCHELASTIC_", "TORCH_NCCL_")
 _MAX_MESSAGE = 1 << 20
 
 
-def _import_time_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_PREFIXES)}
+def _import_time_env(env: Mapping[str, str], ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_PREFIXES)
+            and not (ignore and k.startswith(ignore))}
 
 
 # ---- the server (its own process: python tests/warm_python.py) ---------------
 
-def _run_child(request: dict[str, Any], fds: list[int]) -> None:
+def _warm_workers(channel: socket.socket, launcher_env: dict[str, str]) -> None:
+    """In a warm launcher: torchrun's workers that run the training command
+    (``python -u -m dtvg_dist.train ...``, what accelerate launch starts) are
+    asked of the server over `channel`, as this process's own children would
+    be started, when their import-time environment is the launcher's (which
+    is its server's) up to _RUN_TIME_PREFIXES; any other command, or
+    environment, starts cold."""
+    from torch.distributed.elastic.multiprocessing.subprocess_handler import (
+        subprocess_handler as handler,
+    )
+
+    client = WarmServer.over(channel)
+    cold = handler.SubprocessHandler._popen
+    same = _import_time_env(launcher_env, _RUN_TIME_PREFIXES)
+
+    def _popen(self: Any, args: tuple, env: dict[str, str]) -> Any:
+        cmd = [str(a) for a in args]
+        if cmd[:4] == [sys.executable, "-u", "-m", TRAIN] and _import_time_env(env, _RUN_TIME_PREFIXES) == same:
+            return client.popen([sys.executable, "-m", *cmd[3:]], cwd=os.getcwd(), env=env,
+                                stdout=self._stdout, stderr=self._stderr, start_new_session=True,
+                                unbuffered=True)
+        return cold(self, args, env)
+
+    handler.SubprocessHandler._popen = _popen
+
+
+def _unbuffered_stdio() -> None:
+    """What `python -u` does: stdout and stderr written through, unbuffered."""
+    import io
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        setattr(sys, name, io.TextIOWrapper(open(fd, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                                            encoding=old.encoding, errors=old.errors, write_through=True))
+
+
+def _run_child(request: dict[str, Any], fds: list[int], channel: socket.socket | None) -> None:
     """In the forked child: become the asked-for command, then exit with its code."""
     code = 1
     try:
@@ -79,10 +137,14 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> None:
         for fd in fds:
             if fd > 2:
                 os.close(fd)
+        if request.get("unbuffered"):
+            _unbuffered_stdio()
         os.chdir(request["cwd"])
         sys.path[0] = os.getcwd()  # what `python -m` puts first (the server had its own folder)
         os.environ.clear()
         os.environ.update(request["env"])
+        if channel is not None:
+            _warm_workers(channel, request["env"])
         threads = request["env"].get("OMP_NUM_THREADS", "")
         import torch
 
@@ -118,7 +180,8 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> None:
 
 def serve(sock: socket.socket) -> None:
     """Preload, say ready, then fork a child per request and report each
-    child's pid and, when it ends, its wait status."""
+    child's pid and, when it ends, its wait status, to the connection that
+    asked for it: the client's, or a warm launcher's (its workers)."""
     import importlib
 
     for name in PRELOAD:
@@ -129,32 +192,44 @@ def serve(sock: socket.socket) -> None:
     # fork copies only the calling thread: no other Python thread may run (the
     # libraries' native helper threads, as under a forking DataLoader, are fine)
     sock.send(json.dumps({"ready": os.getpid(), "threads": threading.active_count()}).encode())
-    children: set[int] = set()
+    conns = [sock]
+    owner: dict[int, socket.socket] = {}  # child pid -> the connection that asked for it
     while True:
-        readable, _, _ = select.select([sock], [], [], 0.02)
-        while children:
+        readable, _, _ = select.select(conns, [], [], 0.02)
+        while owner:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
-            children.discard(pid)
-            sock.send(json.dumps({"ended": pid, "status": status}).encode())
-        if not readable:
-            continue
-        message, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 3)
-        if not message:  # the client is gone: so are its children
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            return
-        request = json.loads(message)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            _run_child(request, fds)
-        for fd in fds:
-            os.close(fd)
-        children.add(pid)
-        sock.send(json.dumps({"started": request["id"], "pid": pid}).encode())
+            with contextlib.suppress(OSError):  # its asker may be gone
+                owner.pop(pid).send(json.dumps({"ended": pid, "status": status}).encode())
+        for conn in readable:
+            message, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 3)
+            if not message:  # that client is gone: so are the children it asked for
+                for pid, asker in owner.items():
+                    if asker is conn or conn is sock:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                if conn is sock:
+                    return
+                conns.remove(conn)
+                conn.close()
+                continue
+            request = json.loads(message)
+            channel, theirs = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                               if request["module"] == LAUNCHER else (None, None))
+            pid = os.fork()
+            if pid == 0:
+                for other in (*conns, channel):
+                    if other is not None:
+                        other.close()
+                _run_child(request, fds, theirs)
+            for fd in fds:
+                os.close(fd)
+            if channel is not None:
+                theirs.close()
+                conns.append(channel)
+            owner[pid] = conn
+            conn.send(json.dumps({"started": request["id"], "pid": pid}).encode())
 
 
 # ---- the client (in the pytest process) ------------------------------------------
@@ -231,6 +306,14 @@ class WarmServer:
         self._next_id = 0
         self._failed: str | None = None
 
+    @classmethod
+    def over(cls, sock: socket.socket) -> WarmServer:
+        """A client over a connection the server made (a warm launcher's)."""
+        client = cls({})
+        client._sock = sock
+        threading.Thread(target=client._listen, name="warm-python", daemon=True).start()
+        return client
+
     def _ensure(self) -> socket.socket:
         if self._sock is None:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -265,9 +348,10 @@ class WarmServer:
 
     def popen(self, cmd: Sequence[str], *, cwd: str | os.PathLike, env: Mapping[str, str],
               stdout: Any = None, stderr: Any = None, text: bool = False,
-              start_new_session: bool = False) -> WarmProcess:
+              start_new_session: bool = False, unbuffered: bool = False) -> WarmProcess:
         """Start `cmd` (``[sys.executable, "-m", MODULE, *ARGS]``) warm; stdout
-        and stderr as Popen takes them (PIPE, STDOUT, DEVNULL, None or a file)."""
+        and stderr as Popen takes them (PIPE, STDOUT, DEVNULL, None or a file);
+        `unbuffered`: as `python -u`."""
         ours: list[IO | None] = [None, None]
         fds, close_after = [os.open(os.devnull, os.O_RDONLY)], []
         close_after.append(fds[0])
@@ -293,7 +377,8 @@ class WarmServer:
             self._next_id += 1
             event = self._started[request_id] = threading.Event()
             request = {"id": request_id, "module": cmd[2], "args": [str(a) for a in cmd[3:]],
-                       "cwd": os.fspath(cwd), "env": dict(env), "new_session": start_new_session}
+                       "cwd": os.fspath(cwd), "env": dict(env), "new_session": start_new_session,
+                       "unbuffered": unbuffered}
             socket.send_fds(sock, [json.dumps(request).encode()], fds)
         for fd in close_after:
             os.close(fd)
