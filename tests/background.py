@@ -104,6 +104,14 @@ class Background:
                     out.pop(key, None)
         return out
 
+    def set_session_env(self, key: str, value: str) -> None:
+        """Set `key` for the rest of the session (a session fixture's
+        variable, such as the test cluster's SLURM_CONF): not a test's
+        change that `environment` would undo."""
+        os.environ[key] = value
+        if self._environ is not None:
+            self._environ[key] = value
+
     def started(self, proc: subprocess.Popen) -> None:
         """A process the background thread started (killed if the session ends first)."""
         self._procs.append(proc)

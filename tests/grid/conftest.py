@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import pytest
+from background import BACKGROUND
 from slurm_cluster import SlurmCluster, missing, start, stop
+
+
+def _start_for_the_session() -> SlurmCluster | None:
+    """The cluster, or None where this machine cannot run one; stopped at
+    exit if no fixture stops it first (stopping twice is harmless)."""
+    if missing():
+        return None
+    cluster = start()
+    atexit.register(stop, cluster.state)
+    BACKGROUND.set_session_env("SLURM_CONF", str(cluster.conf))  # for the session's processes
+    return cluster
+
+
+# in the background from the session's start (tests/background.py): the grids
+# of tests/grid/test_slurm.py are offered after it
+BACKGROUND.offer("slurm_cluster", _start_for_the_session)
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +34,10 @@ def slurm_cluster():
     reason = missing()
     if reason:
         pytest.skip(reason)
-    cluster: SlurmCluster = start()
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
+    cluster: SlurmCluster | None = BACKGROUND.result("slurm_cluster", _start_for_the_session)
+    assert cluster is not None
+    previous = os.environ.get("SLURM_CONF") if os.environ.get("SLURM_CONF") != str(cluster.conf) else None
+    BACKGROUND.set_session_env("SLURM_CONF", str(cluster.conf))
     try:
         yield cluster
     finally:

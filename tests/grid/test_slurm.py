@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from background import BACKGROUND, THREAD_PREFIX, Background
 from safetensors.torch import load_file
 
 from dtvg_dist.grid.jobs import Job, Launch
@@ -296,20 +297,19 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def demos(slurm_cluster, tmp_path_factory):
+def _demos(slurm_cluster, mktemp):
     """The grid run by the serial executor, the local one and, at the same
     time, through SLURM, none with a thread count in its environment;
     `scontrol show job` of every SLURM job read while stage 2 still waits.
     Returns (serial runs dir, (slurm runs dir, output, records, shown),
     local runs dir)."""
-    serial_root = tmp_path_factory.mktemp("serial")
+    serial_root = mktemp("serial")
     serial = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "serial"], serial_root,
                         _plain_env())
-    local_root = tmp_path_factory.mktemp("local")
+    local_root = mktemp("local")
     local = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "local", "--max-parallel", "1"],
                        local_root, _plain_env())
-    root = tmp_path_factory.mktemp("slurm")
+    root = mktemp("slurm")
     runs = root / "runs"
     proc = _reproduce([*GRID, "--runs-dir", "runs", "--executor", "slurm", *WAIT], root,
                       _env(slurm_cluster))
@@ -329,6 +329,17 @@ def demos(slurm_cluster, tmp_path_factory):
             if p.poll() is None:
                 p.kill()
     return serial_root / "runs", (runs, out, records, shown, again), local_root / "runs"
+
+
+# The cluster's grids in the background (tests/background.py), after the
+# cluster: each is work a fixture would otherwise wait on with a core idle.
+BACKGROUND.offer("demos", lambda: _demos(BACKGROUND.done("slurm_cluster"), BACKGROUND.folder),
+                 after=("slurm_cluster",))
+
+
+@pytest.fixture(scope="module")
+def demos(slurm_cluster, tmp_path_factory):
+    return BACKGROUND.result("demos", lambda: _demos(slurm_cluster, tmp_path_factory.mktemp))
 
 
 @pytest.fixture(scope="module")
@@ -516,8 +527,7 @@ def _while_running(grids: dict[str, tuple[Path, subprocess.Popen]], cluster,
     return shown
 
 
-@pytest.fixture(scope="module")
-def two_nodes(slurm_cluster, tmp_path_factory):
+def _two_nodes(slurm_cluster, mktemp):
     """The grid with 2 processes per run on 2 nodes, once under DDP and once
     under ZeRO-3, both grids at once, every write logged (write_audit).
     Returns {mode: (runs dir, output, `scontrol show job` of each run while
@@ -525,7 +535,7 @@ def two_nodes(slurm_cluster, tmp_path_factory):
     out = {}
     procs = {}
     for mode in ("ddp", "zero3"):
-        root = tmp_path_factory.mktemp(f"two-{mode}")
+        root = mktemp(f"two-{mode}")
         audit = root / "audit"
         audit.mkdir()
         launcher = ["--launcher", _zero3_launcher(root)] if mode == "zero3" else []
@@ -546,6 +556,15 @@ def two_nodes(slurm_cluster, tmp_path_factory):
             if proc.poll() is None:
                 proc.kill()
     return out
+
+
+BACKGROUND.offer("two_nodes", lambda: _two_nodes(BACKGROUND.done("slurm_cluster"), BACKGROUND.folder),
+                 after=("slurm_cluster",))
+
+
+@pytest.fixture(scope="module")
+def two_nodes(slurm_cluster, tmp_path_factory):
+    return BACKGROUND.result("two_nodes", lambda: _two_nodes(slurm_cluster, tmp_path_factory.mktemp))
 
 
 def _close_tensors(a: Path, b: Path, atol: float) -> None:
@@ -656,16 +675,29 @@ def _one_node_dies(cluster, two_nodes, root: Path) -> dict:
     return {"runs": runs, "ended_after": ended_after, "first_exit": proc.returncode}
 
 
-@pytest.fixture(scope="module")
-def two_node_faults(slurm_cluster, two_nodes, tmp_path_factory) -> dict[str, dict]:
+def _two_node_faults(slurm_cluster, two_nodes, mktemp) -> dict[str, dict]:
     """Both fault scenarios on two nodes side by side (each its own copy of
     the DDP grid and its own SLURM job; the cluster holds both): most of
-    either is waiting on the scheduler or on a paused rank."""
-    roots = {name: tmp_path_factory.mktemp(name) for name in ("usr1", "dies")}
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    either is waiting on the scheduler or on a paused rank. Its threads
+    count as the background's when it runs there (their processes get the
+    session's environment)."""
+    roots = {name: mktemp(name) for name in ("usr1", "dies")}
+    prefix = f"{THREAD_PREFIX}-faults" if Background.in_background() else "faults"
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=prefix) as pool:
         usr1 = pool.submit(_requeued_on_usr1, slurm_cluster, two_nodes, roots["usr1"])
         dies = pool.submit(_one_node_dies, slurm_cluster, two_nodes, roots["dies"])
         return {"usr1": usr1.result(), "dies": dies.result()}
+
+
+BACKGROUND.offer("two_node_faults", lambda: _two_node_faults(
+    BACKGROUND.done("slurm_cluster"), BACKGROUND.done("two_nodes"), BACKGROUND.folder),
+    after=("slurm_cluster", "two_nodes"))
+
+
+@pytest.fixture(scope="module")
+def two_node_faults(slurm_cluster, two_nodes, tmp_path_factory) -> dict[str, dict]:
+    return BACKGROUND.result("two_node_faults", lambda: _two_node_faults(slurm_cluster, two_nodes,
+                                                                         tmp_path_factory.mktemp))
 
 
 @pytest.mark.slow
