@@ -37,9 +37,7 @@ def _pipeline(checkpoint: Path, out: Path, *extra: str) -> Pipeline:
     cfg = load_recipe(recipe, [
         *RECIPE_ARGS[1:], f"backbone.name_or_path={checkpoint}", f"output_dir={out}",
         f"bank_dir={out / 'bank'}", "method=pt", "stage=2", f"optim.max_steps={STEPS}",
-        "optim.warmup_steps=2", "optim.max_grad_norm=1.0", "logging.progress_bar=false",
-        "distributed.threads=2",  # both cores: these in-process steps are often all that runs
-        *extra,
+        "optim.warmup_steps=2", "optim.max_grad_norm=1.0", "logging.progress_bar=false", *extra,
     ])
     return Pipeline(cfg)
 
