@@ -4,7 +4,9 @@ selected test needs it.
 The suite is CPU-bound on two cores, yet while a test waits on a one-thread
 run the other core idles. The session fixtures started here read nothing a
 test writes, so their work starts in one background thread at the end of
-collection, one process at a time, beside whatever test runs; the fixture
+collection, one process at a time, beside whatever test runs (the work the
+earliest tests need first: a test waiting for running work leaves a core
+idle once nothing else is queued); the fixture
 returning it waits for it while it runs, and does it itself, the fast way,
 when it has not started yet (taking it off the queue; work offered as
 building on it stays queued and reads what the fixture made). While a
@@ -63,10 +65,24 @@ class Background:
             raise ValueError(f"{name}: offered before what it builds on: {', '.join(missing)}")
         self._offers[name] = (work, after)
 
-    def start_offers(self, wanted: set[str]) -> None:
+    def start_offers(self, first_use: Mapping[str, int]) -> None:
+        """Queue the offered work whose fixture a selected test uses;
+        `first_use`: fixture name -> position of the first selected test that
+        uses it. The queue runs the work needed soonest first (its own first
+        use, or that of work building on it, whichever is sooner; then the
+        order offered): a test waiting for work that runs leaves a core idle
+        once nothing else is queued, so what the later tests need runs last."""
         self._environ = dict(os.environ)
-        for name, (work, after) in self._offers.items():
-            if name.split(":", 1)[0] in wanted and all(a in self._jobs for a in after):
+        names = list(self._offers)
+        needed = {name: first_use[name.split(":", 1)[0]] for name in names
+                  if name.split(":", 1)[0] in first_use}
+        for name in reversed(names):  # what builds on a piece was offered after it
+            for base in self._offers[name][1]:
+                if name in needed and base in needed:
+                    needed[base] = min(needed[base], needed[name])
+        for name in sorted(needed, key=lambda n: (needed[n], names.index(n))):
+            work, after = self._offers[name]
+            if all(a in self._jobs for a in after):
                 self.start(name, work, after)
 
     def done(self, name: str) -> Any:

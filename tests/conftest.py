@@ -227,8 +227,11 @@ if gguf_folder() is not None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the offered work whose fixtures the selected tests use."""
-    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    BACKGROUND.start_offers(wanted)
+    first_use: dict[str, int] = {}
+    for position, item in enumerate(session.items):
+        for name in getattr(item, "fixturenames", ()):
+            first_use.setdefault(name, position)
+    BACKGROUND.start_offers(first_use)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

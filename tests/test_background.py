@@ -96,6 +96,33 @@ def test_work_building_on_a_failed_take_over_fails_with_its_error() -> None:
     background.stop()
 
 
+def test_offers_queue_the_work_needed_soonest_first() -> None:
+    """The queue's order is the first use of each piece's fixture, where
+    work building on a piece pulls it forward; ties keep the order offered;
+    work no selected test uses is not queued."""
+    background = Background()
+    release, ran = threading.Event(), []
+
+    def job(name: str):
+        def work() -> str:
+            if name == "late":
+                assert release.wait(30)  # holds the worker until everything is queued
+            ran.append(name)
+            return name
+        return work
+
+    for name, after in (("late", ()), ("base", ()), ("soon:a", ()), ("soon:b", ()), ("on_base", ("base",)),
+                        ("unused", ())):
+        background.offer(name, job(name), after=after)
+    background.start_offers({"late": 0, "base": 9, "soon": 5, "on_base": 2})
+    assert [piece[0] for piece in background._queue] in (["base", "on_base", "soon:a", "soon:b"],
+                                                          ["late", "base", "on_base", "soon:a", "soon:b"])
+    release.set()
+    background._jobs["soon:b"].result(timeout=30)
+    background.stop()
+    assert ran == ["late", "base", "on_base", "soon:a", "soon:b"] and "unused" not in background._jobs
+
+
 def test_work_never_queued_is_done_here() -> None:
     assert Background().result("x", lambda: 42) == 42
 
@@ -107,7 +134,7 @@ def test_a_process_started_there_gets_the_sessions_environment(monkeypatch) -> N
     monkeypatch.setenv("DTVG_BG_KEPT", "session")
     monkeypatch.delenv("DTVG_BG_NEW", raising=False)
     background = Background()
-    background.start_offers(set())  # the session's environment, as at the end of collection
+    background.start_offers({})  # the session's environment, as at the end of collection
     monkeypatch.setenv("DTVG_BG_KEPT", "a test's")
     monkeypatch.setenv("DTVG_BG_NEW", "a test's")
     env = background.environment({**os.environ, "OMP_NUM_THREADS": "7"})
