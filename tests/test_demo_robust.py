@@ -49,28 +49,32 @@ def _run(folder: Path, cache: Path, extra_env: dict[str, str]) -> dict:
     return json.loads((folder / "demo" / "demo.json").read_text())
 
 
-def _tables(root: Path, at_once: bool) -> dict[str, dict]:
-    """base, float64 and noise (which reuses base's taught backbone, so it
-    comes after base); base and float64 side by side when `at_once`."""
-    cache = root / "cache"
-    if not at_once:
-        return {"base": _run(root / "base", cache, {}),
-                "float64": _run(root / "float64", cache, PERTURBATIONS["float64"]),
-                "noise": _run(root / "noise", cache, PERTURBATIONS["noise"])}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        wide = pool.submit(_run, root / "float64", cache, PERTURBATIONS["float64"])
-        base = _run(root / "base", cache, {})
-        noise = pool.submit(_run, root / "noise", cache, PERTURBATIONS["noise"])
-        return {"base": base, "float64": wide.result(), "noise": noise.result()}
+def _variant(root: Path, name: str, cache: Path | None = None) -> tuple[dict, Path]:
+    """The demo's table for `name` ("base" or a perturbation) and the cache
+    it taught its backbone in: its own, or `cache` (noise perturbs a copy of
+    the backbone that base taught there)."""
+    cache = cache or root / f"cache-{name}"
+    return _run(root / name, cache, PERTURBATIONS.get(name, {})), cache
 
 
-# one process at a time in the background (tests/background.py), else two here
-BACKGROUND.offer("tables", lambda: _tables(BACKGROUND.folder("perturbed"), at_once=False))
+# Three pieces of background work (tests/background.py): base, float64, and
+# noise once base has taught its backbone.
+BACKGROUND.offer("tables:base", lambda: _variant(BACKGROUND.folder("perturbed"), "base"))
+BACKGROUND.offer("tables:float64", lambda: _variant(BACKGROUND.folder("perturbed"), "float64"))
+BACKGROUND.offer("tables:noise", lambda: _variant(BACKGROUND.folder("perturbed"), "noise",
+                                                  BACKGROUND.done("tables:base")[1]), after=("tables:base",))
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory) -> dict[str, dict]:
-    return BACKGROUND.result("tables", lambda: _tables(tmp_path_factory.mktemp("perturbed"), at_once=True))
+    """base, float64 and noise: each as the background left it (done, or
+    waited for), else run here, float64 beside base and then noise."""
+    root = tmp_path_factory.mktemp("perturbed")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wide = pool.submit(BACKGROUND.result, "tables:float64", lambda: _variant(root, "float64"))
+        base, cache = BACKGROUND.result("tables:base", lambda: _variant(root, "base"))
+        noise, _ = BACKGROUND.result("tables:noise", lambda: _variant(root, "noise", cache))
+        return {"base": base, "float64": wide.result()[0], "noise": noise}
 
 
 @pytest.mark.slow
