@@ -17,7 +17,11 @@ as the launcher asks, with the worker's environment, in a session of their
 own (torchrun stops them with killpg), stdio unbuffered as `python -u`;
 the launcher sees them through a Popen-like handle (tests/distributed/
 test_warm_launch.py: not its children, and the run equal to a cold
-launch's bit for bit).
+launch's bit for bit). A warm `reproduce` (the grid command) likewise
+gets a connection: the runs its executors start as `python -m
+dtvg_dist.train` are forked by the server (_warm_runs;
+tests/grid/test_demo_grid.py holds the serial executor's runs to the local
+one's bit for bit).
 
 It is used only where it cannot differ from a fresh interpreter: the
 environment variables that libraries read once, at import (``HF_*``,
@@ -27,8 +31,8 @@ loads, is applied in the child with ``torch.set_num_threads``. What a fresh
 interpreter adds (start-up, the imports themselves, the entry point's
 ``__main__``) is covered by the tests that keep real subprocesses: the docs'
 pages, the wheel in a venv, test_train's full runs, the matrix's launches
-(a driver script), the executors and the SLURM jobs (their launchers and
-workers).
+(a driver script), the executors' script runs (tests/grid/test_executors.py)
+and the SLURM jobs (their launchers and workers).
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ OPTIONAL_PRELOAD = ("bitsandbytes",)  # the 8-bit runs' (an extra: skipped where
 # warm launcher asks the server for them: _warm_workers).
 TRAIN = "dtvg_dist.train"
 LAUNCHER = "accelerate.commands.launch"
-WARM_MODULES = frozenset({TRAIN, LAUNCHER})
+# the grid command: the runs its executors start as `python -m
+# dtvg_dist.train` start warm too (_warm_runs)
+REPRODUCE = "dtvg_dist.reproduce"
+WARM_MODULES = frozenset({TRAIN, LAUNCHER, REPRODUCE})
 # Environment variables read at import by Python or the preloaded libraries:
 # each set of their values gets a server of its own (_server_for).
 _IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS_", "DATASETS_", "TORCH", "PYTORCH", "CUDA",
@@ -116,6 +123,46 @@ def _warm_workers(channel: socket.socket, launcher_env: dict[str, str]) -> None:
     handler.SubprocessHandler._popen = _popen
 
 
+# What a warm `reproduce` may pass to Popen for a run it starts warm (the
+# serial executor's Popen and the local one's subprocess.run); anything else
+# starts cold.
+_RUN_POPEN_KEYWORDS = frozenset({"stdout", "stderr", "text", "universal_newlines", "bufsize", "env", "cwd"})
+
+
+def _warm_runs(channel: socket.socket, parent_env: dict[str, str]) -> None:
+    """In a warm `reproduce`: the runs its executors start as ``python -m
+    dtvg_dist.train ...`` are asked of the server over `channel` when their
+    import-time environment is this process's (MKL_NUM_THREADS aside when it
+    equals OMP_NUM_THREADS, which the child applies with
+    torch.set_num_threads: what the local executor sets per run); any
+    other command, argument or environment starts cold. Popen stays a class:
+    a warm run is what `__new__` returns (a WarmProcess, so `__init__` is
+    skipped)."""
+    client = WarmServer.over(channel)
+    cold = subprocess.Popen
+
+    def import_time(env: Mapping[str, str]) -> dict[str, str]:
+        out = _import_time_env(env)
+        if out.get("MKL_NUM_THREADS") == env.get("OMP_NUM_THREADS"):
+            out.pop("MKL_NUM_THREADS", None)
+        return out
+
+    same = import_time(parent_env)
+
+    class WarmRunPopen(cold):  # type: ignore[misc, valid-type]
+        def __new__(cls, args: Any, *rest: Any, **kwargs: Any) -> Any:
+            cmd = [os.fspath(a) for a in args] if isinstance(args, (list, tuple)) else []
+            env = dict(os.environ if kwargs.get("env") is None else kwargs["env"])
+            if (cmd[:3] == [sys.executable, "-m", TRAIN] and not rest and set(kwargs) <= _RUN_POPEN_KEYWORDS
+                    and import_time(env) == same):
+                return client.popen(cmd, cwd=kwargs.get("cwd") or os.getcwd(), env=env,
+                                    stdout=kwargs.get("stdout"), stderr=kwargs.get("stderr"),
+                                    text=bool(kwargs.get("text") or kwargs.get("universal_newlines")))
+            return super().__new__(cls)
+
+    subprocess.Popen = WarmRunPopen  # type: ignore[misc]
+
+
 def _unbuffered_stdio() -> None:
     """What `python -u` does: stdout and stderr written through, unbuffered."""
     import io
@@ -144,7 +191,7 @@ def _run_child(request: dict[str, Any], fds: list[int], channel: socket.socket |
         os.environ.clear()
         os.environ.update(request["env"])
         if channel is not None:
-            _warm_workers(channel, request["env"])
+            (_warm_runs if request["module"] == REPRODUCE else _warm_workers)(channel, request["env"])
         threads = request["env"].get("OMP_NUM_THREADS", "")
         import torch
 
@@ -216,7 +263,7 @@ def serve(sock: socket.socket) -> None:
                 continue
             request = json.loads(message)
             channel, theirs = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                               if request["module"] == LAUNCHER else (None, None))
+                               if request["module"] in (LAUNCHER, REPRODUCE) else (None, None))
             pid = os.fork()
             if pid == 0:
                 for other in (*conns, channel):
@@ -415,62 +462,80 @@ class Watch:
 
 
 WATCH = Watch()
-MAX_SERVERS = 4  # environments seen in a session: the tests', the background's, tests/distributed's
-_servers: dict[tuple[tuple[str, str], ...], WarmServer] = {}
-_servers_lock = threading.Lock()
+MAX_SERVERS = 4  # environments seen in a session: the tests', the background's, tests/distributed's, the grids'
 
 
-def _server_for(env: Mapping[str, str]) -> WarmServer | None:
-    key = tuple(sorted(_import_time_env(env).items()))
-    with _servers_lock:
-        server = _servers.get(key)
-        if server is None and len(_servers) < MAX_SERVERS:
-            server = _servers[key] = WarmServer(env)
-    return server if server is not None and server._failed is None else None
+class Servers:
+    """A server per environment of import-time variables (at most `limit`,
+    then cold); thread-safe. The session's is SERVERS; a test of this module
+    makes its own, so that closing it stops nothing the session's other
+    threads (the background's work) started."""
+
+    def __init__(self, limit: int = MAX_SERVERS) -> None:
+        self.limit = limit
+        self._servers: dict[tuple[tuple[str, str], ...], WarmServer] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    def values(self) -> list[WarmServer]:
+        with self._lock:
+            return list(self._servers.values())
+
+    def server_for(self, env: Mapping[str, str]) -> WarmServer | None:
+        key = tuple(sorted(_import_time_env(env).items()))
+        with self._lock:
+            server = self._servers.get(key)
+            if server is None and len(self._servers) < self.limit:
+                server = self._servers[key] = WarmServer(env)
+        return server if server is not None and server._failed is None else None
+
+    def popen(self, cmd: Sequence[str], *, cwd: str | os.PathLike | None = None,
+              env: Mapping[str, str] | None = None, stdout: Any = None, stderr: Any = None, text: bool = False,
+              start_new_session: bool = False) -> subprocess.Popen | WarmProcess:
+        """`subprocess.Popen(cmd, ...)`, warm where `cmd` is ``[sys.executable, "-m",
+        MODULE, ...]`` with MODULE in WARM_MODULES, cold otherwise."""
+        env = dict(os.environ if env is None else env)
+        cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+        cmd = [os.fspath(c) for c in cmd]
+        if len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m" and cmd[2] in WARM_MODULES:
+            warm_env = WATCH.before(cmd, env)
+            server = self.server_for(warm_env)
+            if server is not None:
+                try:
+                    proc = server.popen(cmd, cwd=cwd, env=warm_env, stdout=stdout, stderr=stderr, text=text,
+                                        start_new_session=start_new_session)
+                except RuntimeError:  # the server could not start: cold, as asked
+                    pass
+                else:
+                    WATCH.after(proc)
+                    return proc
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text,
+                                start_new_session=start_new_session)
+
+    def run(self, cmd: Sequence[str], *, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+        """`subprocess.run(cmd, capture_output=True, ...)` through `popen`."""
+        proc = self.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def close_all(self) -> None:
+        """Stop every server (their running children are killed)."""
+        with self._lock:
+            for server in self._servers.values():
+                server.close()
+            self._servers.clear()
 
 
-def popen(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-          stdout: Any = None, stderr: Any = None, text: bool = False,
-          start_new_session: bool = False) -> subprocess.Popen | WarmProcess:
-    """`subprocess.Popen(cmd, ...)`, warm where `cmd` is ``[sys.executable, "-m",
-    MODULE, ...]`` with MODULE in WARM_MODULES (a server per environment of
-    import-time variables, at most MAX_SERVERS), cold otherwise."""
-    env = dict(os.environ if env is None else env)
-    cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
-    cmd = [os.fspath(c) for c in cmd]
-    if len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m" and cmd[2] in WARM_MODULES:
-        warm_env = WATCH.before(cmd, env)
-        server = _server_for(warm_env)
-        if server is not None:
-            try:
-                proc = server.popen(cmd, cwd=cwd, env=warm_env, stdout=stdout, stderr=stderr, text=text,
-                                    start_new_session=start_new_session)
-            except RuntimeError:  # the server could not start: cold, as asked
-                pass
-            else:
-                WATCH.after(proc)
-                return proc
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text,
-                            start_new_session=start_new_session)
-
-
-def run(cmd: Sequence[str], *, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
-    """`subprocess.run(cmd, capture_output=True, ...)` through `popen`."""
-    proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def close_all() -> None:
-    """Stop every server (their running children are killed)."""
-    with _servers_lock:
-        for server in _servers.values():
-            server.close()
-        _servers.clear()
+SERVERS = Servers()
+popen = SERVERS.popen
+run = SERVERS.run
+close_all = SERVERS.close_all
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 exactly the results of `serial`, and two overlapping `reproduce` commands on
 one runs dir train every TPV exactly once and print the same table.
 
-Both train for real through subprocesses of the trainer (an interpreter
-start per run): slow on 2 cores, hence marked slow."""
+Both train for real through subprocesses of the trainer (processes of
+their own, forked warm: tests/warm_python.py): slow on 2 cores, hence
+marked slow."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 from background import BACKGROUND
 from safetensors.torch import load_file
 
@@ -37,13 +39,15 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _reproduce(cwd: Path, runs: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dtvg_dist.reproduce", *GRID, "--runs-dir",
-                             str(runs), *extra], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def _reproduce(cwd: Path, runs: Path, *extra: str) -> subprocess.Popen | warm_python.WarmProcess:
+    """The grid command, warm, and so are the trainers its executor starts
+    (tests/warm_python.py; the docs' pages run grids cold)."""
+    return warm_python.popen([sys.executable, "-m", "dtvg_dist.reproduce", *GRID, "--runs-dir", str(runs),
+                              *extra], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen) -> str:
+def _finish(proc: subprocess.Popen | warm_python.WarmProcess) -> str:
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     return out

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 from background import BACKGROUND, THREAD_PREFIX, Background
 from safetensors.torch import load_file
 
@@ -257,13 +258,15 @@ def _env(cluster, **extra: str) -> dict[str, str]:
     return {**_plain_env(), "SLURM_CONF": str(cluster.conf), **extra}
 
 
-def _reproduce(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+def _reproduce(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen | warm_python.WarmProcess:
     """reproduce in the background, its output in <cwd>/reproduce.out (a
-    pipe could fill while the test waits on another process)."""
+    pipe could fill while the test waits on another process). Warm
+    (tests/warm_python.py), and so are the serial and local executors'
+    runs; SLURM's jobs start theirs cold, on the nodes."""
     path = cwd / "reproduce.out"
     with path.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dtvg_dist.reproduce", *args], cwd=cwd,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = warm_python.popen([sys.executable, "-m", "dtvg_dist.reproduce", *args], cwd=cwd,
+                                 env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     proc.output = path  # type: ignore[attr-defined]
     return proc
 
