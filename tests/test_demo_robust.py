@@ -88,9 +88,15 @@ def test_the_demo_checks_are_computed_and_printed(tables, perturbation) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured 2026-12-06: the two-sources verdicts move with the backbone "
-                   "(float64: DTVG above all and both sources grouped; noise 1e-6: DTVG below SPoT); docs/demo.md")
-@pytest.mark.parametrize("perturbation", list(PERTURBATIONS))
+@pytest.mark.parametrize("perturbation", [
+    pytest.param("float64", marks=pytest.mark.xfail(strict=False, reason=(
+        "another backbone (weights 17% apart): the two-sources verdicts move, measured here: DTVG above all "
+        "and both sources grouped (docs/demo.md); non-strict, as another CPU teaches another base"))),
+    pytest.param("noise", marks=pytest.mark.xfail(strict=False, reason=(
+        "1e-6 moves the TPVs by 1e-4 (bench/RESULTS.md, demo_perturb): the verdicts stayed in every CI "
+        "run of 2026-12-07 on this machine, one run of 2026-12-06 saw DTVG fall below SPoT (a verdict near "
+        "a tie); not claimed"))),
+])
 def test_the_demo_verdicts_are_the_unperturbed_ones(tables, perturbation) -> None:
     verdicts = {c["text"]: c["holds"] for c in tables[perturbation]["claims"]}
     assert verdicts == {c["text"]: c["holds"] for c in tables["base"]["claims"]}, perturbation

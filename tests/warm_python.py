@@ -462,7 +462,11 @@ class Watch:
 
 
 WATCH = Watch()
-MAX_SERVERS = 4  # environments seen in a session: the tests', the background's, tests/distributed's, the grids'
+# Environments seen in a session: the tests' and the background's, tests/
+# distributed's, the grids' (tests/grid), and a test's own (an HF_HUB_CACHE of
+# its own): five or six. An idle server holds about 0.5 GB; past the limit a
+# command starts cold, and test_warm_launch fails (its launch must be warm).
+MAX_SERVERS = 8
 
 
 class Servers:
