@@ -217,7 +217,7 @@ def test_a_run_held_by_another_process_is_waited_for_never_started(tmp_path, fak
 
     thread = threading.Thread(target=other_process)
     thread.start()
-    while grid_status.lock_holder(held) is None:
+    while (grid_status.lock_holder(held) or {}).get("pid") is None:  # locked and its holder written
         time.sleep(0.05)
     ex = SerialExecutor() if executor == "serial" else LocalExecutor(max_parallel=2, devices=[])
     ex.poll_s = 0.1
