@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,14 @@ class Background:
     @staticmethod
     def in_background() -> bool:
         return threading.current_thread().name.startswith(THREAD_PREFIX)
+
+    @classmethod
+    def pool(cls, max_workers: int, name: str) -> ThreadPoolExecutor:
+        """Threads for work that fans out: when it runs in the background,
+        they are the background's too (what they start gets the session's
+        environment and is not counted against the running test)."""
+        prefix = f"{THREAD_PREFIX}-{name}" if cls.in_background() else name
+        return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=prefix)
 
     def environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
         """The environment of a process the background thread starts: `env`

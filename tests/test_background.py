@@ -123,6 +123,20 @@ def test_offers_queue_the_work_needed_soonest_first() -> None:
     assert ran == ["late", "base", "on_base", "soon:a", "soon:b"] and "unused" not in background._jobs
 
 
+def test_a_pool_started_in_the_background_is_the_backgrounds() -> None:
+    """Background.pool's threads count as the background's exactly when the
+    work that starts them runs there."""
+    def inside() -> bool:
+        with Background.pool(2, "fan") as pool:
+            return all(pool.map(lambda _: Background.in_background(), range(2)))
+
+    background = Background()
+    background.start("fan", inside)
+    assert background._jobs["fan"].result(timeout=30) is True  # ran in the background
+    background.stop()
+    assert inside() is False  # here, in the test's thread
+
+
 def test_work_never_queued_is_done_here() -> None:
     assert Background().result("x", lambda: 42) == 42
 

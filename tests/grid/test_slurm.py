@@ -27,13 +27,12 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 import warm_python
-from background import BACKGROUND, THREAD_PREFIX, Background
+from background import BACKGROUND, Background
 from safetensors.torch import load_file
 
 from dtvg_dist.grid.jobs import Job, Launch
@@ -685,8 +684,7 @@ def _two_node_faults(slurm_cluster, two_nodes, mktemp) -> dict[str, dict]:
     count as the background's when it runs there (their processes get the
     session's environment)."""
     roots = {name: mktemp(name) for name in ("usr1", "dies")}
-    prefix = f"{THREAD_PREFIX}-faults" if Background.in_background() else "faults"
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=prefix) as pool:
+    with Background.pool(2, "faults") as pool:
         usr1 = pool.submit(_requeued_on_usr1, slurm_cluster, two_nodes, roots["usr1"])
         dies = pool.submit(_one_node_dies, slurm_cluster, two_nodes, roots["dies"])
         return {"usr1": usr1.result(), "dies": dies.result()}
