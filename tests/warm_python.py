@@ -163,6 +163,11 @@ def _warm_runs(channel: socket.socket, parent_env: dict[str, str]) -> None:
     subprocess.Popen = WarmRunPopen  # type: ignore[misc]
 
 
+# The modules whose warm process gets a connection of its own to the server,
+# and what it does with it: the training runs it starts start warm too.
+_CONNECTED = {LAUNCHER: _warm_workers, REPRODUCE: _warm_runs}
+
+
 def _unbuffered_stdio() -> None:
     """What `python -u` does: stdout and stderr written through, unbuffered."""
     import io
@@ -191,7 +196,7 @@ def _run_child(request: dict[str, Any], fds: list[int], channel: socket.socket |
         os.environ.clear()
         os.environ.update(request["env"])
         if channel is not None:
-            (_warm_runs if request["module"] == REPRODUCE else _warm_workers)(channel, request["env"])
+            _CONNECTED[request["module"]](channel, request["env"])
         threads = request["env"].get("OMP_NUM_THREADS", "")
         import torch
 
@@ -263,7 +268,7 @@ def serve(sock: socket.socket) -> None:
                 continue
             request = json.loads(message)
             channel, theirs = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                               if request["module"] in (LAUNCHER, REPRODUCE) else (None, None))
+                               if request["module"] in _CONNECTED else (None, None))
             pid = os.fork()
             if pid == 0:
                 for other in (*conns, channel):
