@@ -21,6 +21,8 @@ def _start_for_the_session() -> SlurmCluster | None:
     return cluster
 
 
+# what the session had before the cluster's (put back when the fixture ends)
+_CALLERS_SLURM_CONF = os.environ.get("SLURM_CONF")
 # in the background from the session's start (tests/background.py): the grids
 # of tests/grid/test_slurm.py are offered after it
 BACKGROUND.offer("slurm_cluster", _start_for_the_session)
@@ -36,13 +38,12 @@ def slurm_cluster():
         pytest.skip(reason)
     cluster: SlurmCluster | None = BACKGROUND.result("slurm_cluster", _start_for_the_session)
     assert cluster is not None
-    previous = os.environ.get("SLURM_CONF") if os.environ.get("SLURM_CONF") != str(cluster.conf) else None
-    BACKGROUND.set_session_env("SLURM_CONF", str(cluster.conf))
+    BACKGROUND.set_session_env("SLURM_CONF", str(cluster.conf))  # as the start did (a test may have unset it)
     try:
         yield cluster
     finally:
-        if previous is None:
+        if _CALLERS_SLURM_CONF is None:
             os.environ.pop("SLURM_CONF", None)
         else:
-            os.environ["SLURM_CONF"] = previous
+            os.environ["SLURM_CONF"] = _CALLERS_SLURM_CONF
         stop(cluster.state)
